@@ -1,0 +1,164 @@
+"""Checkpoints: one ``.npz`` file, written atomically, read without ever unpickling.
+
+Layout of a checkpoint (any NumPy, or any zip + ``.npy`` reader, can read it):
+
+- ``<layer>.<param>``: float32 parameter arrays, e.g. ``conv1.W`` (20, 1, 5, 5) - see the README's
+  table for every name and shape;
+- ``optimizer.<layer>.<param>``: the optimiser's momentum buffers (absent for plain SGD);
+- ``extra.<name>``: other arrays a run needs to resume mid-epoch (the epoch's shuffled order);
+- ``metadata``: a 0-d unicode array holding JSON: ``format``, ``format_version``,
+  ``tinynet_version``, ``architecture``, ``classes``, ``input``, and whatever the trainer adds
+  (recipe, epoch, step, metrics, random-generator states).
+
+Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then renamed
+over the final name: a crash leaves either the old checkpoint or the new one, never half of one.
+Reading checks every array's header (dtype and shape) against the architecture *before* reading its
+data, and never allows pickled objects, so a corrupt or hostile file cannot allocate without bound
+or run code.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .model import lenet
+
+FORMAT = "tinynet-checkpoint"
+FORMAT_VERSION = 1
+INPUT = {"shape": [1, 28, 28], "dtype": "float32", "scaling": "uint8 pixel / 255, in [0, 1]",
+         "polarity": "light ink (high values) on a dark background (0)",
+         "orientation": "upright (EMNIST's stored images transposed once at load)"}
+MAX_METADATA_CHARS = 10_000_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names the file and the fault."""
+
+
+def build_model(architecture, rng=None, init="glorot"):
+    """The model an ``architecture`` dict describes, e.g. ``{"name": "lenet", "num_classes": 47}``,
+    freshly initialised (``init``, from ``rng``)."""
+    if architecture.get("name") != "lenet":
+        raise ValueError(f"unknown architecture {architecture.get('name')!r}")
+    return lenet(architecture["num_classes"], rng=rng or np.random.default_rng(0), init=init,
+                 dropout=architecture.get("dropout", 0.0))
+
+
+def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer=None, extra=None):
+    """Write ``model``'s parameters and metadata to ``path`` atomically.
+
+    ``optimizer``: arrays by parameter name (momentum buffers); ``extra``: other named arrays.
+    """
+    path = Path(path)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "tinynet_version": __version__,
+            "architecture": architecture, "classes": list(classes), "input": INPUT, **(metadata or {})}
+    arrays = dict(model.state_dict())
+    arrays.update({f"optimizer.{k}": v for k, v in (optimizer or {}).items()})
+    arrays.update({f"extra.{k}": v for k, v in (extra or {}).items()})
+    arrays["metadata"] = np.array(json.dumps(meta))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def _read_member(zf, member, path, expected_shape=None, kinds="f"):
+    """Read one ``.npy`` member after checking its header; never unpickles."""
+    with zf.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        name = member[:-4]
+        if dtype.hasobject or dtype.kind not in kinds:
+            raise CheckpointError(f"{path}: array {name!r} has dtype {dtype}, expected kind {kinds!r}")
+        if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+            raise CheckpointError(f"{path}: array {name!r} has shape {tuple(shape)}, "
+                                  f"the architecture needs {tuple(expected_shape)}")
+        count = int(np.prod(shape))
+        data = f.read(count * dtype.itemsize + 1)
+        if len(data) != count * dtype.itemsize:
+            raise CheckpointError(f"{path}: array {name!r} is truncated or has trailing bytes")
+        array = np.frombuffer(data, dtype=dtype)
+        return (array.reshape(shape[::-1]).T if fortran else array.reshape(shape)).copy()
+
+
+def load_checkpoint(path):
+    """Read a checkpoint: returns ``(model, metadata, optimizer, extra)``.
+
+    ``model`` is the architecture rebuilt with the stored weights; ``optimizer`` and ``extra`` are
+    dicts of arrays (empty when absent). Raises :class:`CheckpointError` naming the file and the
+    fault for anything that is not an intact tinynet checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {m for m in zf.namelist()}
+            if "metadata.npy" not in members:
+                raise CheckpointError(f"{path}: not a tinynet checkpoint (no metadata entry)")
+            meta_info = zf.getinfo("metadata.npy")
+            if meta_info.file_size > 4 * MAX_METADATA_CHARS + 1024:
+                raise CheckpointError(f"{path}: metadata entry is implausibly large")
+            meta = _parse_metadata(_read_member(zf, "metadata.npy", path, (), kinds="U"), path)
+            try:
+                model = build_model(meta["architecture"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"{path}: unusable architecture {meta.get('architecture')!r} ({e})")
+            expected = {name: p.shape for name, p, _ in model.parameters()}
+            missing = sorted(f"{n}.npy" for n in expected if f"{n}.npy" not in members)
+            if missing:
+                raise CheckpointError(f"{path}: missing parameter arrays {', '.join(m[:-4] for m in missing)}")
+            state = {n: _read_member(zf, f"{n}.npy", path, shape) for n, shape in expected.items()}
+            optimizer = {n: _read_member(zf, f"optimizer.{n}.npy", path, expected[n])
+                         for n in expected if f"optimizer.{n}.npy" in members}
+            extra = {m[len("extra."):-4]: _read_member(zf, m, path, kinds="iuf")
+                     for m in sorted(members) if m.startswith("extra.") and m.endswith(".npy")}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError,
+            NotImplementedError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable tinynet checkpoint ({type(e).__name__}: {e})") from None
+    for name, array in state.items():
+        if not np.all(np.isfinite(array)):
+            raise CheckpointError(f"{path}: parameter {name!r} holds NaN or infinite values")
+    model.load_state_dict(state)
+    return model, meta, optimizer, extra
+
+
+def _parse_metadata(array, path):
+    """Decode and validate the JSON metadata entry."""
+    try:
+        meta = json.loads(str(array))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a tinynet checkpoint (metadata format is not {FORMAT!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')!r} "
+                              f"is not supported (this tinynet reads version {FORMAT_VERSION})")
+    classes = meta.get("classes")
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(classes, list) or len(classes) != arch.get("num_classes"):
+        raise CheckpointError(f"{path}: metadata's classes do not match its architecture")
+    return meta

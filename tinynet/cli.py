@@ -1,0 +1,134 @@
+"""Command lines of ``train.py`` (and its argument checking): argparse-style errors for bad values,
+one-line messages for bad data or run folders, never a traceback for a user's mistake."""
+
+import argparse
+import sys
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .data import DataError
+from .optim import SCHEDULES
+from .training import RECIPES, TrainConfig, TrainingError, train
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def train_parser():
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense K) on "
+                    "EMNIST IDX files. Defaults are the original recipe: batch 128, 20 epochs, plain "
+                    "SGD at learning rate 0.01, cross-entropy. Options left unset take the value of "
+                    "--recipe.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default="data", help="folder holding the IDX files and mapping")
+    g.add_argument("--dataset", default="emnist-balanced",
+                   help="dataset name: files NAME-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz] "
+                        "and NAME-mapping.txt")
+    g.add_argument("--no-download", action="store_true",
+                   help="fail with instructions instead of downloading missing files")
+    g.add_argument("--val-fraction", type=fraction, default=None,
+                   help="fraction of the training set held out (stratified, seeded) for validation "
+                        "[recipe: 0.1]")
+    g.add_argument("--limit", type=positive_int, default=None,
+                   help="train on only the first N training images (quick looks)")
+    g = p.add_argument_group("recipe")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default="original",
+                   help="a named set of the options below; explicit options override it")
+    g.add_argument("--epochs", type=positive_int, default=None, help="passes over the training set [recipe]")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="images per SGD step [recipe]")
+    g.add_argument("--lr", type=positive_float, default=None, help="(peak) learning rate [recipe]")
+    g.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
+                   help="learning rate over training: constant; step (x0.1 at 50%%, x0.01 at 75%%); "
+                        "cosine (to 0); one-cycle (warm-up over 30%%, then cosine) [recipe]")
+    g.add_argument("--momentum", type=fraction, default=None, help="SGD momentum, 0 = none [recipe]")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help="Nesterov momentum (needs --momentum > 0) [recipe]")
+    g.add_argument("--weight-decay", type=non_negative_float, default=None,
+                   help="L2 weight decay on weights (not biases) [recipe]")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random shifts (+-2 px), rotations (+-10 deg), scaling (+-10%%) and shear "
+                        "of each training image [recipe]")
+    g.add_argument("--label-smoothing", type=fraction, default=None,
+                   help="spread this much target probability over all classes [recipe]")
+    g.add_argument("--dropout", type=fraction, default=None,
+                   help="dropout probability before the last layer, 0 = none [recipe]")
+    g.add_argument("--init", choices=("glorot", "he"), default=None,
+                   help="weight initialisation (the output layer is always Glorot) [recipe]")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="seed for every random choice of the run")
+    g.add_argument("--name", default=None,
+                   help="run folder name under --runs-dir (default: date-time and recipe)")
+    g.add_argument("--runs-dir", default="runs", help="where run folders go")
+    g.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run saved in RUN_DIR (its own configuration; --epochs may "
+                        "extend it, --threads may change)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for Numba kernels and BLAS (default: all cores)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    return p
+
+
+def config_from_args(args):
+    """The TrainConfig that the parsed arguments describe (recipe first, explicit options on top)."""
+    config = replace(TrainConfig(), **RECIPES[args.recipe])
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in TrainConfig.__dataclass_fields__ and v is not None}
+    config = replace(config, **overrides)
+    if config.nesterov and not config.momentum:
+        raise argparse.ArgumentTypeError("--nesterov needs --momentum > 0")
+    return config
+
+
+def train_main(argv=None):
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.epochs is None:
+            config = None  # keep the saved run's epochs
+    else:
+        name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.recipe}"
+        run_dir = Path(args.runs_dir) / name
+        if (run_dir / "last.npz").exists():
+            parser.error(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --name")
+    try:
+        result = train(config, run_dir, resume=bool(args.resume), download=not args.no_download,
+                       progress=not args.no_progress)
+    except (DataError, TrainingError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0 if result["status"] == "finished" else 130

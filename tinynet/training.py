@@ -1,0 +1,300 @@
+"""The training loop: minibatch SGD on the LeNet, with checkpoints, resume, logs and plots.
+
+From Python (a notebook, say)::
+
+    from tinynet.training import TrainConfig, train
+    result = train(TrainConfig(data_dir="../shared/data/emnist-bymerge-resplit",
+                               dataset="emnist-bymerge-resplit", epochs=2), "runs/try")
+    result["test_accuracy"]
+
+``train.py`` is a thin command line over :func:`train`. A run folder holds ``config.json``,
+``metrics.jsonl`` (one JSON record per epoch), ``curves.png``, ``last.npz`` (after every epoch, and
+when stopped with Ctrl-C), ``best.npz`` (best validation accuracy) and ``summary.json``.
+
+Randomness: one seed makes a run repeatable. It is split (``np.random.SeedSequence.spawn``) into
+independent generators for initialisation, the validation split, shuffling, augmentation and
+dropout; their states are saved in every checkpoint, so a resumed run continues exactly as an
+uninterrupted one would have.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import runtime
+from .augment import augment_batch
+from .checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from .data import load_split, to_float, train_val_split
+from .download import ensure_dataset
+from .layers import SoftmaxCrossEntropy
+from .optim import SGD, learning_rate
+from .plots import plot_curves
+from .predict import predict_logits
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. The defaults are the original recipe."""
+
+    data_dir: str = "data"
+    dataset: str = "emnist-balanced"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    augment: bool = False
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+    init: str = "glorot"
+    val_fraction: float = 0.1
+    seed: int = 0
+    limit: int | None = None
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Named recipes: TrainConfig fields that differ from the defaults (the original recipe).
+RECIPES = {"original": {}}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or cannot go on (bad run folder, diverged loss); the message says why."""
+
+
+def write_atomic(path, text):
+    """Write text to ``path`` via a temporary file and a rename (never a half-written file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_run_dir(run_dir, min_free_bytes=MIN_FREE_BYTES):
+    """Create ``run_dir`` and make sure it is writable with room for checkpoints, before any training."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"{run_dir}: run folder is not writable ({e.strerror or e})") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < min_free_bytes:
+        raise TrainingError(f"{run_dir}: only {free / 2**20:.0f} MB free on this disk; a run needs at "
+                            f"least {min_free_bytes / 2**20:.0f} MB for its checkpoints and logs")
+
+
+def evaluate(model, images, labels, batch_size=1024):
+    """Mean cross-entropy loss and accuracy of ``model`` on uint8 images (N, 28, 28)."""
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    loss = SoftmaxCrossEntropy()
+    total_loss = correct = 0.0
+    for start, logits in predict_logits(model, images, batch_size):
+        y = labels[start:start + len(logits)]
+        total_loss += loss.forward(logits, y) * len(y)
+        correct += np.sum(logits.argmax(axis=1) == y)
+    return total_loss / len(labels), correct / len(labels)
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to stop at the next batch; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def _generators(seed):
+    """Independent generators, all from one seed: init, shuffle, augment, dropout."""
+    return dict(zip(("init", "shuffle", "augment", "dropout"),
+                    (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))))
+
+
+def train(config, run_dir, *, resume=False, download=True, progress=True, log=print):
+    """Train per ``config`` into ``run_dir``; with ``resume``, continue the run saved there.
+
+    Returns a summary dict (``status`` is ``"finished"`` or ``"interrupted"``, plus final metrics,
+    ``test_accuracy`` and ``seconds``). Raises :class:`TrainingError` for a run that cannot start or
+    that diverges, and ``tinynet.data.DataError`` for missing or bad data.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        config = _resume_config(run_dir, config)
+    check_run_dir(run_dir)
+    runtime.set_threads(config.threads)
+    started = time.perf_counter()
+
+    ensure_dataset(config.data_dir, config.dataset, download=download, out=log)
+    train_split = load_split(config.data_dir, config.dataset, "train")
+    test_split = load_split(config.data_dir, config.dataset, "test")
+    train_idx, val_idx = train_val_split(train_split.labels, config.val_fraction, config.seed)
+    if config.limit:
+        train_idx = train_idx[:config.limit]
+    images, labels = train_split.images, train_split.labels
+    classes = train_split.classes
+    architecture = {"name": "lenet", "num_classes": len(classes), "dropout": config.dropout}
+
+    rngs = _generators(config.seed)
+    state = {"epoch": 0, "step": 0, "batch": 0, "history": [], "best_val_accuracy": -1.0}
+    optimizer = SGD(config.lr, config.momentum, config.nesterov, config.weight_decay)
+    order = None
+    if resume:
+        model, meta, velocity, extra = load_checkpoint(run_dir / "last.npz")
+        if meta["architecture"] != architecture or meta["classes"] != list(classes):
+            raise TrainingError(f"{run_dir / 'last.npz'}: checkpoint does not match the data "
+                                f"({meta['architecture']} vs {architecture})")
+        optimizer.load_state_dict(velocity)
+        state = meta["training"]
+        for name, rng in rngs.items():
+            rng.bit_generator.state = meta["rng_state"][name]
+        order = extra.get("order")
+        log(f"resuming {run_dir} at epoch {state['epoch'] + 1}, batch {state['batch']}")
+    else:
+        model = build_model(architecture, rngs["init"], init=config.init)
+        write_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    for layer in model.layers:
+        if hasattr(layer, "rng"):
+            layer.rng = rngs["dropout"]
+
+    loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
+    batches_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    total_steps = batches_per_epoch * config.epochs
+
+    def checkpoint(path, order_to_save=None):
+        meta = {"recipe": asdict(config), "training": state,
+                "rng_state": {name: rng.bit_generator.state for name, rng in rngs.items()}}
+        extra = None if order_to_save is None else {"order": order_to_save}
+        save_checkpoint(path, model, architecture, classes, meta, optimizer.state_dict(), extra)
+
+    log(f"training on {len(train_idx)} images of {config.dataset} ({len(classes)} classes), "
+        f"validating on {len(val_idx)}, testing on {len(test_split.labels)}; run folder {run_dir}")
+    status = "finished"
+    with _StopFlag() as stop:
+        while state["epoch"] < config.epochs:
+            epoch = state["epoch"]
+            if order is None:
+                order = rngs["shuffle"].permutation(train_idx)
+            seen = correct = 0
+            loss_sum = 0.0
+            epoch_start = time.perf_counter()
+            bar = tqdm(total=batches_per_epoch, initial=state["batch"], disable=not progress,
+                       desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+            while state["batch"] < batches_per_epoch:
+                if stop.requested:
+                    bar.close()
+                    checkpoint(run_dir / "last.npz", order)
+                    log(f"stopped by Ctrl-C at epoch {epoch + 1}, batch {state['batch']}; saved "
+                        f"{run_dir / 'last.npz'}. Resume with: python3 train.py --resume {run_dir}")
+                    return _summary(state, "interrupted", started, run_dir)
+                idx = order[state["batch"] * config.batch_size:(state["batch"] + 1) * config.batch_size]
+                x, y = to_float(images[idx]), labels[idx]
+                if config.augment:
+                    x = augment_batch(x, rngs["augment"])
+                optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], total_steps)
+                logits = model.forward(x, train=True)
+                loss = loss_fn.forward(logits, y)
+                if not math.isfinite(loss):
+                    bar.close()
+                    last = run_dir / "last.npz"
+                    kept = (f"the last good checkpoint {last} (epoch {epoch}) is kept"
+                            if last.exists() else "no checkpoint was written yet")
+                    raise TrainingError(f"loss became {loss} at epoch {epoch + 1}, batch "
+                                        f"{state['batch']} (step {state['step']}): training diverged; "
+                                        f"{kept}. Try a lower --lr.")
+                model.backward(loss_fn.backward())
+                optimizer.step(model)
+                state["batch"] += 1
+                state["step"] += 1
+                seen += len(y)
+                loss_sum += loss * len(y)
+                correct += int(np.sum(logits.argmax(axis=1) == y))
+                bar.update()
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}", refresh=False)
+            bar.close()
+            seconds = time.perf_counter() - epoch_start
+            val_loss, val_acc = evaluate(model, images[val_idx], labels[val_idx])
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                      "train_accuracy": correct / max(seen, 1), "val_loss": val_loss,
+                      "val_accuracy": val_acc, "lr": optimizer.lr, "seconds": seconds,
+                      "images_per_second": seen / seconds if seconds else float("nan")}
+            state["history"].append(record)
+            state["epoch"] += 1
+            state["batch"] = 0
+            order = None
+            if val_acc > state["best_val_accuracy"] or not val_idx.size:
+                state["best_val_accuracy"] = val_acc
+                checkpoint(run_dir / "best.npz")
+            checkpoint(run_dir / "last.npz")
+            write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+            plot_curves(state["history"], run_dir / "curves.png")
+            log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} "
+                f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
+                f"{seconds:.1f} s, {record['images_per_second']:.0f} images/s")
+
+    test_loss, test_acc = evaluate(model, test_split.images, test_split.labels)
+    summary = _summary(state, status, started, run_dir, test_loss=test_loss, test_accuracy=test_acc)
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    log(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); total time {summary['seconds']:.1f} s")
+    return summary
+
+
+def _resume_config(run_dir, config):
+    """The saved configuration of ``run_dir``; only ``epochs`` and ``threads`` may be changed."""
+    path = run_dir / "config.json"
+    if not (run_dir / "last.npz").is_file():
+        raise TrainingError(f"{run_dir}: nothing to resume (no last.npz in that folder)")
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise TrainingError(f"{path}: cannot read the run's configuration ({e})") from None
+    if config is not None:
+        saved.epochs = config.epochs
+        saved.threads = config.threads
+    return saved
+
+
+def _summary(state, status, started, run_dir, **extra):
+    last = state["history"][-1] if state["history"] else {}
+    return {"status": status, "run_dir": str(run_dir), "epochs_done": state["epoch"],
+            "train_accuracy": last.get("train_accuracy"), "val_accuracy": last.get("val_accuracy"),
+            "best_val_accuracy": state["best_val_accuracy"], **extra,
+            "seconds": time.perf_counter() - started}
