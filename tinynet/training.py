@@ -229,8 +229,9 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 if config.augment:
                     x = augment_batch(x, rngs["augment"])
                 optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], total_steps)
-                logits = model.forward(x, train=True)
-                loss = loss_fn.forward(logits, y)
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+                    logits = model.forward(x, train=True)
+                    loss = loss_fn.forward(logits, y)
                 if not math.isfinite(loss):
                     bar.close()
                     last = run_dir / "last.npz"

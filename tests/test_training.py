@@ -1,0 +1,183 @@
+"""The training loop: repeatable, resumable (also after Ctrl-C), and safe when the loss diverges.
+
+These tests train on a tiny synthetic EMNIST-format dataset written to a temporary folder, so they
+run anywhere in seconds; learning real characters is tested in test_model.py.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinynet.checkpoint import load_checkpoint
+from tinynet.cli import train_main
+from tinynet.data import write_idx
+from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_tiny_dataset(folder, n_train=600, n_test=200, classes=5, seed=0):
+    """An EMNIST-format dataset 'tiny': blobs whose position depends on the class, stored transposed."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, classes, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 4 + 4 * label:10 + 4 * label, 8:20] = 255
+        write_idx(folder / f"tiny-{split}-images-idx3-ubyte.gz", images.transpose(0, 2, 1))
+        write_idx(folder / f"tiny-{split}-labels-idx1-ubyte.gz", labels)
+    (folder / "tiny-mapping.txt").write_text("".join(f"{k} {65 + k}\n" for k in range(classes)))
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return TrainConfig(data_dir=str(write_tiny_dataset(tmp_path / "data")), dataset="tiny", epochs=2,
+                       batch_size=32, lr=0.05, momentum=0.9, augment=True, dropout=0.3,
+                       lr_schedule="cosine", val_fraction=0.2, seed=3)
+
+
+def quiet(*args):
+    pass
+
+
+def weights(path):
+    model = load_checkpoint(path)[0]
+    return model.state_dict()
+
+
+def test_run_folder_contents(tiny, tmp_path):
+    """A run writes its configuration, one metrics record per epoch, curves, checkpoints and a summary."""
+    result = train(tiny, tmp_path / "run", download=False, progress=False, log=quiet)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "curves.png", "last.npz",
+                                              "best.npz", "summary.json"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert set(records[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert result["status"] == "finished" and 0 <= result["test_accuracy"] <= 1
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = load_checkpoint(run / "last.npz")[1]
+    assert meta["training"]["epoch"] == 2 and meta["classes"] == list("ABCDE")
+
+
+def test_same_seed_same_weights(tiny, tmp_path):
+    """--seed makes a run repeatable: two runs with the same configuration end with equal weights."""
+    train(tiny, tmp_path / "a", download=False, progress=False, log=quiet)
+    train(tiny, tmp_path / "b", download=False, progress=False, log=quiet)
+    a, b = weights(tmp_path / "a" / "last.npz"), weights(tmp_path / "b" / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_equals_straight_run(tiny, tmp_path):
+    """2 epochs straight == 1 epoch, then resume for the 2nd: the checkpoint carries the weights,
+    momentum, step count and every random generator's state, so nothing is replayed differently.
+    (A constant learning rate here, because a schedule's length depends on --epochs; the Ctrl-C
+    test below resumes a cosine schedule mid-epoch.)"""
+    tiny = replace(tiny, lr_schedule="constant")
+    train(tiny, tmp_path / "straight", download=False, progress=False, log=quiet)
+    train(replace(tiny, epochs=1), tmp_path / "split", download=False, progress=False, log=quiet)
+    train(replace(tiny, epochs=2), tmp_path / "split", resume=True, download=False, progress=False, log=quiet)
+    a, b = weights(tmp_path / "straight" / "last.npz"), weights(tmp_path / "split" / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_saves_and_resume_finishes_the_same_run(tiny, tmp_path):
+    """Ctrl-C (SIGINT) stops at the next batch, saves last.npz mid-epoch and prints the resume
+    command; resuming finishes with exactly the weights of an uninterrupted run."""
+    config = replace(tiny, epochs=3)
+    train(config, tmp_path / "straight", download=False, progress=False, log=quiet)
+
+    run = tmp_path / "interrupted"
+    args = [sys.executable, "train.py", "--data-dir", config.data_dir, "--dataset", "tiny",
+            "--epochs", "3", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--augment",
+            "--dropout", "0.3", "--lr-schedule", "cosine", "--val-fraction", "0.2", "--seed", "3",
+            "--runs-dir", str(tmp_path), "--name", "interrupted", "--no-progress", "--no-download"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # wait until epoch 1 is done, then interrupt during epoch 2
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert f"Resume with: python3 train.py --resume {run}" in out
+    meta = load_checkpoint(run / "last.npz")[1]
+    assert meta["training"]["batch"] > 0 or meta["training"]["epoch"] >= 1  # saved where it stopped
+
+    assert train_main(["--resume", str(run), "--no-progress"]) == 0
+    a, b = weights(tmp_path / "straight" / "last.npz"), weights(run / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
+    """A NaN or infinite loss stops the run with a clear message; last.npz stays the good one."""
+    run = tmp_path / "run"
+    train(replace(tiny, epochs=1), run, download=False, progress=False, log=quiet)
+    good = weights(run / "last.npz")
+    config = json.loads((run / "config.json").read_text())
+    config["lr"] = 1e30  # the next update overflows the weights
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf) .* training diverged; the last good "
+                                            r"checkpoint .*last.npz \(epoch 1\) is kept"):
+        train(replace(tiny, epochs=2), run, resume=True, download=False, progress=False, log=quiet)
+    kept = weights(run / "last.npz")
+    assert all(np.array_equal(good[k], kept[k]) for k in good)
+
+
+def test_unwritable_run_folder_is_refused_before_training(tmp_path):
+    """A run folder that cannot be written is a clear error up front, not a crash after an hour."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TrainingError, match="run folder is not writable"):
+        check_run_dir(blocker / "run")
+
+
+def test_too_little_free_disk_is_refused(tmp_path):
+    """Training needs room for checkpoints; with less free space than required it does not start."""
+    with pytest.raises(TrainingError, match="MB free on this disk"):
+        check_run_dir(tmp_path, min_free_bytes=2**62)
+
+
+def test_missing_data_is_one_line_error_without_traceback(tmp_path, capsys):
+    """train.py on an empty data folder with --no-download says which files are missing, exit 1."""
+    code = train_main(["--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), "--no-download",
+                       "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "emnist-balanced-train-images-idx3-ubyte" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "must be a positive integer"),
+    (["--lr", "-1"], "must be a finite number > 0"),
+    (["--val-fraction", "1.5"], "must be in [0, 1)"),
+    (["--lr-schedule", "linear"], "invalid choice"),
+    (["--nesterov"], "--nesterov needs --momentum > 0"),
+])
+def test_bad_options_get_argparse_errors(argv, message, capsys):
+    """Wrong values are rejected by the argument parser (exit 2) with a message naming the option."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_describes_every_option(capsys):
+    """--help explains each option (no option is left without help text)."""
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    out = capsys.readouterr().out
+    for option in ("--data-dir", "--dataset", "--no-download", "--val-fraction", "--limit", "--recipe",
+                   "--epochs", "--batch-size", "--lr", "--lr-schedule", "--momentum", "--nesterov",
+                   "--weight-decay", "--augment", "--label-smoothing", "--dropout", "--init", "--seed",
+                   "--name", "--resume", "--threads"):
+        assert option in out
