@@ -106,11 +106,13 @@ class Conv2D(Layer):
         OW = conv_output_size(Wd, k, self.stride, self.padding)
         cols = self.buffer("cols", (N * OH * OW, W[0].size), x.dtype)
         im2col_numba(np.ascontiguousarray(x), k, k, self.stride, self.padding, cols)
-        out2 = self.buffer("out2", (N * OH * OW, c_out), x.dtype)
-        np.matmul(cols, W.reshape(c_out, -1).T, out=out2)
+        out2 = np.matmul(cols, W.reshape(c_out, -1).T)
         out2 += b
         self.cache = (x.shape, cols)
-        return np.ascontiguousarray(out2.reshape(N, OH, OW, c_out).transpose(0, 3, 1, 2))
+        # NCHW by shape and indexing, but stored NHWC as the matmul wrote it: no transposing copy.
+        # The max-pool kernels read it as it is, and write its gradient in the same layout, so
+        # that backward finds dout already laid out as D below.
+        return out2.reshape(N, OH, OW, c_out).transpose(0, 3, 1, 2)
 
     def backward(self, dout):
         """dout (N, C_out, OH, OW) -> dx (N, C_in, H, W), or None if ``compute_input_grad`` is off.
@@ -125,8 +127,7 @@ class Conv2D(Layer):
         W = self.params["W"]
         c_out = W.shape[0]
         N, _, OH, OW = dout.shape
-        d2 = self.buffer("dout2", (N * OH * OW, c_out), dout.dtype)
-        d2.reshape(N, OH, OW, c_out)[...] = dout.transpose(0, 2, 3, 1)
+        d2 = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, c_out)  # a view when dout is NHWC in memory
         self.grads["W"] = (d2.T @ cols).reshape(W.shape)
         self.grads["b"] = d2.sum(axis=0)
         if not self.compute_input_grad:
@@ -157,15 +158,18 @@ class MaxPool2D(Layer):
         OW = conv_output_size(W, self.size, self.stride, 0)
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
         argmax = self.buffer("argmax", (N, C, OH, OW), np.int32)
-        maxpool_forward_numba(np.ascontiguousarray(x), self.size, self.stride, self.relu, out, argmax)
-        self.cache = (x.shape, argmax)
+        maxpool_forward_numba(x, self.size, self.stride, self.relu, out, argmax)
+        self.cache = (x, argmax)
         return out
 
     def backward(self, dout):
-        """dout (N, C, OH, OW) -> dx (N, C, H, W): dx[winner of window] += dout[window], 0 elsewhere."""
-        x_shape, argmax = self.cache
-        dx = np.empty(x_shape, dtype=dout.dtype)
-        return maxpool_backward_numba(np.ascontiguousarray(dout), argmax, dx)
+        """dout (N, C, OH, OW) -> dx (N, C, H, W): dx[winner of window] += dout[window], 0 elsewhere.
+
+        dx is laid out in memory like the input was (e.g. NHWC after a convolution), which is the
+        layout the previous layer's backward wants.
+        """
+        x, argmax = self.cache
+        return maxpool_backward_numba(dout, argmax, np.empty_like(x, dtype=dout.dtype))
 
 
 class ReLUMaxPool2D(MaxPool2D):
