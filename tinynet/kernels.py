@@ -40,7 +40,8 @@ def conv_output_size(size, kernel, stride, padding):
 def im2col_numba(x, kh, kw, stride, padding, cols):
     """Fill ``cols`` (N*OH*OW, C*kH*kW) from ``x`` (N, C, H, W); zero padding is implicit.
 
-    Parallel over images; each output position's patch is written as one contiguous row.
+    Parallel over images; each output position's patch is written as one contiguous row. Patches
+    that lie wholly inside the image (all of them when padding is 0) skip the bounds checks.
     """
     N, C, H, W = x.shape
     OH = (H + 2 * padding - kh) // stride + 1
@@ -49,17 +50,21 @@ def im2col_numba(x, kh, kw, stride, padding, cols):
         for oh in range(OH):
             for ow in range(OW):
                 r = (n * OH + oh) * OW + ow
+                h0 = oh * stride - padding
+                w0 = ow * stride - padding
+                inside = h0 >= 0 and w0 >= 0 and h0 + kh <= H and w0 + kw <= W
                 k = 0
                 for c in range(C):
                     for i in range(kh):
-                        h = oh * stride + i - padding
-                        for j in range(kw):
-                            w = ow * stride + j - padding
-                            if 0 <= h < H and 0 <= w < W:
-                                cols[r, k] = x[n, c, h, w]
-                            else:
-                                cols[r, k] = 0.0
-                            k += 1
+                        h = h0 + i
+                        if inside:
+                            for j in range(kw):
+                                cols[r, k + j] = x[n, c, h, w0 + j]
+                        else:
+                            for j in range(kw):
+                                w = w0 + j
+                                cols[r, k + j] = x[n, c, h, w] if 0 <= h < H and 0 <= w < W else 0.0
+                        k += kw
     return cols
 
 
@@ -94,15 +99,22 @@ def col2im_numba(cols, kh, kw, stride, padding, dx):
         for oh in range(OH):
             for ow in range(OW):
                 r = (n * OH + oh) * OW + ow
+                h0 = oh * stride - padding
+                w0 = ow * stride - padding
+                inside = h0 >= 0 and w0 >= 0 and h0 + kh <= H and w0 + kw <= W
                 k = 0
                 for c in range(C):
                     for i in range(kh):
-                        h = oh * stride + i - padding
-                        for j in range(kw):
-                            w = ow * stride + j - padding
-                            if 0 <= h < H and 0 <= w < W:
-                                dx[n, c, h, w] += cols[r, k]
-                            k += 1
+                        h = h0 + i
+                        if inside:
+                            for j in range(kw):
+                                dx[n, c, h, w0 + j] += cols[r, k + j]
+                        else:
+                            for j in range(kw):
+                                w = w0 + j
+                                if 0 <= h < H and 0 <= w < W:
+                                    dx[n, c, h, w] += cols[r, k + j]
+                        k += kw
     return dx
 
 

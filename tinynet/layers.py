@@ -129,7 +129,9 @@ class Conv2D(Layer):
         N, _, OH, OW = dout.shape
         d2 = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, c_out)  # a view when dout is NHWC in memory
         self.grads["W"] = (d2.T @ cols).reshape(W.shape)
-        self.grads["b"] = d2.sum(axis=0)
+        # db = column sums of D, written as ones @ D: for a tall, narrow D (73,728 x 20 in conv1)
+        # BLAS does this several times faster than d2.sum(axis=0)
+        self.grads["b"] = np.ones(len(d2), dtype=d2.dtype) @ d2
         if not self.compute_input_grad:
             return None
         dcols = self.buffer("dcols", cols.shape, dout.dtype)
