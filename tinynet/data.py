@@ -136,7 +136,7 @@ def read_mapping(path) -> tuple[str, ...]:
     Entry k of the result belongs to the k-th label counting from the file's
     first label (0 for most splits, 1 for EMNIST Letters).
     """
-    return _parse_mapping(Path(path))[1]
+    return parse_mapping(Path(path))[1]
 
 
 def load_split(data_dir, name: str, split: str) -> Split:
@@ -146,7 +146,7 @@ def load_split(data_dir, name: str, split: str) -> Split:
     in the mapping's range. Labels are shifted to start at 0 (see module doc).
     """
     paths = dataset_paths(data_dir, name, split)
-    first, classes = _parse_mapping(paths["mapping"])
+    first, classes = parse_mapping(paths["mapping"])
     images = read_idx_images(paths["images"])
     labels = read_idx_labels(paths["labels"])
     if len(images) != len(labels):
@@ -313,7 +313,7 @@ class _GunzipReader:
                             f"of the gzip stream")
 
 
-def _parse_mapping(path: Path) -> tuple[int, tuple[str, ...]]:
+def parse_mapping(path: Path) -> tuple[int, tuple[str, ...]]:
     """(first label, characters by label) of a mapping file; labels must be consecutive."""
     try:
         with open(path, "rb") as f:
