@@ -5,7 +5,6 @@ run anywhere in seconds; learning real characters is tested in test_model.py.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys

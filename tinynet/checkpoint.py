@@ -18,14 +18,13 @@ or run code.
 """
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_write
 from .model import lenet
 
 FORMAT = "tinynet-checkpoint"
@@ -61,21 +60,8 @@ def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer
     arrays.update({f"optimizer.{k}": v for k, v in (optimizer or {}).items()})
     arrays.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     arrays["metadata"] = np.array(json.dumps(meta))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def _read_member(zf, member, path, expected_shape=None, kinds="f"):

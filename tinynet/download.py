@@ -24,7 +24,6 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -33,6 +32,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from tinynet.atomic import atomic_write
 from tinynet.data import (SPLITS, DataError, dataset_paths, idx_filenames, read_idx_images,
                           read_idx_labels, read_mapping)
 
@@ -264,32 +264,24 @@ def _require(source: Path, files: list[str], found: dict, mappings: list[str]) -
 
 
 def _install_file(src, origin: str, final: Path, sha256: str | None, out) -> None:
-    """Copy stream ``src`` to ``final``: temporary name, verify, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".", suffix="-" + final.name)
-    tmp = Path(tmp)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as dst:
-            try:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-                raise DataError(f"{origin}: corrupt ({e})") from None
-            dst.flush()
-            os.fsync(dst.fileno())
-        tmp.chmod(0o644)  # mkstemp makes it private
+    """Copy stream ``src`` to ``final`` atomically, verifying it before the rename."""
+    digest = hashlib.sha256()
+    with atomic_write(final) as dst:
+        try:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise DataError(f"{origin}: corrupt ({e})") from None
+        dst.flush()
         if sha256 is None:
-            note = f"no published checksum known; {_check_structure(tmp, origin)}"
+            note = f"no published checksum known; {_check_structure(Path(dst.name), origin)}"
         elif digest.hexdigest() != sha256:
             raise DataError(f"{origin}: sha256 mismatch: got {digest.hexdigest()}, published "
                             f"{sha256}; {final.name} not written (damaged or not the official "
                             f"file)")
         else:
             note = "sha256 matches the published checksum"
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     out(f"{final}: {note}")
 
 

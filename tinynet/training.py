@@ -19,10 +19,8 @@ uninterrupted one would have.
 
 import json
 import math
-import os
 import shutil
 import signal
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,8 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 from . import runtime
+from .atomic import atomic_write
 from .augment import augment_batch
-from .checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .data import load_split, to_float, train_val_split
 from .download import ensure_dataset
 from .layers import SoftmaxCrossEntropy
@@ -79,19 +78,10 @@ class TrainingError(RuntimeError):
     """Training cannot start or cannot go on (bad run folder, diverged loss); the message says why."""
 
 
-def write_atomic(path, text):
+def write_text_atomically(path, text):
     """Write text to ``path`` via a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def check_run_dir(run_dir, min_free_bytes=MIN_FREE_BYTES):
@@ -189,7 +179,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         log(f"resuming {run_dir} at epoch {state['epoch'] + 1}, batch {state['batch']}")
     else:
         model = build_model(architecture, rngs["init"], init=config.init)
-        write_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+        write_text_atomically(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
     for layer in model.layers:
         if hasattr(layer, "rng"):
             layer.rng = rngs["dropout"]
@@ -265,7 +255,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 state["best_val_accuracy"] = val_acc
                 checkpoint(run_dir / "best.npz")
             checkpoint(run_dir / "last.npz")
-            write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+            write_text_atomically(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
             plot_curves(state["history"], run_dir / "curves.png")
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} "
                 f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
@@ -273,7 +263,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
 
     test_loss, test_acc = evaluate(model, test_split.images, test_split.labels)
     summary = _summary(state, status, started, run_dir, test_loss=test_loss, test_accuracy=test_acc)
-    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); total time {summary['seconds']:.1f} s")
     return summary
 
