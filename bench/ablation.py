@@ -4,8 +4,9 @@ ingredient at a time, each a full ``train.py`` run; prints a Markdown table for 
     python3 bench/ablation.py --data-dir ../shared/data/emnist-bymerge-resplit \
         --dataset emnist-bymerge-resplit --epochs 20
 
-Runs go to ``runs/ablation-<name>/``; a run whose ``summary.json`` already exists is not repeated
-(delete the folder to redo it). Every row shows the exact command that reproduces it.
+Runs go to ``runs/ablation-<name>/`` (log: ``runs/ablation-<name>.log``); a run whose
+``summary.json`` already exists is not repeated (delete the folder to redo it). Every row shows the
+exact command that reproduces it. ``--jobs 2 --threads 1`` runs two at a time, one core each.
 """
 
 import argparse
@@ -24,9 +25,9 @@ VARIANTS = {
     "strong - augmentation": ["--recipe", "strong", "--no-augment"],
     "strong - momentum/Nesterov": ["--recipe", "strong", "--momentum", "0", "--no-nesterov"],
     "strong - one-cycle (constant lr)": ["--recipe", "strong", "--lr-schedule", "constant"],
-    "strong - weight decay": ["--recipe", "strong", "--weight-decay", "0"],
     "strong - label smoothing": ["--recipe", "strong", "--label-smoothing", "0"],
     "strong - dropout": ["--recipe", "strong", "--dropout", "0"],
+    "strong - weight decay": ["--recipe", "strong", "--weight-decay", "0"],
     "strong - He init (Glorot)": ["--recipe", "strong", "--init", "glorot"],
 }
 
@@ -43,19 +44,33 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=20, help="epochs per run")
     p.add_argument("--runs-dir", default="runs", help="where the run folders go")
     p.add_argument("--only", nargs="*", choices=list(VARIANTS), default=None, help="run only these variants")
+    p.add_argument("--threads", type=int, default=None, help="--threads for each train.py run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (e.g. 2 runs of --threads 1 on a 2-core machine)")
     args = p.parse_args(argv)
 
-    rows = []
+    commands = {}
     for name in args.only or VARIANTS:
-        run = Path(args.runs_dir) / slug(name)
         cmd = ["python3", "train.py", *VARIANTS[name], "--epochs", str(args.epochs), "--seed", "0",
                "--data-dir", args.data_dir, "--dataset", args.dataset, "--runs-dir", args.runs_dir,
-               "--name", run.name, "--no-download", "--no-progress"]
-        summary_path = ROOT / run / "summary.json"
-        if not summary_path.exists():
-            print(f"== {name}: {shlex.join(cmd)}", flush=True)
-            subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
-        s = json.loads(summary_path.read_text())
+               "--name", slug(name), "--no-download", "--no-progress"]
+        commands[name] = cmd + (["--threads", str(args.threads)] if args.threads else [])
+    pending = [n for n in commands if not (ROOT / args.runs_dir / slug(n) / "summary.json").exists()]
+    running = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            print(f"== {name}: {shlex.join(commands[name])}", flush=True)
+            log = open(ROOT / args.runs_dir / f"{slug(name)}.log", "w")
+            running.append((name, subprocess.Popen([sys.executable, *commands[name][1:]], cwd=ROOT,
+                                                   stdout=log, stderr=subprocess.STDOUT)))
+        name, proc = running.pop(0)
+        if proc.wait() != 0:
+            sys.exit(f"{name} failed (exit {proc.returncode}); see {args.runs_dir}/{slug(name)}.log")
+
+    rows = []
+    for name, cmd in commands.items():
+        s = json.loads((ROOT / args.runs_dir / slug(name) / "summary.json").read_text())
         rows.append((name, s, shlex.join(cmd)))
 
     print("\n| recipe | best val acc | final val acc | test acc | wall time | command |")
