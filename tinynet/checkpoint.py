@@ -18,7 +18,12 @@ or run code.
 """
 
 import json
+import lzma
+import math
+import struct
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,13 @@ INPUT = {"shape": [1, 28, 28], "dtype": "float32", "scaling": "uint8 pixel / 255
          "polarity": "light ink (high values) on a dark background (0)",
          "orientation": "upright (EMNIST's stored images transposed once at load)"}
 MAX_METADATA_CHARS = 10_000_000
+MAX_CLASSES = 10_000  # bounds the last layer a checkpoint can make us allocate (500 x 10,000 floats)
+MAX_EXTRA_BYTES = 1 << 28  # all ``extra.*`` arrays together (an epoch's order of 33 million images)
+# What a damaged zip member or .npy header can raise while it is read (zlib/lzma: corrupt compressed
+# members; TokenError/TypeError: header text that is not a Python literal).
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError,
+                TypeError, NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError, struct.error,
+                tokenize.TokenError)
 
 
 class CheckpointError(ValueError):
@@ -64,8 +76,9 @@ def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer
         np.savez(f, **arrays)
 
 
-def _read_member(zf, member, path, expected_shape=None, kinds="f"):
-    """Read one ``.npy`` member after checking its header; never unpickles."""
+def _read_member(zf, member, path, expected_shape=None, kinds="f", max_bytes=None):
+    """Read one ``.npy`` member after checking its header (and its size against ``max_bytes``);
+    never unpickles."""
     with zf.open(member) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -78,7 +91,12 @@ def _read_member(zf, member, path, expected_shape=None, kinds="f"):
         if expected_shape is not None and tuple(shape) != tuple(expected_shape):
             raise CheckpointError(f"{path}: array {name!r} has shape {tuple(shape)}, "
                                   f"the architecture needs {tuple(expected_shape)}")
-        count = int(np.prod(shape))
+        count = math.prod(shape)  # Python ints: a huge shape cannot overflow to a small count
+        if count < 0:
+            raise CheckpointError(f"{path}: array {name!r} has an invalid shape {tuple(shape)}")
+        if max_bytes is not None and count * dtype.itemsize > max_bytes:
+            raise CheckpointError(f"{path}: array {name!r} of shape {tuple(shape)} would take "
+                                  f"{count * dtype.itemsize} bytes, more than the {max_bytes} allowed")
         data = f.read(count * dtype.itemsize + 1)
         if len(data) != count * dtype.itemsize:
             raise CheckpointError(f"{path}: array {name!r} is truncated or has trailing bytes")
@@ -118,13 +136,17 @@ def load_checkpoint(path):
             state = {n: _read_member(zf, f"{n}.npy", path, shape) for n, shape in expected.items()}
             optimizer = {n: _read_member(zf, f"optimizer.{n}.npy", path, expected[n])
                          for n in expected if f"optimizer.{n}.npy" in members}
-            extra = {m[len("extra."):-4]: _read_member(zf, m, path, kinds="iuf")
-                     for m in sorted(members) if m.startswith("extra.") and m.endswith(".npy")}
+            extra, budget = {}, MAX_EXTRA_BYTES
+            for m in sorted(members):
+                if m.startswith("extra.") and m.endswith(".npy"):
+                    array = _read_member(zf, m, path, kinds="iuf", max_bytes=budget)
+                    extra[m[len("extra."):-4]] = array
+                    budget -= array.nbytes
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable tinynet checkpoint ({type(e).__name__}: {e})") from None
+    except _READ_ERRORS as e:
+        message = " ".join(str(e).split())  # some (numpy's header checks) span several lines
+        raise CheckpointError(f"{path}: not a readable tinynet checkpoint ({type(e).__name__}: {message})") from None
     for name, array in state.items():
         if not np.all(np.isfinite(array)):
             raise CheckpointError(f"{path}: parameter {name!r} holds NaN or infinite values")
@@ -147,4 +169,13 @@ def _parse_metadata(array, path):
     arch = meta.get("architecture")
     if not isinstance(arch, dict) or not isinstance(classes, list) or len(classes) != arch.get("num_classes"):
         raise CheckpointError(f"{path}: metadata's classes do not match its architecture")
+    if type(arch["num_classes"]) is not int or not 1 <= arch["num_classes"] <= MAX_CLASSES:
+        raise CheckpointError(f"{path}: architecture has {arch['num_classes']!r} classes, expected an "
+                              f"integer from 1 to {MAX_CLASSES}")
+    if not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: metadata's classes must be strings")
+    try:
+        "".join(classes).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CheckpointError(f"{path}: metadata's classes hold lone surrogates (not printable text)") from None
     return meta

@@ -28,9 +28,12 @@ The command line takes three kinds of ``--input``:
 import argparse
 import csv
 import json
+import math
+import os
 import re
 import sys
 import time
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,21 +84,43 @@ def as_images(array, source="images"):
 
 
 def load_npy(path):
-    """A ``.npy`` file -> uint8 (N, 28, 28) via :func:`as_images`; never unpickles."""
+    """A ``.npy`` file -> uint8 (N, 28, 28) via :func:`as_images`; never unpickles, and checks the
+    header's shape against the file's size before NumPy allocates the array."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             if f.read(6) != b"\x93NUMPY":
                 raise InputError(f"{path}: not a .npy file (no NumPy header)")
             f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise InputError(f"{path}: corrupt .npy file (unknown format version {version})")
+            size = os.fstat(f.fileno()).st_size
+            if version != (1, 0):  # a 4-byte header length: check it before anything reads that much
+                length = int.from_bytes(f.read(4), "little")
+                if length > size - 12:
+                    raise InputError(f"{path}: corrupt .npy file (its {length}-byte header would end "
+                                     f"past the end of the {size}-byte file)")
+                f.seek(8)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            count = math.prod(shape)
+            held = size - f.tell()
+            if count < 0 or (not dtype.hasobject and count * dtype.itemsize > held):
+                raise InputError(f"{path}: corrupt .npy file (its header says shape {shape} of "
+                                 f"{dtype}, but {held} bytes of data follow it)")
+            f.seek(0)
             array = np.load(f, allow_pickle=False)
+    except InputError:
+        raise
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    except ValueError as e:
+    except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as e:  # a damaged header
         if "allow_pickle" in str(e):
             raise InputError(f"{path}: holds pickled Python objects, refused (save a plain uint8 "
                              f"or float array)") from None
-        raise InputError(f"{path}: corrupt .npy file ({e})") from None
+        raise InputError(f"{path}: corrupt .npy file ({' '.join(str(e).split())})") from None
     return as_images(array, path)
 
 

@@ -94,6 +94,8 @@ def load_image(path) -> np.ndarray:
         raise fail("empty file")
     try:
         with warnings.catch_warnings():
+            # Corrupt metadata (EXIF...) is skipped, not printed as a Python warning on stderr.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -107,6 +109,8 @@ def load_image(path) -> np.ndarray:
         raise fail(f"cannot decode image ({_one_line(error)})") from None
     if gray.size == 0:
         raise fail("zero-size image")
+    if not np.isfinite(gray).all():  # a float image (TIFF, PFM) may hold NaN
+        raise fail("holds NaN pixel values")
     return gray
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import runtime
-from .atomic import atomic_write
+from .atomic import TEMP_PREFIX, atomic_write
 from .augment import augment_batch
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .data import load_split, to_float, train_val_split
@@ -106,8 +106,11 @@ def check_run_dir(run_dir, min_free_bytes=MIN_FREE_BYTES):
                             f"least {min_free_bytes / 2**20:.0f} MB for its checkpoints and logs")
 
 
-def evaluate(model, images, labels, batch_size=1024):
-    """Mean cross-entropy loss and accuracy of ``model`` on uint8 images (N, 28, 28)."""
+def evaluate(model, images, labels, batch_size=256):
+    """Mean cross-entropy loss and accuracy of ``model`` on uint8 images (N, 28, 28).
+
+    Batches of 256 keep the evaluation's scratch arrays small (at 1024 the im2col matrices alone
+    take ~200 MB, which would double a training run's peak memory)."""
     if len(labels) == 0:
         return float("nan"), float("nan")
     loss = SoftmaxCrossEntropy()
@@ -155,6 +158,8 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     if resume:
         config = _resume_config(run_dir, config)
     check_run_dir(run_dir)
+    for stale in run_dir.glob(f"{TEMP_PREFIX}*"):  # left by a run killed in the middle of a write
+        stale.unlink(missing_ok=True)
     runtime.set_threads(config.threads)
     started = time.perf_counter()
 
@@ -177,11 +182,9 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         if meta["architecture"] != architecture or meta["classes"] != list(classes):
             raise TrainingError(f"{run_dir / 'last.npz'}: checkpoint does not match the data "
                                 f"({meta['architecture']} vs {architecture})")
-        optimizer.load_state_dict(velocity)
-        state = meta["training"]
-        for name, rng in rngs.items():
-            rng.bit_generator.state = meta["rng_state"][name]
-        order = extra.get("order")
+        state, order = _restore(run_dir / "last.npz", meta, velocity, extra, optimizer, rngs, train_idx)
+        if state["history"]:  # a kill between last.npz and these files may have left them behind
+            _write_history(state["history"], run_dir)
         log(f"resuming {run_dir} at epoch {state['epoch'] + 1}, batch {state['batch']}")
     else:
         model = build_model(architecture, rngs["init"], init=config.init)
@@ -261,8 +264,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 state["best_val_accuracy"] = val_acc
                 checkpoint(run_dir / "best.npz")
             checkpoint(run_dir / "last.npz")
-            write_text_atomically(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
-            plot_curves(state["history"], run_dir / "curves.png")
+            _write_history(state["history"], run_dir)
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} "
                 f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
                 f"{seconds:.1f} s, {record['images_per_second']:.0f} images/s")
@@ -274,6 +276,49 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     return summary
 
 
+def _write_history(history, run_dir):
+    """``metrics.jsonl`` (one record per epoch) and ``curves.png`` from the run's history."""
+    write_text_atomically(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    plot_curves(history, run_dir / "curves.png")
+
+
+HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+
+
+def _restore(path, meta, velocity, extra, optimizer, rngs, train_idx):
+    """Put the training state saved in checkpoint ``path`` back: momentum into ``optimizer``, the
+    random generators' states into ``rngs``. Returns ``(state, order)`` (order: the interrupted
+    epoch's shuffled indices, or None). TrainingError if it is not a resumable state of this run."""
+    def is_count(v):
+        return type(v) is int and v >= 0
+
+    try:
+        state = meta["training"]
+        if not isinstance(state, dict):
+            raise TypeError(f"'training' is a {type(state).__name__}")
+        bad = [k for k in ("epoch", "step", "batch") if not is_count(state[k])]
+        if bad:
+            raise ValueError(f"{bad[0]} is {state[bad[0]]!r}")
+        if type(state["best_val_accuracy"]) not in (int, float):
+            raise ValueError(f"best_val_accuracy is {state['best_val_accuracy']!r}")
+        history = state["history"]
+        if (not isinstance(history, list) or len(history) != state["epoch"]
+                or not all(isinstance(r, dict) and HISTORY_KEYS <= r.keys() for r in history)):
+            raise ValueError("history does not hold one record per epoch done")
+        for name, rng in rngs.items():
+            rng.bit_generator.state = meta["rng_state"][name]
+        optimizer.load_state_dict(velocity)
+    except (KeyError, TypeError, ValueError) as e:
+        raise TrainingError(f"{path}: not a resumable training checkpoint ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())})") from None
+    order = extra.get("order")
+    if order is not None and (order.dtype.kind not in "iu" or order.shape != train_idx.shape
+                              or not np.array_equal(np.sort(order), train_idx)):
+        raise TrainingError(f"{path}: its saved shuffling order is not a permutation of this run's "
+                            f"{len(train_idx)} training images")
+    return state, order
+
+
 def _resume_config(run_dir, config):
     """The saved configuration of ``run_dir``; only ``epochs`` and ``threads`` may be changed."""
     path = run_dir / "config.json"
@@ -281,7 +326,7 @@ def _resume_config(run_dir, config):
         raise TrainingError(f"{run_dir}: nothing to resume (no last.npz in that folder)")
     try:
         saved = TrainConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # AttributeError: JSON not an object
         raise TrainingError(f"{path}: cannot read the run's configuration ({e})") from None
     if config is not None:
         saved.epochs = config.epochs
