@@ -161,23 +161,6 @@ def build_parser():
 # Seeds (made once by the parent process)
 
 
-def write_tiny_dataset(folder, n_train=200, n_test=20, classes=5, seed=0):
-    """An EMNIST-format data set 'tiny' (as tests/test_training.py's): class-dependent blobs."""
-    from tinynet.data import write_idx
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        labels = rng.integers(0, classes, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 4 + 4 * label:10 + 4 * label, 8:20] = 255
-        write_idx(folder / f"tiny-{split}-images-idx3-ubyte", images.transpose(0, 2, 1))
-        write_idx(folder / f"tiny-{split}-labels-idx1-ubyte", labels)
-    (folder / "tiny-mapping.txt").write_text("".join(f"{k} {65 + k}\n" for k in range(classes)))
-    return folder
-
-
 def character(size=64, char="A", light_ink=False):
     """A grayscale (L) image of a character: dark ink on white paper (or the reverse)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -242,9 +225,10 @@ def rezip(data, compression):
 def make_seeds(workdir):
     """Write every seed file under ``workdir/seeds`` and return the manifest (also saved as JSON)."""
     from tinynet.checkpoint import load_checkpoint, save_checkpoint
+    from tinynet.data import write_toy_dataset
 
     seeds = workdir / "seeds"
-    data = write_tiny_dataset(seeds / "data")
+    data = write_toy_dataset(seeds / "data", n_train=200, n_test=20, gz=False)
     run = subprocess.run(
         [sys.executable, "train.py", "--data-dir", str(data), "--dataset", "tiny", "--epochs", "1",
          "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--val-fraction", "0.2",

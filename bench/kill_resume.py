@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from tinynet.atomic import TEMP_PREFIX  # noqa: E402  (temporary files are TEMP_PREFIX + random + -name)
+from tinynet.data import write_toy_dataset  # noqa: E402
 
 TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9",
                  "--augment", "--dropout", "0.3", "--lr-schedule", "cosine", "--val-fraction", "0.2",
@@ -96,23 +97,6 @@ def build_parser():
     return p
 
 
-def write_tiny_dataset(folder, n_train=600, n_test=200, classes=5, seed=0):
-    """An EMNIST-format data set 'tiny' (as tests/test_training.py's): class-dependent blobs."""
-    from tinynet.data import write_idx
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        labels = rng.integers(0, classes, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 4 + 4 * label:10 + 4 * label, 8:20] = 255
-        write_idx(folder / f"tiny-{split}-images-idx3-ubyte.gz", images.transpose(0, 2, 1))
-        write_idx(folder / f"tiny-{split}-labels-idx1-ubyte.gz", labels)
-    (folder / "tiny-mapping.txt").write_text("".join(f"{k} {65 + k}\n" for k in range(classes)))
-    return folder
-
-
 def train_argv(data_dir, runs_dir, name, epochs):
     return [sys.executable, "train.py", "--data-dir", str(data_dir), *TRAIN_OPTIONS,
             "--epochs", str(epochs), "--runs-dir", str(runs_dir), "--name", name]
@@ -152,7 +136,7 @@ class Soak:
         self.epochs = epochs
         self.rng = random.Random(seed)
         self.write_fraction, self.timeout, self.log = write_fraction, timeout, log
-        self.data = write_tiny_dataset(self.workdir / "data", n_train=n_train, n_test=n_test)
+        self.data = write_toy_dataset(self.workdir / "data", n_train=n_train, n_test=n_test)
         self.runs = self.workdir / "runs"
         self.run = None  # the current round's run folder
         self.logs = self.workdir / "logs"

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from tinynet import checkpoint as checkpoint_module
 from tinynet import cli, download, inference
 from tinynet.checkpoint import CheckpointError, load_checkpoint
-from tinynet.data import DataError, load_split, read_idx_images, read_idx_labels, write_idx
+from tinynet.data import (DataError, load_split, read_idx_images, read_idx_labels, write_idx,
+                          write_toy_dataset)
 from tinynet.inference import InputError, load_npy
 from tinynet.preprocess import ImageError, preprocess_file
 from tinynet.training import train
@@ -64,7 +65,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seeds")
-    data = kill_resume.write_tiny_dataset(folder / "data", n_train=200, n_test=40)
+    data = write_toy_dataset(folder / "data", n_train=200, n_test=40)
     # The configuration bench/kill_resume.py trains with, 3 epochs: the killed runs' reference.
     args = cli.train_parser().parse_args(kill_resume.TRAIN_OPTIONS + ["--data-dir", str(data), "--epochs", "3"])
     train(cli.config_from_args(args), folder / "reference", download=False, progress=False,

@@ -17,30 +17,15 @@ import pytest
 
 from tinynet.checkpoint import load_checkpoint
 from tinynet.cli import train_main
-from tinynet.data import write_idx
+from tinynet.data import write_toy_dataset
 from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_tiny_dataset(folder, n_train=600, n_test=200, classes=5, seed=0):
-    """An EMNIST-format dataset 'tiny': blobs whose position depends on the class, stored transposed."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        labels = rng.integers(0, classes, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 4 + 4 * label:10 + 4 * label, 8:20] = 255
-        write_idx(folder / f"tiny-{split}-images-idx3-ubyte.gz", images.transpose(0, 2, 1))
-        write_idx(folder / f"tiny-{split}-labels-idx1-ubyte.gz", labels)
-    (folder / "tiny-mapping.txt").write_text("".join(f"{k} {65 + k}\n" for k in range(classes)))
-    return folder
-
-
 @pytest.fixture
 def tiny(tmp_path):
-    return TrainConfig(data_dir=str(write_tiny_dataset(tmp_path / "data")), dataset="tiny", epochs=2,
+    return TrainConfig(data_dir=str(write_toy_dataset(tmp_path / "data")), dataset="tiny", epochs=2,
                        batch_size=32, lr=0.05, momentum=0.9, augment=True, dropout=0.3,
                        lr_schedule="cosine", val_fraction=0.2, seed=3)
 
