@@ -77,6 +77,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from tinynet.cli import positive_int  # noqa: E402
+
 KINDS = ("idx", "image", "checkpoint", "npy")
 KIND_WEIGHTS = (3, 3, 3, 1)
 GENERIC = ("truncate", "bitflip", "header_bitflip", "bytes", "insert", "delete", "trailing",
@@ -106,13 +108,6 @@ LIBTIFF_LINE = re.compile(r"^(tempfile\.tif|TIFF\w*|\w+Decode|\w+Encode): ")
 IMAGE_EXTS = (".png", ".jpg", ".bmp", ".gif", ".tif", ".webp", ".ppm")
 BOMB_BYTES = 1 << 30  # the deflate bomb's claimed (and real) uncompressed size
 HUGE_CLASSES = 1_500_000  # an architecture whose last layer alone would need 3 GB
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def non_negative_int(text):

@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from tinynet.atomic import TEMP_PREFIX  # noqa: E402  (temporary files are TEMP_PREFIX + random + -name)
+from tinynet.cli import positive_int  # noqa: E402
 from tinynet.data import write_toy_dataset  # noqa: E402
 
 TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9",
@@ -53,13 +54,6 @@ TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--m
 CHECKPOINT_TMP = re.compile(rf"^{re.escape(TEMP_PREFIX)}.*-(last|best)\.npz$")
 EPOCH_DONE = re.compile(r"^epoch (\d+)/(\d+): train loss", re.M)
 TIMING_FIELDS = ("seconds", "images_per_second")  # differ between runs; everything else must not
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def fraction(text):
