@@ -2,7 +2,8 @@
 
 Each test draws random shapes with hypothesis, including the awkward ones: odd sizes, stride
 different from the kernel size, padding, and overlapping pooling windows (stride < size). The NumPy
-twin is the definition; the kernel must give the same numbers.
+twin is the definition; the kernel must give the same numbers. Kernels and twins both work on
+channels-last (N, H, W, C) arrays.
 """
 
 import numpy as np
@@ -26,7 +27,7 @@ def conv_case(draw):
     w = draw(st.integers(max(1, k - 2 * padding), 11))
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2**32 - 1))
-    x = np.random.default_rng(seed).standard_normal((n, c, h, w))
+    x = np.random.default_rng(seed).standard_normal((n, h, w, c))
     return x, k, stride, padding
 
 
@@ -40,7 +41,7 @@ def pool_case(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     # small integers make ties common, so tie-breaking is exercised too
-    x = rng.integers(-3, 4, size=(n, c, h, w)).astype(np.float64)
+    x = rng.integers(-3, 4, size=(n, h, w, c)).astype(np.float64)
     return x, size, stride
 
 
@@ -50,9 +51,9 @@ def test_im2col_matches_reference(case, dtype):
     """im2col: every receptive field lands in the same row and column in both versions."""
     x, k, s, p = case
     x = x.astype(dtype)
-    n, c, h, w = x.shape
+    n, h, w, c = x.shape
     rows = n * conv_output_size(h, k, s, p) * conv_output_size(w, k, s, p)
-    fast = im2col_numba(x, k, k, s, p, np.full((rows, c * k * k), np.nan, dtype=dtype))
+    fast = im2col_numba(x, k, k, s, p, np.full((rows, k * k * c), np.nan, dtype=dtype))
     np.testing.assert_array_equal(fast, im2col_reference(x, k, k, s, p))
 
 
@@ -85,10 +86,10 @@ def test_col2im_is_the_adjoint_of_im2col(case):
 def test_maxpool_forward_matches_reference(case, relu):
     """Max-pool forward: same maxima and the same winner (first maximum in row-major order)."""
     x, size, stride = case
-    oh = conv_output_size(x.shape[2], size, stride, 0)
-    ow = conv_output_size(x.shape[3], size, stride, 0)
-    out = np.empty(x.shape[:2] + (oh, ow))
-    argmax = np.empty(x.shape[:2] + (oh, ow), dtype=np.int32)
+    n, h, w, c = x.shape
+    shape = (n, conv_output_size(h, size, stride, 0), conv_output_size(w, size, stride, 0), c)
+    out = np.empty(shape)
+    argmax = np.empty(shape, dtype=np.int32)
     maxpool_forward_numba(x, size, stride, relu, out, argmax)
     ref_out, ref_arg = maxpool_forward_reference(x, size, stride, relu)
     np.testing.assert_array_equal(out, ref_out)
@@ -109,21 +110,21 @@ def test_maxpool_backward_matches_reference(case, relu):
 def test_maxpool_tie_goes_to_first_maximum_only():
     """A window of equal values sends all of its gradient to one pixel: the first in row-major
     order (top-left). Not split, not duplicated, and the same on every run."""
-    x = np.ones((1, 1, 2, 2))
+    x = np.ones((1, 2, 2, 1))
     out = np.empty((1, 1, 1, 1))
     argmax = np.empty((1, 1, 1, 1), dtype=np.int32)
     maxpool_forward_numba(x, 2, 2, False, out, argmax)
     dx = maxpool_backward_numba(np.full((1, 1, 1, 1), 5.0), argmax, np.empty_like(x))
-    np.testing.assert_array_equal(dx[0, 0], [[5.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[5.0, 0.0], [0.0, 0.0]])
 
 
 def test_fused_relu_pool_drops_gradient_of_non_positive_windows():
     """With relu=True, a window whose maximum is <= 0 outputs 0 and passes no gradient back."""
-    x = np.array([[[[-1.0, -2.0, 3.0, 1.0],
-                    [-3.0, -4.0, 0.0, 2.0]]]])
-    out = np.empty((1, 1, 1, 2))
-    argmax = np.empty((1, 1, 1, 2), dtype=np.int32)
+    x = np.array([[-1.0, -2.0, 3.0, 1.0],
+                  [-3.0, -4.0, 0.0, 2.0]]).reshape(1, 2, 4, 1)
+    out = np.empty((1, 1, 2, 1))
+    argmax = np.empty((1, 1, 2, 1), dtype=np.int32)
     maxpool_forward_numba(x, 2, 2, True, out, argmax)
-    np.testing.assert_array_equal(out[0, 0], [[0.0, 3.0]])
-    dx = maxpool_backward_numba(np.ones((1, 1, 1, 2)), argmax, np.empty_like(x))
-    np.testing.assert_array_equal(dx[0, 0], [[0, 0, 1, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(out[0, :, :, 0], [[0.0, 3.0]])
+    dx = maxpool_backward_numba(np.ones((1, 1, 2, 1)), argmax, np.empty_like(x))
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 0, 1, 0], [0, 0, 0, 0]])

@@ -4,29 +4,38 @@ Every fast kernel here (``*_numba``) has a slow, obviously-correct NumPy referen
 right below it, and ``tests/test_kernels.py`` checks that the two agree on random shapes. Read the
 reference to understand what a kernel computes; read the kernel to see how it is made fast.
 
-Layouts (NCHW throughout, see ``tinynet/layers.py``):
+Layouts. The kernels work on images stored **channels-last**, ``(N, H, W, C)`` (NHWC): the C values
+of one pixel sit side by side in memory. The layers keep NCHW *shapes* (``tinynet/layers.py`` hands
+the kernels ``x.transpose(0, 2, 3, 1)``, which is free when the data is already channels-last in
+memory, as every activation inside the LeNet is).
 
-- ``im2col`` turns an input ``x`` of shape ``(N, C, H, W)`` into a matrix ``cols`` of shape
-  ``(N*OH*OW, C*kH*kW)``: row ``r = (n*OH + oh)*OW + ow`` is the receptive field of output position
-  ``(oh, ow)`` of image ``n``, column ``k = (c*kH + i)*kW + j`` its pixel at kernel offset ``(i, j)`` of
-  channel ``c``. That is the layout the convolution's matrix multiply wants:
-  ``cols @ W.reshape(C_out, C*kH*kW).T`` is the whole convolution for the whole batch in one large
-  BLAS call, and each row is written (and, in col2im, read) contiguously.
-- ``col2im`` is its adjoint: it scatters a ``cols``-shaped gradient back onto ``(N, C, H, W)``,
-  *adding* where receptive fields overlap. The kernel runs in parallel over images, so no two
-  threads ever write the same pixel (race-free, no atomics, no ``np.add.at``).
+- ``im2col`` turns ``x`` of shape ``(N, H, W, C)`` into a matrix ``cols`` of shape
+  ``(N*OH*OW, kH*kW*C)``: row ``r = (n*OH + oh)*OW + ow`` is the receptive field of output position
+  ``(oh, ow)`` of image ``n``, column ``k = (i*kW + j)*C + c`` its pixel at kernel offset ``(i, j)`` in
+  channel ``c``. That is the layout the convolution's matrix multiply wants: ``cols @ W2.T`` (W2 the
+  weights in the same (i, j, c) order) is the whole convolution for the whole batch in one BLAS call,
+  and its result, one row of C_out values per output position, is again channels-last. Channels-last
+  also makes the copies long: each kernel row ``i`` of a patch is ``kW*C`` consecutive numbers in
+  ``x`` and in ``cols`` (100 for conv2) instead of ``C`` separate runs of ``kW``.
+- ``col2im`` is its adjoint: it scatters a ``cols``-shaped gradient back onto ``(N, H, W, C)``,
+  *adding* where receptive fields overlap.
 - ``maxpool_forward`` takes windows of ``size x size`` every ``stride`` pixels (no padding, output
   ``floor((H - size) / stride) + 1``) and records, for each output, the flat index ``h*W + w`` of the
-  winning input pixel. Ties go to the *first* maximum in row-major order within the window, so the
-  gradient of a tie goes to exactly one, deterministically chosen, input. With ``relu=True`` the
-  kernel computes ``relu(maxpool(x))`` (equal to ``maxpool(relu(x))``, since both are monotone) and
-  marks outputs that ReLU clipped with index ``-1``, so their gradient is dropped.
+  winning pixel within its channel. Ties go to the *first* maximum in row-major order within the
+  window, so the gradient of a tie goes to exactly one, deterministically chosen, input. With
+  ``relu=True`` the kernel computes ``relu(maxpool(x))`` (equal to ``maxpool(relu(x))``, since both
+  are monotone) and marks outputs that ReLU clipped with index ``-1``, so their gradient is dropped.
 - ``maxpool_backward`` routes each output gradient to its recorded winner (adding where
   overlapping windows share a winner).
+
+Threads. Each kernel runs in the thread that calls it and releases the GIL (``nogil``): tinynet's
+parallelism is a split of the batch, one slice per thread (``tinynet/parallel.py``), so every thread
+owns whole images and no two threads ever write the same pixel (race-free, no atomics, no
+``np.add.at``).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -36,146 +45,153 @@ def conv_output_size(size, kernel, stride, padding):
 
 # --------------------------------------------------------------------------------------------- im2col
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def im2col_numba(x, kh, kw, stride, padding, cols):
-    """Fill ``cols`` (N*OH*OW, C*kH*kW) from ``x`` (N, C, H, W); zero padding is implicit.
+    """Fill ``cols`` (N*OH*OW, kH*kW*C) from ``x`` (N, H, W, C); zero padding is implicit.
 
-    Parallel over images; each output position's patch is written as one contiguous row. Patches
-    that lie wholly inside the image (all of them when padding is 0) skip the bounds checks.
+    Each kernel row of a patch that lies inside the image is one run of kW*C consecutive numbers,
+    copied without bounds checks; only patches that overlap the padding check each pixel.
     """
-    N, C, H, W = x.shape
+    N, H, W, C = x.shape
     OH = (H + 2 * padding - kh) // stride + 1
     OW = (W + 2 * padding - kw) // stride + 1
-    for n in prange(N):
+    run = kw * C
+    rows = x.reshape(N, H, W * C)  # one image row per row: pixel w, channel c at w*C + c
+    for n in range(N):
         for oh in range(OH):
+            h0 = oh * stride - padding
             for ow in range(OW):
                 r = (n * OH + oh) * OW + ow
-                h0 = oh * stride - padding
                 w0 = ow * stride - padding
-                inside = h0 >= 0 and w0 >= 0 and h0 + kh <= H and w0 + kw <= W
-                k = 0
-                for c in range(C):
-                    for i in range(kh):
-                        h = h0 + i
-                        if inside:
-                            for j in range(kw):
-                                cols[r, k + j] = x[n, c, h, w0 + j]
-                        else:
-                            for j in range(kw):
-                                w = w0 + j
-                                cols[r, k + j] = x[n, c, h, w] if 0 <= h < H and 0 <= w < W else 0.0
-                        k += kw
+                inside = w0 >= 0 and w0 + kw <= W
+                for i in range(kh):
+                    h = h0 + i
+                    k = i * run
+                    if inside and 0 <= h < H:
+                        start = w0 * C
+                        for t in range(run):
+                            cols[r, k + t] = rows[n, h, start + t]
+                    else:
+                        for j in range(kw):
+                            w = w0 + j
+                            ok = 0 <= h < H and 0 <= w < W
+                            for c in range(C):
+                                cols[r, k + j * C + c] = rows[n, h, w * C + c] if ok else 0.0
     return cols
 
 
 def im2col_reference(x, kh, kw, stride, padding):
-    """NumPy twin of :func:`im2col_numba`: returns ``cols`` of shape (N*OH*OW, C*kH*kW)."""
-    N, C, H, W = x.shape
+    """NumPy twin of :func:`im2col_numba`: ``x`` (N, H, W, C) -> ``cols`` (N*OH*OW, kH*kW*C)."""
+    N, H, W, C = x.shape
     OH = conv_output_size(H, kh, stride, padding)
     OW = conv_output_size(W, kw, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    cols = np.empty((N, OH, OW, C, kh, kw), dtype=x.dtype)
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    cols = np.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
             # every output position's pixel at kernel offset (i, j): a strided slice of the input
-            window = xp[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]  # (N, C, OH, OW)
-            cols[:, :, :, :, i, j] = window.transpose(0, 2, 3, 1)
-    return cols.reshape(N * OH * OW, C * kh * kw)
+            cols[:, :, :, i, j, :] = xp[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :]
+    return cols.reshape(N * OH * OW, kh * kw * C)
 
 
 # --------------------------------------------------------------------------------------------- col2im
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def col2im_numba(cols, kh, kw, stride, padding, dx):
-    """Overwrite ``dx`` (N, C, H, W) with the sum of ``cols`` (N*OH*OW, C*kH*kW) over receptive fields.
-
-    Parallel over images ``n``: each thread owns whole images, so writes never race.
-    """
-    N, C, H, W = dx.shape
+    """Overwrite ``dx`` (N, H, W, C) with the sum of ``cols`` (N*OH*OW, kH*kW*C) over receptive fields."""
+    N, H, W, C = dx.shape
     OH = (H + 2 * padding - kh) // stride + 1
     OW = (W + 2 * padding - kw) // stride + 1
-    for n in prange(N):
-        dx[n] = 0.0
+    run = kw * C
+    dx[...] = 0.0
+    rows = dx.reshape(N, H, W * C)
+    for n in range(N):
         for oh in range(OH):
+            h0 = oh * stride - padding
             for ow in range(OW):
                 r = (n * OH + oh) * OW + ow
-                h0 = oh * stride - padding
                 w0 = ow * stride - padding
-                inside = h0 >= 0 and w0 >= 0 and h0 + kh <= H and w0 + kw <= W
-                k = 0
-                for c in range(C):
-                    for i in range(kh):
-                        h = h0 + i
-                        if inside:
-                            for j in range(kw):
-                                dx[n, c, h, w0 + j] += cols[r, k + j]
-                        else:
-                            for j in range(kw):
-                                w = w0 + j
-                                if 0 <= h < H and 0 <= w < W:
-                                    dx[n, c, h, w] += cols[r, k + j]
-                        k += kw
+                inside = w0 >= 0 and w0 + kw <= W
+                for i in range(kh):
+                    h = h0 + i
+                    k = i * run
+                    if inside and 0 <= h < H:
+                        start = w0 * C
+                        for t in range(run):
+                            rows[n, h, start + t] += cols[r, k + t]
+                    elif 0 <= h < H:
+                        for j in range(kw):
+                            w = w0 + j
+                            if 0 <= w < W:
+                                for c in range(C):
+                                    rows[n, h, w * C + c] += cols[r, k + j * C + c]
     return dx
 
 
 def col2im_reference(cols, x_shape, kh, kw, stride, padding):
-    """NumPy twin of :func:`col2im_numba`: returns ``dx`` of shape ``x_shape`` (N, C, H, W)."""
-    N, C, H, W = x_shape
+    """NumPy twin of :func:`col2im_numba`: returns ``dx`` of shape ``x_shape`` (N, H, W, C)."""
+    N, H, W, C = x_shape
     OH = conv_output_size(H, kh, stride, padding)
     OW = conv_output_size(W, kw, stride, padding)
-    dxp = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
-    c6 = cols.reshape(N, OH, OW, C, kh, kw)
+    dxp = np.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=cols.dtype)
+    c6 = cols.reshape(N, OH, OW, kh, kw, C)
     for i in range(kh):
         for j in range(kw):
             # within one (i, j) the strided slice touches each pixel at most once, so += is safe
-            dxp[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += c6[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-    return dxp[:, :, padding:padding + H, padding:padding + W]
+            dxp[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :] += c6[:, :, :, i, j, :]
+    return dxp[:, padding:padding + H, padding:padding + W, :]
 
 
 # -------------------------------------------------------------------------------------------- maxpool
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def maxpool_forward_numba(x, size, stride, relu, out, argmax):
-    """Fill ``out`` and ``argmax`` (N, C, OH, OW) from ``x`` (N, C, H, W); see the module docstring."""
-    N, C, H, W = x.shape
-    OH, OW = out.shape[2], out.shape[3]
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
+    """Fill ``out`` and ``argmax`` (N, OH, OW, C) from ``x`` (N, H, W, C); see the module docstring.
+
+    The innermost loop runs over channels, i.e. over consecutive numbers in memory.
+    """
+    N, H, W, C = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 h0 = oh * stride
                 w0 = ow * stride
-                best = x[n, c, h0, w0]
-                where = h0 * W + w0
+                for c in range(C):
+                    out[n, oh, ow, c] = x[n, h0, w0, c]
+                    argmax[n, oh, ow, c] = h0 * W + w0
                 for i in range(size):
                     for j in range(size):
-                        v = x[n, c, h0 + i, w0 + j]
-                        if v > best:  # strict: the first maximum wins ties
-                            best = v
-                            where = (h0 + i) * W + w0 + j
-                if relu and not best > 0.0:
-                    best = 0.0
-                    where = -1
-                out[n, c, oh, ow] = best
-                argmax[n, c, oh, ow] = where
+                        h = h0 + i
+                        w = w0 + j
+                        for c in range(C):
+                            v = x[n, h, w, c]
+                            if v > out[n, oh, ow, c]:  # strict: the first maximum wins ties
+                                out[n, oh, ow, c] = v
+                                argmax[n, oh, ow, c] = h * W + w
+                if relu:
+                    for c in range(C):
+                        if not out[n, oh, ow, c] > 0.0:
+                            out[n, oh, ow, c] = 0.0
+                            argmax[n, oh, ow, c] = -1
     return out, argmax
 
 
 def maxpool_forward_reference(x, size, stride, relu=False):
-    """NumPy twin of :func:`maxpool_forward_numba`: returns ``(out, argmax)``, each (N, C, OH, OW)."""
-    N, C, H, W = x.shape
+    """NumPy twin of :func:`maxpool_forward_numba`: ``x`` (N, H, W, C) -> ``(out, argmax)``, each
+    (N, OH, OW, C)."""
+    N, H, W, C = x.shape
     OH = conv_output_size(H, size, stride, 0)
     OW = conv_output_size(W, size, stride, 0)
-    out = np.full((N, C, OH, OW), -np.inf, dtype=x.dtype)
-    argmax = np.zeros((N, C, OH, OW), dtype=np.int32)
+    out = np.full((N, OH, OW, C), -np.inf, dtype=x.dtype)
+    argmax = np.zeros((N, OH, OW, C), dtype=np.int32)
     for i in range(size):          # visit window offsets in row-major order ...
         for j in range(size):
-            v = x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+            v = x[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :]
             better = v > out       # ... and replace only on a strict improvement: first maximum wins
             out = np.where(better, v, out)
-            rows = np.arange(OH)[:, None] * stride + i
-            cols = np.arange(OW)[None, :] * stride + j
+            rows = np.arange(OH)[:, None, None] * stride + i
+            cols = np.arange(OW)[None, :, None] * stride + j
             argmax = np.where(better, rows * W + cols, argmax).astype(np.int32)
     if relu:
         clipped = ~(out > 0)
@@ -184,31 +200,32 @@ def maxpool_forward_reference(x, size, stride, relu=False):
     return out, argmax
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def maxpool_backward_numba(dout, argmax, dx):
-    """Overwrite ``dx`` (N, C, H, W) with ``dout`` (N, C, OH, OW) routed to the recorded winners."""
-    N, C, H, W = dx.shape
-    OH, OW = dout.shape[2], dout.shape[3]
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        dx[n, c] = 0.0
+    """Overwrite ``dx`` (N, H, W, C) with ``dout`` (N, OH, OW, C) routed to the recorded winners."""
+    N, H, W, C = dx.shape
+    OH, OW = dout.shape[1], dout.shape[2]
+    dx[...] = 0.0
+    pixels = dx.reshape(N, H * W, C)  # the flat index h*W + w that argmax records
+    for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
-                where = argmax[n, c, oh, ow]
-                if where >= 0:
-                    dx[n, c, where // W, where % W] += dout[n, c, oh, ow]
+                for c in range(C):
+                    where = argmax[n, oh, ow, c]
+                    if where >= 0:
+                        pixels[n, where, c] += dout[n, oh, ow, c]
     return dx
 
 
 def maxpool_backward_reference(dout, argmax, x_shape):
-    """NumPy twin of :func:`maxpool_backward_numba`: returns ``dx`` of shape ``x_shape``."""
-    N, C, H, W = x_shape
-    dx = np.zeros((N * C, H * W), dtype=dout.dtype)
-    flat_dout = dout.reshape(N * C, -1)
-    flat_arg = argmax.reshape(N * C, -1)
+    """NumPy twin of :func:`maxpool_backward_numba`: returns ``dx`` of shape ``x_shape`` (N, H, W, C)."""
+    N, H, W, C = x_shape
+    dx = np.zeros((N, H * W, C), dtype=dout.dtype)
+    flat_dout = dout.reshape(N, -1, C)
+    flat_arg = argmax.reshape(N, -1, C)
+    n, c = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
     for p in range(flat_arg.shape[1]):  # one output position at a time: no duplicate targets per step
-        winners = flat_arg[:, p]
+        winners = flat_arg[:, p, :]
         keep = winners >= 0
-        dx[np.nonzero(keep)[0], winners[keep]] += flat_dout[keep, p]
+        dx[n[keep], winners[keep], c[keep]] += flat_dout[:, p, :][keep]
     return dx.reshape(x_shape)

@@ -3,6 +3,9 @@
 Conventions (used everywhere in tinynet):
 
 - Images are NCHW: ``(N, C, H, W)``; the network input is float32 ``(N, 1, 28, 28)`` in [0, 1].
+  That is the *shape* (and how you index them). In memory, the convolution and pooling layers
+  store their outputs channels-last, ``(N, H, W, C)``, the layout their kernels and matmuls work in,
+  and return them as NCHW-shaped views (``channels_last`` below undoes the view for free).
 - Conv weights are ``(C_out, C_in, kH, kW)``, conv biases ``(C_out,)``.
 - Flatten keeps ``(C, H, W)`` order (NumPy's C order), so feature ``c*H*W + h*W + w``.
 - Dense weights are ``(in, out)`` and a dense layer computes ``x @ W + b``.
@@ -44,6 +47,12 @@ def init_weights(init, rng, shape, fan_in, fan_out):
     return w.astype(np.float32)
 
 
+def channels_last(x):
+    """An NCHW-shaped array as a C-contiguous (N, H, W, C) array: a free view when it is stored
+    channels-last (every activation inside the network is), a copy otherwise."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
 class Layer:
     """Base class: a layer with no parameters. Subclasses fill ``params`` in ``__init__``."""
 
@@ -77,9 +86,13 @@ class Conv2D(Layer):
 
     Shapes: x (N, C_in, H, W) -> out (N, C_out, OH, OW) with OH = (H + 2p - kH) // s + 1.
 
-    Forward, with X = im2col(x) of shape (N*OH*OW, C_in*kH*kW) (one receptive field per row) and
-    W2 = W reshaped to (C_out, C_in*kH*kW):
-        out2 = X @ W2.T + b        (N*OH*OW, C_out), then reordered to NCHW.
+    Forward, with X = im2col(x) of shape (N*OH*OW, kH*kW*C_in) (one receptive field per row, see
+    ``tinynet/kernels.py``) and W2 = W reordered to (C_out, kH*kW*C_in) in the same column order:
+        out2 = X @ W2.T + b        (N*OH*OW, C_out): one row of channels per output position.
+
+    Memory layout: ``out2`` *is* the output, read as (N, OH, OW, C_out) and returned transposed to
+    NCHW shape without copying, so activations stay channels-last in memory from layer to layer
+    (the next layer's kernels read them as they are).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, *, rng, stride=1, padding=0,
@@ -101,52 +114,55 @@ class Conv2D(Layer):
     def forward(self, x, train=True):
         W, b = self.params["W"], self.params["b"]
         c_out, _, k, _ = W.shape
-        N, _, H, Wd = x.shape
+        x_nhwc = channels_last(x)
+        N, H, Wd, _ = x_nhwc.shape
         OH = conv_output_size(H, k, self.stride, self.padding)
         OW = conv_output_size(Wd, k, self.stride, self.padding)
         cols = self.buffer("cols", (N * OH * OW, W[0].size), x.dtype)
-        im2col_numba(np.ascontiguousarray(x), k, k, self.stride, self.padding, cols)
+        im2col_numba(x_nhwc, k, k, self.stride, self.padding, cols)
+        W2 = W.transpose(0, 2, 3, 1).reshape(c_out, -1)  # (C_out, kH*kW*C_in), columns in (i, j, c) order
         out2 = self.buffer("out2", (N * OH * OW, c_out), x.dtype)
-        np.matmul(cols, W.reshape(c_out, -1).T, out=out2)
+        np.matmul(cols, W2.T, out=out2)
         out2 += b
-        self.cache = (x.shape, cols)
-        # NCHW by shape and indexing, but stored NHWC as the matmul wrote it: no transposing copy.
-        # The max-pool kernels read it as it is, and write its gradient in the same layout, so
-        # that backward finds dout already laid out as D below. Like ``cols``, it is a scratch
-        # buffer that the next forward call overwrites (reusing it saves ~20% at batch 1024).
+        self.cache = (x_nhwc.shape, cols, W2)
+        # Like ``cols``, ``out2`` is a scratch buffer that the next forward call overwrites (reusing
+        # it saves ~20% at batch 1024): the caller uses the output before the next forward.
         return out2.reshape(N, OH, OW, c_out).transpose(0, 3, 1, 2)
 
     def backward(self, dout):
         """dout (N, C_out, OH, OW) -> dx (N, C_in, H, W), or None if ``compute_input_grad`` is off.
 
-        With D = dout reordered to (N*OH*OW, C_out), one row per output position:
+        With D = dout as (N*OH*OW, C_out), one row per output position (a view: dout is
+        channels-last in memory):
             dW2 = D.T @ X          (the same matmul as a dense layer's dW = x.T @ dout)
             db  = D summed over its rows
             dX  = D @ W2,  dx = col2im(dX)   (each input pixel sums the gradients of every
                                               output whose receptive field contains it)
         """
-        x_shape, cols = self.cache
+        x_shape, cols, W2 = self.cache
         W = self.params["W"]
-        c_out = W.shape[0]
-        N, _, OH, OW = dout.shape
-        d2 = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, c_out)  # a view when dout is NHWC in memory
-        self.grads["W"] = (d2.T @ cols).reshape(W.shape)
+        c_out, c_in, k, _ = W.shape
+        d2 = channels_last(dout).reshape(-1, c_out)
+        dW2 = d2.T @ cols
+        self.grads["W"] = np.ascontiguousarray(dW2.reshape(c_out, k, k, c_in).transpose(0, 3, 1, 2))
         # db = column sums of D, written as ones @ D: for a tall, narrow D (73,728 x 20 in conv1)
         # BLAS does this several times faster than d2.sum(axis=0)
         self.grads["b"] = np.ones(len(d2), dtype=d2.dtype) @ d2
         if not self.compute_input_grad:
             return None
         dcols = self.buffer("dcols", cols.shape, dout.dtype)
-        np.matmul(d2, W.reshape(c_out, -1), out=dcols)
+        np.matmul(d2, W2, out=dcols)
         dx = np.empty(x_shape, dtype=dout.dtype)
-        return col2im_numba(dcols, W.shape[2], W.shape[3], self.stride, self.padding, dx)
+        col2im_numba(dcols, k, k, self.stride, self.padding, dx)
+        return dx.transpose(0, 3, 1, 2)
 
 
 class MaxPool2D(Layer):
     """Max-pooling over ``size x size`` windows every ``stride`` pixels (default: stride = size).
 
     Shapes: x (N, C, H, W) -> out (N, C, OH, OW) with OH = (H - size) // stride + 1.
-    Ties go to the first maximum in row-major order (see ``tinynet/kernels.py``).
+    Ties go to the first maximum in row-major order (see ``tinynet/kernels.py``). Works channels-last
+    in memory, like Conv2D: reads its input and writes its output and gradients as (N, H, W, C).
     """
 
     relu = False
@@ -157,23 +173,22 @@ class MaxPool2D(Layer):
         self.stride = size if stride is None else stride
 
     def forward(self, x, train=True):
-        N, C, H, W = x.shape
+        x_nhwc = channels_last(x)
+        N, H, W, C = x_nhwc.shape
         OH = conv_output_size(H, self.size, self.stride, 0)
         OW = conv_output_size(W, self.size, self.stride, 0)
-        out = np.empty((N, C, OH, OW), dtype=x.dtype)
-        argmax = self.buffer("argmax", (N, C, OH, OW), np.int32)
-        maxpool_forward_numba(x, self.size, self.stride, self.relu, out, argmax)
-        self.cache = (x, argmax)
-        return out
+        out = np.empty((N, OH, OW, C), dtype=x.dtype)
+        argmax = self.buffer("argmax", (N, OH, OW, C), np.int32)
+        maxpool_forward_numba(x_nhwc, self.size, self.stride, self.relu, out, argmax)
+        self.cache = (x_nhwc.shape, argmax)
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
-        """dout (N, C, OH, OW) -> dx (N, C, H, W): dx[winner of window] += dout[window], 0 elsewhere.
-
-        dx is laid out in memory like the input was (e.g. NHWC after a convolution), which is the
-        layout the previous layer's backward wants.
-        """
-        x, argmax = self.cache
-        return maxpool_backward_numba(dout, argmax, np.empty_like(x, dtype=dout.dtype))
+        """dout (N, C, OH, OW) -> dx (N, C, H, W): dx[winner of window] += dout[window], 0 elsewhere."""
+        x_shape, argmax = self.cache
+        dx = np.empty(x_shape, dtype=dout.dtype)
+        maxpool_backward_numba(channels_last(dout), argmax, dx)
+        return dx.transpose(0, 3, 1, 2)
 
 
 class ReLUMaxPool2D(MaxPool2D):
