@@ -32,8 +32,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-import tinynet  # noqa: E402,F401  (before NumPy: sets OPENBLAS_THREAD_TIMEOUT before OpenBLAS loads)
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -169,25 +167,25 @@ def timed_blocks(fn, reps, max_seconds=None, warm=1):
 
 
 def tinynet_worker(args):
-    from tinynet import runtime
     from tinynet.data import to_float
     from tinynet.layers import SoftmaxCrossEntropy
     from tinynet.model import lenet
     from tinynet.optim import SGD
+    from tinynet.parallel import DataParallel
 
-    threads = runtime.set_threads(args.threads)
     model = lenet(NUM_CLASSES, rng=np.random.default_rng(SEED_WEIGHTS))
     with np.load(args.weights) as w:
         model.load_state_dict(dict(w))
+    net = DataParallel(model, args.threads)
     optimizer = SGD(lr=0.01)
     loss_fn = SoftmaxCrossEntropy()
     batches, x_infer = benchmark_batches()
     state = {"i": 0}
 
     def step(x, y):
-        logits = model.forward(x, train=True)
+        logits = net.forward(x, train=True)
         loss_fn.forward(logits, y)
-        model.backward(loss_fn.backward())
+        net.backward(loss_fn.backward())
         optimizer.step(model)
 
     def next_step():
@@ -198,51 +196,66 @@ def tinynet_worker(args):
     def info():
         import numba
         from threadpoolctl import threadpool_info
-        numba.njit(parallel=True)(lambda a: a.sum())(np.ones(4))  # start the parallel backend
-        return {"threads": threads, "numba": numba.__version__, "numpy": np.__version__,
-                "numba_threading_layer": numba.threading_layer(),
-                "numba_num_threads": numba.get_num_threads(), "blas": threadpool_info()}
+        return {"threads": net.threads, "numba": numba.__version__, "numpy": np.__version__,
+                "blas": threadpool_info()}
 
     def logits():
-        return {"logits": model.forward(batches[0][0], train=False)[:4].tolist()}
+        return {"logits": net.forward(batches[0][0], train=False)[:4].tolist()}
 
     def warmup(train_steps, infer_reps):
         for _ in range(train_steps):
             next_step()
         for _ in range(infer_reps):
-            model.forward(x_infer, train=False)
+            net.forward(x_infer, train=False)
         return {}
 
     def train(steps, max_seconds=None):
         return timed_blocks(next_step, steps, max_seconds)
 
     def infer(reps, max_seconds=None):
-        return timed_blocks(lambda: model.forward(x_infer, train=False), reps, max_seconds)
+        return timed_blocks(lambda: net.forward(x_infer, train=False), reps, max_seconds)
 
     def layers(reps, max_seconds=None):
-        """Median ms per batch of each layer's forward and backward inside a training step."""
+        """Median ms inside a training step: each layer's forward and backward as run by this
+        thread's replica on its slice of the batch (while the other threads run their slices), and
+        the whole batch's forward, backward, loss, SGD step and step."""
         fwd = {layer.name: [] for layer in model.layers}
         bwd = {layer.name: [] for layer in model.layers}
-        extra = {"loss (softmax + cross-entropy) fwd+bwd": [], "SGD step": [], "whole step": []}
+        extra = {"forward": [], "backward": [], "loss (softmax + cross-entropy) fwd+bwd": [],
+                 "SGD step": [], "whole step": []}
+
+        def forward_timed(replica, h):
+            for layer in replica.layers:
+                t = time.perf_counter()
+                h = layer.forward(h, True)
+                if replica is model:  # the replica this thread runs
+                    fwd[layer.name].append(time.perf_counter() - t)
+            return h
+
+        def backward_timed(replica, d):
+            for layer in reversed(replica.layers):
+                t = time.perf_counter()
+                d = layer.backward(d)
+                if replica is model:
+                    bwd[layer.name].append(time.perf_counter() - t)
+            return d
+
         begin = time.perf_counter()
         for r in range(reps):
             if max_seconds and r >= 5 and time.perf_counter() - begin > max_seconds:
                 break
             x, y = batches[r % len(batches)]
-            t_step = time.perf_counter()
-            h = x
-            for layer in model.layers:
-                t = time.perf_counter()
-                h = layer.forward(h, True)
-                fwd[layer.name].append(time.perf_counter() - t)
+            t_step = t = time.perf_counter()
+            logits = np.concatenate(net.map_replicas(forward_timed, [(p,) for p in net.split(x)]))
+            extra["forward"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            loss_fn.forward(h, y)
+            loss_fn.forward(logits, y)
             d = loss_fn.backward()
             extra["loss (softmax + cross-entropy) fwd+bwd"].append(time.perf_counter() - t)
-            for layer in reversed(model.layers):
-                t = time.perf_counter()
-                d = layer.backward(d)
-                bwd[layer.name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            net.map_replicas(backward_timed, [(p,) for p in np.array_split(d, net.used)])
+            net.sum_gradients()
+            extra["backward"].append(time.perf_counter() - t)
             t = time.perf_counter()
             optimizer.step(model)
             extra["SGD step"].append(time.perf_counter() - t)
@@ -251,8 +264,9 @@ def tinynet_worker(args):
         return {"layers": [{"name": layer.name, "type": type(layer).__name__,
                             "forward_ms": med(fwd[layer.name]), "backward_ms": med(bwd[layer.name])}
                            for layer in model.layers],
-                "forward_total_ms": med(np.sum([fwd[k] for k in fwd], axis=0)),
-                "backward_total_ms": med(np.sum([bwd[k] for k in bwd], axis=0)),
+                "slice": len(net.split(batches[0][0])[0]),
+                "forward_total_ms": med(extra.pop("forward")),
+                "backward_total_ms": med(extra.pop("backward")),
                 **{k + "_ms": med(v) for k, v in extra.items()}}
 
     def scaling(sizes, max_seconds=None):
@@ -506,21 +520,21 @@ t0 = time.perf_counter()
 import sys, json
 import tinynet
 import tinynet.training  # what train.py imports (tqdm, matplotlib, the data code...)
-from tinynet import runtime
 from tinynet.layers import SoftmaxCrossEntropy
 from tinynet.model import lenet
 from tinynet.optim import SGD
+from tinynet.parallel import DataParallel
 import numpy as np
 t1 = time.perf_counter()
-runtime.set_threads(int(sys.argv[1]))
 model = lenet(47, rng=np.random.default_rng(0))
+net = DataParallel(model, int(sys.argv[1]))
 opt, loss = SGD(lr=0.01), SoftmaxCrossEntropy()
 rng = np.random.default_rng(1)
 x = rng.random((128, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 47, 128)
 t2 = time.perf_counter()
-loss.forward(model.forward(x, train=True), y)
-model.backward(loss.backward())
+loss.forward(net.forward(x, train=True), y)
+net.backward(loss.backward())
 opt.step(model)
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "first_step_s": t3 - t2}), flush=True)
@@ -694,16 +708,17 @@ def build_rows(res, with_torch):
                          met(ratio >= target if ratio else None, not r["used_clean"])])
     ly = res.get("layers")
     if ly:
-        rows.append(f"training step by layer, median ms per batch of {TRAIN_BATCH} "
-                    f"(tinynet: forward / backward)" + noise(res, "layers"))
+        rows.append(f"training step by layer, median ms per batch of {TRAIN_BATCH} (tinynet: forward / "
+                    f"backward of one thread's slice of {ly['slice']} images, the other threads "
+                    f"running theirs; totals for the whole batch)" + noise(res, "layers"))
         for layer in ly["layers"]:
             rows.append([f"  {layer['name']} ({layer['type']})",
                          f"{layer['forward_ms']:.2f} / {layer['backward_ms']:.2f}", "", "", "", ""])
         ph = res.get("torch_phases") or {}
         t, p = ly["loss (softmax + cross-entropy) fwd+bwd_ms"], ph.get("loss_ms")
         rows.append(["  loss fwd+bwd (pytorch: fwd only)", f"{t:.2f}", fmt(p, ".2f"), "", "", ""])
-        for name, key, tkey in (("  all layers forward", "forward_total_ms", "forward_ms"),
-                                ("  all layers backward (pytorch: +loss bwd)", "backward_total_ms",
+        for name, key, tkey in (("  forward, whole batch", "forward_total_ms", "forward_ms"),
+                                ("  backward, whole batch (pytorch: +loss bwd)", "backward_total_ms",
                                  "backward_ms"),
                                 ("  SGD step", "SGD step_ms", "step_ms"),
                                 ("  whole step", "whole step_ms", "whole_ms")):
@@ -783,7 +798,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=int, default=2,
-                   help="threads for both libraries (tinynet.runtime.set_threads, "
+                   help="threads for both libraries (tinynet.parallel.DataParallel, "
                         "torch.set_num_threads)")
     p.add_argument("--quick", action="store_true",
                    help="fewer repetitions, smaller scaling sizes, 1-epoch memory run")
@@ -987,8 +1002,8 @@ def cpu_model():
 
 def print_info(res):
     ti = res["tinynet_info"]
-    line = (f"numpy {ti['numpy']}   numba {ti['numba']} (threading layer {ti['numba_threading_layer']}, "
-            f"{ti['numba_num_threads']} threads)")
+    line = (f"numpy {ti['numpy']}   numba {ti['numba']}   tinynet: {ti['threads']} threads, one slice "
+            f"of each batch per thread (tinynet/parallel.py)")
     if "torch_info" in res:
         t = res["torch_info"]
         line += (f"   torch {t['torch']} ({t['threads']} threads, {t['interop_threads']} interop, "

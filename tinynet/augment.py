@@ -11,7 +11,7 @@ the variations (position, slant, size) that handwriting has anyway.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 def random_affine_matrices(rng, n, size=28, max_shift=2.0, max_rotation_deg=10.0, max_scale=0.1,
@@ -35,11 +35,11 @@ def random_affine_matrices(rng, n, size=28, max_shift=2.0, max_rotation_deg=10.0
     return np.concatenate([inv, offset[:, :, None]], axis=2)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def affine_transform_numba(images, matrices, out):
     """Fill ``out`` (n, 1, H, W) with ``images`` (n, 1, H, W) warped by the (n, 2, 3) inverse maps."""
     n, _, h, w = images.shape
-    for k in prange(n):
+    for k in range(n):
         a, b, c = matrices[k, 0, 0], matrices[k, 0, 1], matrices[k, 0, 2]
         d, e, f = matrices[k, 1, 0], matrices[k, 1, 1], matrices[k, 1, 2]
         for y in range(h):

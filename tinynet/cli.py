@@ -93,7 +93,7 @@ def train_parser():
                    help="continue the run saved in RUN_DIR (its own configuration; --epochs may "
                         "extend it, --threads may change)")
     g.add_argument("--threads", type=positive_int, default=None,
-                   help="threads for Numba kernels and BLAS (default: all cores)")
+                   help="threads, each running the network on a slice of every batch (default: all cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     return p
 

@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import runtime
 from .checkpoint import CheckpointError, load_checkpoint
 from .cli import positive_int
 from .data import DataError, parse_mapping, read_idx_images, read_idx_labels
+from .parallel import DataParallel
 from .plots import plot_confusion, plot_image_grid
 from .predict import predict_proba as model_proba
 from .preprocess import ImageError, preprocess_file
@@ -212,23 +212,25 @@ class FileResult:
 
 class Predictor:
     """A trained model and its classes; every method takes images as :func:`as_images` does and
-    predicts them in batches of ``batch_size``."""
+    predicts them in batches of ``batch_size``, each batch split over ``threads`` threads (None:
+    every core; see ``tinynet/parallel.py``)."""
 
-    def __init__(self, model, classes, checkpoint=None, batch_size=1024):
+    def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None):
         self.model, self.classes = model, tuple(classes)
         self.checkpoint, self.batch_size = checkpoint, batch_size
+        self.net = DataParallel(model, threads)
 
     @classmethod
-    def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024):
+    def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None):
         """Load ``path`` (None: :func:`latest_checkpoint` of ``runs_dir``); raises
         ``CheckpointError`` for a file that is not an intact tinynet checkpoint."""
         path = Path(path) if path is not None else latest_checkpoint(runs_dir)
         model, meta, _, _ = load_checkpoint(path)
-        return cls(model, meta["classes"], path, batch_size)
+        return cls(model, meta["classes"], path, batch_size, threads)
 
     def predict_proba(self, images):
         """Class probabilities float32 (N, K)."""
-        return model_proba(self.model, as_images(images), self.batch_size)
+        return model_proba(self.net, as_images(images), self.batch_size)
 
     def predict(self, images):
         """Predicted class indices int64 (N,)."""
@@ -547,7 +549,7 @@ def build_parser():
     p.add_argument("--batch-size", type=positive_int, default=1024, metavar="N",
                    help="images per forward pass (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="threads for Numba kernels and BLAS (default: all cores)")
+                   help="threads, each running the network on a slice of every batch (default: all cores)")
     return p
 
 
@@ -564,8 +566,7 @@ def main(argv=None):
                                 ("--save-preprocessed", kind == "images")):
             if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
                 parser.error(f"{option} does not apply to {source}")
-        runtime.set_threads(args.threads)
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.runs_dir, args.batch_size)
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.runs_dir, args.batch_size, args.threads)
         if args.top_k > len(predictor.classes):
             parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
                          f"got {args.top_k}")

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import runtime
 from .atomic import TEMP_PREFIX, atomic_write
 from .augment import augment_batch
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -36,6 +35,7 @@ from .data import load_split, to_float, train_val_split
 from .download import ensure_dataset
 from .layers import SoftmaxCrossEntropy
 from .optim import SGD, learning_rate
+from .parallel import DataParallel
 from .plots import plot_curves
 from .predict import predict_logits
 
@@ -160,7 +160,6 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     check_run_dir(run_dir)
     for stale in run_dir.glob(f"{TEMP_PREFIX}*"):  # left by a run killed in the middle of a write
         stale.unlink(missing_ok=True)
-    runtime.set_threads(config.threads)
     started = time.perf_counter()
 
     ensure_dataset(config.data_dir, config.dataset, download=download, out=log)
@@ -192,6 +191,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     for layer in model.layers:
         if hasattr(layer, "rng"):
             layer.rng = rngs["dropout"]
+    net = DataParallel(model, config.threads)  # runs model on a slice of each batch per thread
 
     loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
     batches_per_epoch = math.ceil(len(train_idx) / config.batch_size)
@@ -229,7 +229,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                     x = augment_batch(x, rngs["augment"])
                 optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], total_steps)
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-                    logits = model.forward(x, train=True)
+                    logits = net.forward(x, train=True)
                     loss = loss_fn.forward(logits, y)
                 if not math.isfinite(loss):
                     bar.close()
@@ -239,7 +239,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                     raise TrainingError(f"loss became {loss} at epoch {epoch + 1}, batch "
                                         f"{state['batch']} (step {state['step']}): training diverged; "
                                         f"{kept}. Try a lower --lr.")
-                model.backward(loss_fn.backward())
+                net.backward(loss_fn.backward())
                 optimizer.step(model)
                 state["batch"] += 1
                 state["step"] += 1
@@ -251,7 +251,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                                 img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}", refresh=False)
             bar.close()
             seconds = time.perf_counter() - epoch_start
-            val_loss, val_acc = evaluate(model, images[val_idx], labels[val_idx])
+            val_loss, val_acc = evaluate(net, images[val_idx], labels[val_idx])
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                       "train_accuracy": correct / max(seen, 1), "val_loss": val_loss,
                       "val_accuracy": val_acc, "lr": optimizer.lr, "seconds": seconds,
@@ -269,7 +269,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
                 f"{seconds:.1f} s, {record['images_per_second']:.0f} images/s")
 
-    test_loss, test_acc = evaluate(model, test_split.images, test_split.labels)
+    test_loss, test_acc = evaluate(net, test_split.images, test_split.labels)
     summary = _summary(state, status, started, run_dir, test_loss=test_loss, test_accuracy=test_acc)
     write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); total time {summary['seconds']:.1f} s")

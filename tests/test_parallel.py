@@ -1,0 +1,87 @@
+"""DataParallel (tinynet/parallel.py) computes what the plain model computes, split over threads."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from tinynet.layers import Conv2D, Dense, Flatten, ReLUMaxPool2D, SoftmaxCrossEntropy
+from tinynet.model import Sequential, lenet
+from tinynet.parallel import DataParallel
+
+
+def small_net(rng):
+    """A net whose first layer computes its input gradient, so dx is checked too."""
+    return Sequential([Conv2D(1, 3, 3, rng=rng, name="conv"), ReLUMaxPool2D(2, name="pool"),
+                       Flatten(name="flat"), Dense(3 * 4 * 4, 5, rng=rng, name="fc")]).astype(np.float64)
+
+
+def grads(model):
+    return {name: g.copy() for name, _, g in model.parameters()}
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("batch", [1, 2, 7, 16])
+def test_forward_and_gradients_equal_the_single_threaded_model(threads, batch):
+    """Same logits, same dx and the same parameter gradients as one model on the whole batch,
+    for batches that split evenly, unevenly, and into fewer slices than threads."""
+    rng = np.random.default_rng(batch)
+    model = small_net(rng)
+    x = rng.standard_normal((batch, 1, 10, 10))
+    y = rng.integers(0, 5, batch)
+    loss = SoftmaxCrossEntropy()
+
+    logits = model.forward(x)
+    loss.forward(logits, y)
+    dx = model.backward(loss.backward())
+    expected = grads(model)
+
+    net = DataParallel(model, threads)
+    par_logits = net.forward(x)
+    loss.forward(par_logits, y)
+    par_dx = net.backward(loss.backward())
+    np.testing.assert_allclose(par_logits, logits, rtol=1e-12)
+    np.testing.assert_allclose(par_dx, dx, rtol=1e-10, atol=1e-14)
+    for name, g in grads(model).items():
+        np.testing.assert_allclose(g, expected[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_replicas_share_parameters():
+    """An optimiser step on the model is seen by every replica (they hold the same arrays)."""
+    model = lenet(47, rng=np.random.default_rng(0))
+    net = DataParallel(model, 2)
+    for layer, twin in zip(model.layers, net.replicas[1].layers):
+        for key in layer.params:
+            assert twin.params[key] is layer.params[key]
+            assert twin.grads[key] is not layer.grads[key]
+
+
+def test_dropout_is_reproducible_and_differs_between_slices():
+    """With dropout, a run is the same each time for a given seed and thread count, and the two
+    slices draw different masks (not one mask reused)."""
+    def run():
+        rng = np.random.default_rng(0)
+        model = lenet(47, rng=rng, dropout=0.5)
+        net = DataParallel(model, 2)
+        x = np.repeat(np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32), 4, axis=0)
+        return net.forward(x, train=True)
+    first, second = run(), run()
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first[0], first[2])  # the same image in slice 0 and slice 1
+
+
+def test_numpy_error_settings_reach_the_other_threads():
+    """np.errstate set by the caller holds in the pool's threads too (training relies on it to
+    report divergence itself). Only the second slice overflows, and it runs in a pool thread."""
+    rng = np.random.default_rng(0)
+    model = small_net(rng).astype(np.float32)
+    model.layers[0].params["W"][...] = 1e38
+    net = DataParallel(model, 2)
+    x = np.zeros((4, 1, 10, 10), dtype=np.float32)
+    x[2:] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore", invalid="ignore"):
+            net.forward(x)
+    with np.errstate(over="raise", invalid="raise"), pytest.raises(FloatingPointError):
+        net.forward(x)
