@@ -1,5 +1,6 @@
 """DataParallel (tinynet/parallel.py) computes what the plain model computes, split over threads."""
 
+import time
 import warnings
 
 import numpy as np
@@ -85,3 +86,20 @@ def test_numpy_error_settings_reach_the_other_threads():
             net.forward(x)
     with np.errstate(over="raise", invalid="raise"), pytest.raises(FloatingPointError):
         net.forward(x)
+
+
+def test_a_failing_slice_waits_for_the_others():
+    """When this thread's slice raises, the call still waits for the other threads' slices, so no
+    replica is left running into the next batch."""
+    net = DataParallel(lenet(47, rng=np.random.default_rng(0)), 2)
+    finished = []
+
+    def work(replica, part):
+        if replica is net.model:
+            raise ValueError("slice 0 failed")
+        time.sleep(0.2)
+        finished.append(part)
+
+    with pytest.raises(ValueError, match="slice 0 failed"):
+        net.map_replicas(work, [(0,), (1,)])
+    assert finished == [1]

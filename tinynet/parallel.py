@@ -30,7 +30,7 @@ threads (not across thread counts: the masks are drawn per slice).
 import contextvars
 import copy
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -92,7 +92,10 @@ class DataParallel:
         such as ``np.errstate`` hold there too)."""
         futures = [self.pool.submit(contextvars.copy_context().run, fn, replica, *part)
                    for replica, part in zip(self.replicas[1:], parts[1:])]
-        first = fn(self.replicas[0], *parts[0])
+        try:
+            first = fn(self.replicas[0], *parts[0])
+        finally:  # even if this thread's part fails, no replica may still be running afterwards
+            wait(futures)
         return [first] + [future.result() for future in futures]
 
     def forward(self, x, train=True):
