@@ -1,5 +1,6 @@
 """DataParallel (tinynet/parallel.py) computes what the plain model computes, split over threads."""
 
+import os
 import time
 import warnings
 
@@ -8,7 +9,7 @@ import pytest
 
 from tinynet.layers import Conv2D, Dense, Flatten, ReLUMaxPool2D, SoftmaxCrossEntropy
 from tinynet.model import Sequential, lenet
-from tinynet.parallel import DataParallel
+from tinynet.parallel import DataParallel, resolve_threads
 
 
 def small_net(rng):
@@ -103,3 +104,11 @@ def test_a_failing_slice_waits_for_the_others():
     with pytest.raises(ValueError, match="slice 0 failed"):
         net.map_replicas(work, [(0,), (1,)])
     assert finished == [1]
+
+
+def test_thread_count_defaults_to_the_usable_cores():
+    """None means every core this process may run on (respecting taskset / CPU affinity)."""
+    assert resolve_threads(None) == len(os.sched_getaffinity(0))
+    assert resolve_threads(3) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        resolve_threads(0)

@@ -37,13 +37,15 @@ from threadpoolctl import threadpool_limits
 
 
 def resolve_threads(threads=None):
-    """The thread count to use: ``threads``, or every core when None. Also limits BLAS to one thread
-    per call, since the threads already keep every core busy."""
-    count = threads or os.cpu_count() or 1
-    if count < 1:
+    """The thread count to use: ``threads``, or every core this process may run on when None. Also
+    limits BLAS to one thread per call, since the threads already keep every core busy."""
+    if threads is None:
+        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        threads = len(cores)
+    if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     threadpool_limits(1, user_api="blas")
-    return count
+    return threads
 
 
 def replicate(model):
