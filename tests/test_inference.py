@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import RESPLIT, require_resplit
-from tinynet.checkpoint import build_model, save_checkpoint
+from tinynet.checkpoint import save_checkpoint
+from tinynet.model import build_model
 from tinynet.data import load_split, write_idx
 from tinynet.inference import (InputError, Predictor, as_images, build_parser, confusion_matrix,
                                format_report, main, most_confused, per_class_metrics, top_k_accuracy)

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_write
-from .model import lenet
+from .model import build_model
 
 FORMAT = "tinynet-checkpoint"
 FORMAT_VERSION = 1
@@ -49,15 +49,6 @@ _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, Val
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file and the fault."""
-
-
-def build_model(architecture, rng=None, init="glorot"):
-    """The model an ``architecture`` dict describes, e.g. ``{"name": "lenet", "num_classes": 47}``,
-    freshly initialised (``init``, from ``rng``)."""
-    if architecture.get("name") != "lenet":
-        raise ValueError(f"unknown architecture {architecture.get('name')!r}")
-    return lenet(architecture["num_classes"], rng=rng or np.random.default_rng(0), init=init,
-                 dropout=architecture.get("dropout", 0.0))
 
 
 def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer=None, extra=None):

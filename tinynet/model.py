@@ -90,3 +90,12 @@ def lenet(num_classes=47, *, rng, init="glorot", dropout=0.0):
         layers.append(Dropout(dropout, rng=rng, name="dropout"))
     layers.append(Dense(500, num_classes, rng=rng, init="glorot", name="fc2"))
     return Sequential(layers)
+
+
+def build_model(architecture, rng=None, init="glorot"):
+    """The model an ``architecture`` dict describes, e.g. ``{"name": "lenet", "num_classes": 47}``,
+    freshly initialised (``init``, from ``rng``)."""
+    if architecture.get("name") != "lenet":
+        raise ValueError(f"unknown architecture {architecture.get('name')!r}")
+    return lenet(architecture["num_classes"], rng=rng or np.random.default_rng(0), init=init,
+                 dropout=architecture.get("dropout", 0.0))

@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .layers import Dropout
+
 
 def resolve_threads(threads=None):
     """The thread count to use: ``threads``, or every core this process may run on when None. Also
@@ -130,7 +132,6 @@ class DataParallel:
     def reseed_dropout(self):
         """Give every other replica's dropout layer a new generator seeded from the model's."""
         for layers in zip(*(replica.layers for replica in self.replicas)):
-            rng = getattr(layers[0], "rng", None)
-            if rng is not None:
+            if isinstance(layers[0], Dropout):
                 for other in layers[1:]:
-                    other.rng = np.random.default_rng(rng.integers(2**63))
+                    other.rng = np.random.default_rng(layers[0].rng.integers(2**63))

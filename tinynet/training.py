@@ -30,10 +30,11 @@ from tqdm import tqdm
 
 from .atomic import TEMP_PREFIX, atomic_write
 from .augment import augment_batch
-from .checkpoint import build_model, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_split, to_float, train_val_split
 from .download import ensure_dataset
-from .layers import SoftmaxCrossEntropy
+from .layers import Dropout, SoftmaxCrossEntropy
+from .model import build_model
 from .optim import SGD, learning_rate
 from .parallel import DataParallel
 from .plots import plot_curves
@@ -189,7 +190,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         model = build_model(architecture, rngs["init"], init=config.init)
         write_text_atomically(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
     for layer in model.layers:
-        if hasattr(layer, "rng"):
+        if isinstance(layer, Dropout):
             layer.rng = rngs["dropout"]
     net = DataParallel(model, config.threads)  # runs model on a slice of each batch per thread
 
