@@ -45,13 +45,13 @@ from .cli import positive_int
 from .data import DataError, parse_mapping, read_idx_images, read_idx_labels
 from .parallel import DataParallel
 from .plots import plot_confusion, plot_image_grid
+from .predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
 from .predict import predict_proba as model_proba
 from .preprocess import ImageError, preprocess_file
 
 IDX_NAME = re.compile(r"(?P<name>.+)-(?P<split>train|test)-images-idx3-ubyte(?:\.gz)?")
 IDX_SUFFIXES = ("idx3-ubyte", "idx3-ubyte.gz")
 IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())  # every format Pillow can open
-CONFUSED_PAIRS = 10  # most confused pairs printed
 ERRORS_SHOWN = 100  # misclassified images drawn in errors.png (the first ones, in data order)
 
 
@@ -136,62 +136,6 @@ def latest_checkpoint(runs_dir="runs"):
                          f"--help) or name a checkpoint with --checkpoint PATH")
     run = max(found, key=lambda p: p.stat().st_mtime).parent
     return run / "best.npz" if (run / "best.npz").is_file() else run / "last.npz"
-
-
-def top_k_indices(proba, k):
-    """Class indices int64 (N, k) of the k highest probabilities in proba (N, K), best first
-    (ties: lower index first, so column 0 is ``proba.argmax(axis=1)``)."""
-    return np.argsort(-proba, axis=1, kind="stable")[:, :k]
-
-
-def top_k_accuracy(proba, labels, k):
-    """Fraction of rows of proba (N, K) whose true label (N,) is among its k best classes."""
-    return float((top_k_indices(proba, k) == labels[:, None]).any(axis=1).mean())
-
-
-def confusion_matrix(labels, predicted, num_classes):
-    """Counts int64 (K, K): row = true class, column = predicted class."""
-    k = num_classes
-    return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
-
-
-def per_class_metrics(confusion):
-    """Precision, recall, F1 (float64 (K,) each, 0 where undefined) and support (int64 (K,))
-    from a confusion matrix (K, K)."""
-    hits = np.diag(confusion).astype(np.float64)
-    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
-    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
-    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
-    return precision, recall, f1, support
-
-
-def most_confused(confusion, n=CONFUSED_PAIRS):
-    """The n largest off-diagonal counts as ``(true, predicted, count)``, largest first."""
-    off = confusion - np.diag(np.diag(confusion))
-    order = np.argsort(-off, axis=None, kind="stable")[:n]
-    return [(int(t), int(p), int(off[t, p])) for t, p in zip(*np.unravel_index(order, off.shape))
-            if off[t, p] > 0]
-
-
-def format_report(confusion, classes, topk_accuracy, k):
-    """The evaluation report (text) of a confusion matrix (K, K) with characters ``classes``."""
-    precision, recall, f1, support = per_class_metrics(confusion)
-    total = support.sum()
-    lines = [f"accuracy        {np.trace(confusion) / total:.4f}  ({np.trace(confusion)} of {total})",
-             f"top-{k} accuracy  {topk_accuracy:.4f}", "",
-             f"{'class':>12}  precision  recall      f1  support"]
-    lines += [f"{c:>12}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {s:7d}"
-              for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
-    present = support > 0
-    for name, weights in (("macro", present * 1.0), ("weighted", support * 1.0)):
-        p, r, f = (np.average(v, weights=weights) for v in (precision, recall, f1))
-        lines.append(f"{name + ' avg':>12}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {total:7d}")
-    lines += ["", "most confused (true -> predicted: count, share of the true class)"]
-    lines += [f"  {classes[t]} -> {classes[p]}: {n} ({n / support[t]:.1%})"
-              for t, p, n in most_confused(confusion)]
-    return "\n".join(lines)
 
 
 @dataclass

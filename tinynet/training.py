@@ -38,7 +38,7 @@ from .model import build_model
 from .optim import SGD, learning_rate
 from .parallel import DataParallel
 from .plots import plot_curves
-from .predict import predict_logits
+from .predict import evaluate
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 
@@ -105,22 +105,6 @@ def check_run_dir(run_dir, min_free_bytes=MIN_FREE_BYTES):
     if free < min_free_bytes:
         raise TrainingError(f"{run_dir}: only {free / 2**20:.0f} MB free on this disk; a run needs at "
                             f"least {min_free_bytes / 2**20:.0f} MB for its checkpoints and logs")
-
-
-def evaluate(model, images, labels, batch_size=256):
-    """Mean cross-entropy loss and accuracy of ``model`` on uint8 images (N, 28, 28).
-
-    Batches of 256 keep the evaluation's scratch arrays small (at 1024 the im2col matrices alone
-    take ~200 MB, which would double a training run's peak memory)."""
-    if len(labels) == 0:
-        return float("nan"), float("nan")
-    loss = SoftmaxCrossEntropy()
-    total_loss = correct = 0.0
-    for start, logits in predict_logits(model, images, batch_size):
-        y = labels[start:start + len(logits)]
-        total_loss += loss.forward(logits, y) * len(y)
-        correct += np.sum(logits.argmax(axis=1) == y)
-    return total_loss / len(labels), correct / len(labels)
 
 
 class _StopFlag:
