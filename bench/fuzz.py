@@ -26,7 +26,7 @@ Checks. Every case runs in a worker process (``--worker``, started by this scrip
 library entry points in-process -- ``read_idx_images`` / ``read_idx_labels`` / ``read_mapping`` and
 ``load_split``; ``preprocess_file`` (``load_image`` + ``preprocess``); ``load_checkpoint`` and, for
 checkpoint cases about the training state and a sample of the others, ``train.py --resume`` through
-``tinynet.cli.train_main``; ``tinynet.inference.load_npy`` -- and, every ``--cli-every``-th case,
+``tinynet.cli.train.main``; ``tinynet.inference.load_npy`` -- and, every ``--cli-every``-th case,
 the command lines as subprocesses (``inference.py --input FILE``; ``inference.py --checkpoint
 BAD.npz``; ``train.py --resume RUN`` with the broken ``last.npz``). A case passes when each call
 either succeeds or raises the project's own error (DataError, ImageError, CheckpointError,
@@ -1064,7 +1064,7 @@ class Worker:
         return "error", message
 
     def resume_in_process(self, run_dir, fuzzed):
-        from tinynet.cli import train_main
+        from tinynet.cli.train import main as train_main
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -160,7 +160,7 @@ def test_missing_files_list_names_and_how_to_get_them(tmp_path):
                  "emnist-balanced-train-labels-idx1-ubyte.gz", "emnist-balanced-mapping.txt"):
         assert name in message
     assert str(tmp_path) in message
-    assert (f"python3 -m tinynet.data download --dataset emnist-balanced --data-dir {tmp_path}"
+    assert (f"python3 -m tinynet download --dataset emnist-balanced --data-dir {tmp_path}"
             in message)
     assert "--from PATH" in message
 

@@ -221,7 +221,7 @@ def test_no_connection_says_how_to_supply_the_files(tmp_path):
     message = str(info.value)
     assert message.startswith(f"cannot download {url} (")
     assert (f"put {', '.join(dataset_files(NAME))} (from the EMNIST archive gzip.zip, folder "
-            f"gzip/) into {tmp_path}/, or run `python3 -m tinynet.data download --dataset {NAME} "
+            f"gzip/) into {tmp_path}/, or run `python3 -m tinynet download --dataset {NAME} "
             f"--data-dir {tmp_path} --from PATH`") in message
     assert "\n" not in message
 
@@ -326,7 +326,7 @@ def test_published_checksums():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "tinynet.data", "download", *args],
+    return subprocess.run([sys.executable, "-m", "tinynet", "download", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

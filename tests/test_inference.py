@@ -18,7 +18,8 @@ from conftest import RESPLIT, require_resplit
 from tinynet.checkpoint import save_checkpoint
 from tinynet.model import build_model
 from tinynet.data import load_split, write_idx
-from tinynet.inference import InputError, Predictor, as_images, build_parser, main
+from tinynet.cli.infer import build_parser, main
+from tinynet.inference import InputError, Predictor, as_images
 from tinynet.predict import (confusion_matrix, format_report, most_confused, per_class_metrics,
                              top_k_accuracy)
 from tinynet.training import TrainConfig, train

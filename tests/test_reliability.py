@@ -33,7 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinynet import checkpoint as checkpoint_module
-from tinynet import cli, download, inference
+from tinynet.cli import download as download_cli
+from tinynet.cli import infer as infer_cli
+from tinynet.cli import train as train_cli
 from tinynet.checkpoint import CheckpointError, load_checkpoint
 from tinynet.data import (DataError, load_split, read_idx_images, read_idx_labels, write_idx,
                           write_toy_dataset)
@@ -67,8 +69,8 @@ def seeds(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seeds")
     data = write_toy_dataset(folder / "data", n_train=200, n_test=40)
     # The configuration bench/kill_resume.py trains with, 3 epochs: the killed runs' reference.
-    args = cli.train_parser().parse_args(kill_resume.TRAIN_OPTIONS + ["--data-dir", str(data), "--epochs", "3"])
-    train(cli.config_from_args(args), folder / "reference", download=False, progress=False,
+    args = train_cli.build_parser().parse_args(kill_resume.TRAIN_OPTIONS + ["--data-dir", str(data), "--epochs", "3"])
+    train(train_cli.config_from_args(args), folder / "reference", download=False, progress=False,
           log=lambda *a: None)
     images = fuzz.make_image_seeds(folder / "images")
     rng = np.random.default_rng(0)
@@ -358,7 +360,7 @@ def rewrite_last(run, change):
 
 
 def resume_error(run, capsys):
-    code = cli.train_main(["--resume", str(run), "--no-progress", "--no-download"])
+    code = train_cli.main(["--resume", str(run), "--no-progress", "--no-download"])
     err = capsys.readouterr().err
     return code, err
 
@@ -403,7 +405,7 @@ def test_resume_removes_stale_temporary_files_and_rewrites_the_history(seeds, tm
     stale.write_bytes(b"PK\x03\x04 half a checkpoint")
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    assert cli.train_main(["--resume", str(run), "--no-progress", "--no-download"]) == 0
+    assert train_cli.main(["--resume", str(run), "--no-progress", "--no-download"]) == 0
     assert not stale.exists()
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
@@ -411,7 +413,7 @@ def test_resume_removes_stale_temporary_files_and_rewrites_the_history(seeds, tm
 def test_inference_with_a_broken_checkpoint_is_one_line(seeds, tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(seeds["checkpoint"][:-100])
-    code = inference.main(["--input", str(seeds["folder"] / "images" / "char-L.png"), "--checkpoint", str(bad)])
+    code = infer_cli.main(["--input", str(seeds["folder"] / "images" / "char-L.png"), "--checkpoint", str(bad)])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and err.startswith(f"error: {bad}: ") and "Traceback" not in err
 
@@ -423,7 +425,7 @@ def test_inference_with_a_broken_checkpoint_is_one_line(seeds, tmp_path, capsys)
 def test_unwritable_run_folder_is_one_line_from_the_cli(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code = cli.train_main(["--runs-dir", str(blocker), "--name", "run", "--no-download", "--no-progress"])
+    code = train_cli.main(["--runs-dir", str(blocker), "--name", "run", "--no-download", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "run folder is not writable" in err
     assert err.startswith(f"error: {blocker / 'run'}: ") and "Traceback" not in err
@@ -432,7 +434,7 @@ def test_unwritable_run_folder_is_one_line_from_the_cli(tmp_path, capsys):
 def test_too_little_free_disk_is_one_line_from_the_cli(tmp_path, capsys, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, (10 << 30) - (5 << 20), 5 << 20))
-    code = cli.train_main(["--runs-dir", str(tmp_path), "--name", "run", "--no-download", "--no-progress"])
+    code = train_cli.main(["--runs-dir", str(tmp_path), "--name", "run", "--no-download", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "only 5 MB free on this disk" in err and "Traceback" not in err
 
@@ -447,23 +449,23 @@ class _Captured(Exception):
 
 
 def download_parser(monkeypatch):
-    """The parser ``python3 -m tinynet.data`` builds (caught as it starts parsing)."""
+    """The parser ``python3 -m tinynet`` builds (caught as it starts parsing)."""
     def capture(self, *args, **kwargs):
         raise _Captured(self)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
     try:
-        download.main(["download"])
+        download_cli.main(["download"])
     except _Captured as c:
         return c.parser
-    raise AssertionError("tinynet.download.main did not parse its arguments")
+    raise AssertionError("tinynet.cli.download.main did not parse its arguments")
 
 
 def all_parsers(monkeypatch):
-    parsers = {"train.py": cli.train_parser(), "inference.py": inference.build_parser(),
+    parsers = {"train.py": train_cli.build_parser(), "inference.py": infer_cli.build_parser(),
                "bench/fuzz.py": fuzz.build_parser(), "bench/kill_resume.py": kill_resume.build_parser()}
     with monkeypatch.context() as m:
-        parsers["python3 -m tinynet.data"] = download_parser(m)
+        parsers["python3 -m tinynet"] = download_parser(m)
     for name, parser in list(parsers.items()):
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -486,11 +488,11 @@ def test_every_option_of_every_command_line_has_help(monkeypatch):
 
 
 @pytest.mark.parametrize("main, argv, message", [
-    (cli.train_main, ["--batch-size", "-3"], "must be a positive integer"),
-    (inference.main, ["--input", "x", "--top-k", "0"], "must be a positive integer"),
-    (inference.main, ["--input", "x", "--output", "out.txt"], "must end in .csv or .json"),
-    (download.main, ["download", "--split", "validation"], "invalid choice"),
-    (download.main, [], "required"),
+    (train_cli.main, ["--batch-size", "-3"], "must be a positive integer"),
+    (infer_cli.main, ["--input", "x", "--top-k", "0"], "must be a positive integer"),
+    (infer_cli.main, ["--input", "x", "--output", "out.txt"], "must end in .csv or .json"),
+    (download_cli.main, ["download", "--split", "validation"], "invalid choice"),
+    (download_cli.main, [], "required"),
     (fuzz.main, ["--cases", "0"], "must be a positive integer"),
     (fuzz.main, ["--kinds", "idx,video"], "unknown kind"),
     (kill_resume.main, ["--kills", "0"], "must be a positive integer"),

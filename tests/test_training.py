@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tinynet.checkpoint import load_checkpoint
-from tinynet.cli import train_main
+from tinynet.cli.train import main as train_main
 from tinynet.data import write_toy_dataset
 from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
 

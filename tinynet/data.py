@@ -29,8 +29,8 @@ one-line message naming the file and what is wrong. IDX headers are checked with
 ``struct`` against the file's size before any array is allocated, and gzip files
 are decompressed only as far as the header says they should go.
 
-Command line: ``python3 -m tinynet.data download --dataset NAME --data-dir DIR``
-(see ``tinynet.download``).
+Getting the files: ``python3 -m tinynet download --dataset NAME --data-dir DIR``
+(``tinynet.download``, command line in ``tinynet.cli.download``).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def idx_filenames(name: str, split: str) -> dict[str, str]:
 
 def _how_to_get(data_dir, name: str) -> str:
     """The commands that put dataset ``name`` into ``data_dir``."""
-    base = f"python3 -m tinynet.data download --dataset {name} --data-dir {data_dir}"
+    base = f"python3 -m tinynet download --dataset {name} --data-dir {data_dir}"
     return (f"get them with `{base}` (downloads the NIST EMNIST archive) or "
             f"`{base} --from PATH` (PATH: a gzip.zip or a folder you already have)")
 
@@ -372,9 +372,3 @@ def parse_mapping(path: Path) -> tuple[int, tuple[str, ...]]:
         raise DataError(f"{path}: labels must be consecutive and increasing, got "
                         f"{labels[:3]}...")
     return labels[0], tuple(classes)
-
-
-if __name__ == "__main__":
-    from tinynet.download import main
-
-    raise SystemExit(main())

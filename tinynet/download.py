@@ -10,20 +10,18 @@ requested split's files. Each file is written under a temporary name, checked
 fsync'ed and only then renamed to its final name, so a final name never holds a
 partial or unverified file.
 
-Command line::
+Command line (``tinynet.cli.download``)::
 
-    python3 -m tinynet.data download [--dataset NAME] [--data-dir DIR] [--url URL]
-                                     [--from PATH] [--split {train,test}]
+    python3 -m tinynet download [--dataset NAME] [--data-dir DIR] [--url URL]
+                                [--from PATH] [--split {train,test}]
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
 import re
-import sys
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -114,7 +112,7 @@ def ensure_dataset(data_dir, name: str, download: bool = True, *, splits=SPLITS,
             for split in splits:
                 dataset_paths(data_dir, name, split)
         hint = (f"put {', '.join(missing)} (from the EMNIST archive gzip.zip, folder gzip/) "
-                f"into {data_dir}/, or run `python3 -m tinynet.data download --dataset {name} "
+                f"into {data_dir}/, or run `python3 -m tinynet download --dataset {name} "
                 f"--data-dir {data_dir} --from PATH` with PATH a gzip.zip or a folder holding them")
         data_dir.mkdir(parents=True, exist_ok=True)
         out(f"downloading {url} to {archive}")
@@ -295,36 +293,3 @@ def _check_structure(path: Path, origin: str) -> str:
         return f"IDX parsed ({len(read_idx_labels(path))} labels)"
     except DataError as e:
         raise DataError(f"{origin}: {str(e).removeprefix(f'{path}: ')}") from None
-
-
-def main(argv=None) -> int:
-    """``python3 -m tinynet.data download ...``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python3 -m tinynet.data",
-                                     description="Get EMNIST data files.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    download = commands.add_parser(
-        "download", help="download the NIST EMNIST archive (or use --from) and extract one dataset",
-        description="Put NAME-{train,test}-{images-idx3,labels-idx1}-ubyte.gz and NAME-mapping.txt "
-                    "into DIR, verified, from the official NIST archive or from --from PATH.")
-    download.add_argument("--dataset", default="emnist-balanced", metavar="NAME",
-                          help="emnist-{balanced,bymerge,byclass,letters,digits,mnist} "
-                               "(default: %(default)s)")
-    download.add_argument("--data-dir", default="data", metavar="DIR",
-                          help="folder for the files (default: %(default)s)")
-    download.add_argument("--url", default=OFFICIAL_URL, help="archive URL (default: %(default)s)")
-    download.add_argument("--from", dest="source", metavar="PATH",
-                          help="take the files from this zip archive (gzip.zip) or folder instead")
-    download.add_argument("--split", choices=SPLITS, action="append",
-                          help="only this split (repeatable; default: train and test)")
-    args = parser.parse_args(argv)
-    splits = tuple(args.split) if args.split else SPLITS
-    try:
-        if args.source:
-            install_from(args.source, args.data_dir, args.dataset, splits=splits)
-        else:
-            ensure_dataset(args.data_dir, args.dataset, splits=splits, url=args.url)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.dataset} ({', '.join(splits)}) is ready in {args.data_dir}/")
-    return 0

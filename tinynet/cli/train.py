@@ -1,5 +1,6 @@
-"""Command lines of ``train.py`` (and its argument checking): argparse-style errors for bad values,
-one-line messages for bad data or run folders, never a traceback for a user's mistake."""
+"""The command line of ``python3 train.py`` (installed as ``tinynet-train``) over
+``tinynet.training.train``: argparse-style errors for bad values, one-line messages for bad data or
+run folders, never a traceback for a user's mistake."""
 
 import argparse
 import sys
@@ -7,41 +8,14 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .data import DataError
-from .optim import SCHEDULES
-from .training import RECIPES, TrainConfig, TrainingError, train
+from ..checkpoint import CheckpointError
+from ..data import DataError
+from ..optim import SCHEDULES
+from ..training import RECIPES, TrainConfig, TrainingError, train
+from . import fraction, non_negative_float, positive_float, positive_int
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def fraction(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def train_parser():
+def build_parser():
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense K) on "
@@ -109,8 +83,8 @@ def config_from_args(args):
     return config
 
 
-def train_main(argv=None):
-    parser = train_parser()
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)

@@ -1,0 +1,112 @@
+"""Module boundaries: no import cycle among tinynet's modules, the command lines (``tinynet.cli``)
+are a leaf that no library module imports, and ``import tinynet.inference`` (what a program that
+only predicts needs) loads neither the training loop nor a command line."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import tinynet
+
+PACKAGE = Path(tinynet.__file__).resolve().parent
+COMMAND_LINES = ("tinynet.cli", "tinynet.__main__")
+
+
+def module_name(path):
+    parts = ("tinynet",) + path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules():
+    """{module name: path} of every module of the tinynet package."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name, path, known):
+    """The tinynet modules that module ``name`` imports, anywhere in its code (also inside
+    functions): ``import tinynet.x``, ``from tinynet.x import y``, ``from .x import y`` and
+    ``from . import x`` (an edge to ``tinynet.x`` when ``x`` is a module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "tinynet")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            if target.split(".")[0] != "tinynet":
+                continue
+            found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in known)
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph():
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules (first == last), or None."""
+    state = {}  # module -> "open" while on the current path, "done" afterwards
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt, path + [nxt])
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start, [start])
+            if cycle:
+                return cycle
+    return None
+
+
+def is_command_line(name):
+    return any(name == c or name.startswith(c + ".") for c in COMMAND_LINES)
+
+
+def test_the_import_graph_sees_the_package():
+    """The parser finds the edges it should (so the tests below cannot pass by seeing nothing)."""
+    graph = import_graph()
+    assert {"tinynet.model", "tinynet.layers", "tinynet.cli.train", "tinynet.__main__"} <= graph.keys()
+    assert "tinynet.layers" in graph["tinynet.model"]
+    assert {"tinynet.training", "tinynet.cli"} <= graph["tinynet.cli.train"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_among_tinynet_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_library_module_imports_a_command_line():
+    offenders = {name: sorted(filter(is_command_line, deps)) for name, deps in import_graph().items()
+                 if not is_command_line(name)}
+    offenders = {name: deps for name, deps in offenders.items() if deps}
+    assert not offenders, f"library modules importing command lines: {offenders}"
+
+
+def test_importing_inference_loads_neither_training_nor_a_command_line():
+    code = ("import sys, tinynet.inference; "
+            "print(' '.join(m for m in sys.modules if m.startswith('tinynet')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=True)
+    loaded = proc.stdout.split()
+    assert "tinynet.inference" in loaded
+    unwanted = [m for m in loaded if m == "tinynet.training" or is_command_line(m)]
+    assert not unwanted, f"import tinynet.inference also loaded {unwanted}"

@@ -1,0 +1,286 @@
+"""The command line of ``python3 inference.py`` (installed as ``tinynet-infer``): predict
+characters with a trained checkpoint; every option and the exit codes are in ``--help``.
+
+It takes three kinds of ``--input``:
+
+- a data folder (``NAME-SPLIT-images-idx3-ubyte[.gz]``; ``--dataset``, ``--split``) or an IDX
+  images file: predicts every image; when a labels file lies beside it (``...-labels-idx1-ubyte``),
+  prints accuracy, top-k accuracy, a per-class precision / recall / F1 table and the most confused
+  pairs, and writes ``predictions.csv``, ``confusion.png`` and ``errors.png`` to ``--output-dir``;
+- an image file or a folder of image files: prints each file's top-k characters;
+- a ``.npy`` array (N, 28, 28) or (28, 28), uint8 or float as above: prints each image's top-k.
+
+The library under it is ``tinynet.inference`` (``Predictor``) and ``tinynet.predict`` (metrics).
+"""
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..checkpoint import CheckpointError
+from ..data import DataError
+from ..inference import InputError, Predictor, check_fits, find_idx_images, load_idx_input, load_npy
+from ..plots import plot_confusion, plot_image_grid
+from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
+from . import positive_int
+
+IDX_SUFFIXES = ("idx3-ubyte", "idx3-ubyte.gz")
+IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())  # every format Pillow can open
+ERRORS_SHOWN = 100  # misclassified images drawn in errors.png (the first ones, in data order)
+
+
+def prediction_records(classes, indices, probs, ids, id_name, labels=None):
+    """One dict per prediction (for CSV / JSON) from top-k ``indices`` and ``probs`` (N, k)."""
+    records = []
+    for n, (ident, idx, p) in enumerate(zip(ids, indices, probs)):
+        record = {id_name: ident}
+        if labels is not None:
+            record["true"] = classes[labels[n]]
+            record["correct"] = bool(labels[n] == idx[0])
+        record.update(predicted=classes[idx[0]], probability=round(float(p[0]), 4),
+                      top_k=[classes[i] for i in idx],
+                      top_k_probabilities=[round(float(q), 4) for q in p])
+        records.append(record)
+    return records
+
+
+def write_predictions(path, records):
+    """Write records as JSON (a ``.json`` path) or CSV (lists joined by spaces)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")  # one a line
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v
+                             for k, v in record.items()})
+
+
+def _listing_line(name, top_k):
+    """``NAME  CHAR   c1:p1  c2:p2 ...`` for (character, probability) pairs, best first."""
+    return f"{name}  {top_k[0][0]}   " + "  ".join(f"{c}:{p:.3f}" for c, p in top_k)
+
+
+def run_idx(predictor, images_path, args):
+    """Evaluate (or, without labels, just predict) an IDX images file; returns the image count."""
+    data = load_idx_input(images_path)
+    check_fits(data, predictor)
+    if not len(data.images):
+        raise InputError(f"{images_path}: holds no images")
+    started = time.perf_counter()
+    proba = predictor.predict_proba(data.images)
+    seconds = time.perf_counter() - started
+    print(f"{len(proba)} images from {images_path} predicted in {seconds:.1f} s "
+          f"({len(proba) / seconds:.0f} images/s)")
+    indices = top_k_indices(proba, args.top_k)
+    records = prediction_records(predictor.classes, indices, np.take_along_axis(proba, indices, 1),
+                                 range(len(proba)), "index", data.labels)
+    out_dir = Path(args.output_dir or predictor.checkpoint.parent / f"inference-{data.name}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "predictions.csv", records)
+    written = ["predictions.csv"]
+    if data.labels is None:
+        print(f"no labels file beside {images_path}: predictions only, no accuracy")
+    else:
+        predicted = indices[:, 0]
+        confusion = confusion_matrix(data.labels, predicted, len(predictor.classes))
+        print(format_report(confusion, predictor.classes,
+                            top_k_accuracy(proba, data.labels, args.top_k), args.top_k))
+        plot_confusion(confusion, predictor.classes, out_dir / "confusion.png")
+        written.append("confusion.png")
+        wrong = np.flatnonzero(predicted != data.labels)[:ERRORS_SHOWN]
+        if wrong.size:
+            titles = [f"{predictor.classes[data.labels[i]]}->{predictor.classes[predicted[i]]}"
+                      for i in wrong]
+            plot_image_grid(data.images[wrong], titles, out_dir / "errors.png")
+            written.append(f"errors.png (first {wrong.size} mistakes, titled true->predicted)")
+    if args.output:
+        write_predictions(args.output, records)
+    print(f"wrote {', '.join(written)} to {out_dir}" + (f"; predictions also to {args.output}"
+                                                       if args.output else ""))
+    return len(records)
+
+
+def run_array(predictor, path, args):
+    """Predict a .npy array and list each image's top-k; returns the image count."""
+    images = load_npy(path)
+    if not len(images):
+        raise InputError(f"{path}: holds no images")
+    indices, probs = predictor.top_k(images, args.top_k)
+    records = prediction_records(predictor.classes, indices, probs, range(len(images)), "index")
+    for r in records:
+        print(_listing_line(r["index"], list(zip(r["top_k"], r["top_k_probabilities"]))))
+    if args.output:
+        write_predictions(args.output, records)
+        print(f"wrote {args.output}")
+    return len(records)
+
+
+def image_files(path):
+    """``[path]`` for a file; for a folder, its files (not sub-folders, not hidden) whose
+    extension Pillow reads, sorted by name."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise InputError(f"{path}: no image files (.png, .jpg, .bmp, ...) and no "
+                         f"NAME-SPLIT-images-idx3-ubyte[.gz] data files")
+    return files
+
+
+def run_images(predictor, path, args):
+    """Preprocess and predict image files, list each one's top-k, report failures on stderr;
+    returns the number of files predicted."""
+    results = predictor.predict_files(image_files(path), args.top_k)
+    good = [r for r in results if r.error is None]
+    for r in results:
+        if r.error:
+            print(f"skipped: {r.error}", file=sys.stderr)
+        else:
+            print(_listing_line(r.path, r.top_k))
+    if args.save_preprocessed and good:
+        out = Path(args.save_preprocessed)
+        out.mkdir(parents=True, exist_ok=True)
+        stems = [r.path.stem for r in good]
+        for r in good:  # name.png; the full file name when two inputs share a stem
+            name = r.path.stem if stems.count(r.path.stem) == 1 else r.path.name
+            Image.fromarray(r.image).save(out / f"{name}.png")
+        print(f"wrote the {len(good)} preprocessed 28x28 inputs to {out}")
+    if args.output and good:
+        records = [{"file": str(r.path), "predicted": r.char, "probability": round(r.top_k[0][1], 4),
+                    "top_k": [c for c, _ in r.top_k],
+                    "top_k_probabilities": [round(p, 4) for _, p in r.top_k]} for r in good]
+        write_predictions(args.output, records)
+        print(f"wrote {args.output}")
+    if len(good) < len(results):
+        print(f"predicted {len(good)} of {len(results)} files; {len(results) - len(good)} skipped",
+              file=sys.stderr)
+    return len(good)
+
+
+def input_kind(path, dataset=None):
+    """"idx" (data folder or IDX file), "array" (.npy) or "images" (image file or folder)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        has_idx = any(p.name.endswith(IDX_SUFFIXES) for p in path.iterdir())
+        return "idx" if dataset or has_idx else "images"
+    if path.suffix.lower() == ".npy":
+        return "array"
+    return "idx" if path.name.endswith(IDX_SUFFIXES) else "images"
+
+
+def predictions_file(text):
+    """argparse type: a path ending in .csv or .json."""
+    if Path(text).suffix.lower() not in (".csv", ".json"):
+        raise argparse.ArgumentTypeError(f"must end in .csv or .json, got {text}")
+    return text
+
+
+EPILOG = """\
+input kinds:
+  data folder / IDX file  NAME-SPLIT-images-idx3-ubyte[.gz], with NAME-SPLIT-labels-idx1-ubyte[.gz]
+                          and NAME-mapping.txt beside it when present: accuracy, top-k accuracy,
+                          per-class precision/recall/F1, most confused pairs; predictions.csv,
+                          confusion.png and errors.png in --output-dir
+  image file or folder    any format Pillow reads (PNG, JPEG, BMP, ...), one character per image,
+                          dark ink on light paper or the reverse, any size: EMNIST-style
+                          preprocessing, then each file's top-k characters
+  .npy array              shape (N, 28, 28) or (28, 28), upright, light ink on a dark background
+                          (as EMNIST); dtype uint8 (0..255) or float (0.0..1.0); never unpickled
+
+exit status:
+  0  at least one input was predicted (unreadable or blank image files are reported on stderr,
+     one line each, and skipped)
+  1  nothing could be predicted, or the checkpoint or data is unusable or they do not match
+  2  invalid options
+
+examples:
+  python3 inference.py --input data                 (test split of the data folder's dataset)
+  python3 inference.py --input photos/ --output predictions.json --save-preprocessed seen/
+  python3 inference.py --input digits.npy --checkpoint runs/my-run/best.npz --top-k 3
+"""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="inference.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Predict EMNIST characters with a trained tinynet checkpoint: evaluate a test\n"
+                    "set, or read your own images or arrays.")
+    p.add_argument("--input", required=True, metavar="PATH",
+                   help="data folder, IDX images file, image file, folder of images, or .npy array "
+                        "(see input kinds below)")
+    p.add_argument("--checkpoint", metavar="FILE", default=None,
+                   help="checkpoint to use (default: best.npz of the latest run under --runs-dir)")
+    p.add_argument("--runs-dir", metavar="DIR", default="runs",
+                   help="where to look for the latest run when --checkpoint is not given "
+                        "(default: %(default)s)")
+    p.add_argument("--dataset", metavar="NAME", default=None,
+                   help="data folder only: which dataset's files to read (default: the only one "
+                        "in the folder)")
+    p.add_argument("--split", choices=("train", "test"), default=None,
+                   help="data folder only: which split to read (default: test)")
+    p.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+                   help="how many of the most probable characters to list, and k of top-k accuracy "
+                        "(default: %(default)s)")
+    p.add_argument("--output", metavar="FILE", type=predictions_file, default=None,
+                   help="also write the predictions to FILE: CSV or JSON, by its extension "
+                        "(default: none)")
+    p.add_argument("--output-dir", metavar="DIR", default=None,
+                   help="data folder / IDX file only: where predictions.csv, confusion.png and "
+                        "errors.png go (default: inference-NAME-SPLIT beside the checkpoint)")
+    p.add_argument("--save-preprocessed", metavar="DIR", default=None,
+                   help="image files only: write each 28x28 input the model saw to DIR as PNG "
+                        "(default: none)")
+    p.add_argument("--batch-size", type=positive_int, default=1024, metavar="N",
+                   help="images per forward pass (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="threads, each running the network on a slice of every batch (default: all cores)")
+    return p
+
+
+def main(argv=None):
+    """``inference.py``'s command line; returns the exit status (see the --help epilog)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    source = Path(args.input)
+    try:
+        kind = input_kind(source, args.dataset)
+        folder_data = kind == "idx" and source.is_dir()
+        for option, applies in (("--dataset", folder_data), ("--split", folder_data),
+                                ("--output-dir", kind == "idx"),
+                                ("--save-preprocessed", kind == "images")):
+            if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
+                parser.error(f"{option} does not apply to {source}")
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.runs_dir, args.batch_size, args.threads)
+        if args.top_k > len(predictor.classes):
+            parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
+                         f"got {args.top_k}")
+        print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes)")
+        if kind == "idx":
+            images_path = (find_idx_images(source, args.dataset, args.split or "test")
+                           if folder_data else source)
+            done = run_idx(predictor, images_path, args)
+        elif kind == "array":
+            done = run_array(predictor, source, args)
+        else:
+            done = run_images(predictor, source, args)
+    except (InputError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a folder that cannot be listed, an output that cannot be written
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    if not done:
+        print("error: nothing could be predicted", file=sys.stderr)
+    return 0 if done else 1
