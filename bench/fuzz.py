@@ -72,8 +72,9 @@ from collections import Counter, deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "tests"):  # tinynet, and the tests' helpers (toydata)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import numpy as np  # noqa: E402
 
@@ -220,7 +221,7 @@ def rezip(data, compression):
 def make_seeds(workdir):
     """Write every seed file under ``workdir/seeds`` and return the manifest (also saved as JSON)."""
     from tinynet.checkpoint import load_checkpoint, save_checkpoint
-    from tinynet.data import write_toy_dataset
+    from toydata import write_toy_dataset
 
     seeds = workdir / "seeds"
     data = write_toy_dataset(seeds / "data", n_train=200, n_test=20, gz=False)

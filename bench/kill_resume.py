@@ -39,14 +39,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "tests"):  # tinynet, and the tests' helpers (toydata)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import numpy as np  # noqa: E402
 
 from tinynet.atomic import TEMP_PREFIX  # noqa: E402  (temporary files are TEMP_PREFIX + random + -name)
 from tinynet.cli import positive_int  # noqa: E402
-from tinynet.data import write_toy_dataset  # noqa: E402
+from toydata import write_toy_dataset  # noqa: E402
 
 TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9",
                  "--augment", "--dropout", "0.3", "--lr-schedule", "cosine", "--val-fraction", "0.2",

@@ -19,7 +19,7 @@ How it is measured
   PyTorch model) and identical synthetic batches; their logits are compared as a sanity check that
   they compute the same network.
 - Memory: a subprocess ``python3 train.py`` on a synthetic EMNIST-Balanced-sized data set
-  (112,800 train / 18,800 test images, IDX files written with ``tinynet.data.write_idx``); its
+  (112,800 train / 18,800 test images, IDX files written with ``tests/toydata.py``'s ``write_idx``); its
   peak RSS comes from ``os.wait4`` (the child's own ``ru_maxrss``, what
   ``getrusage(RUSAGE_CHILDREN)`` reports when it is the only child) and its ``VmHWM`` is sampled
   at the end of each epoch to show whether memory grows from one epoch to the next.
@@ -32,6 +32,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))  # toydata
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -429,7 +430,7 @@ def interleaved(workers, cmd, rounds, images_per_call, meter, budget, **kw):
 
 def write_balanced_sized_dataset(folder, rng, n_train=112_800, n_test=18_800):
     """A synthetic EMNIST-Balanced-sized data set (IDX, uncompressed, as tinynet.data reads it)."""
-    from tinynet.data import write_idx
+    from toydata import write_idx
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
         images = synthetic_images(n, rng)

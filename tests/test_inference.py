@@ -16,13 +16,14 @@ from PIL import Image
 
 from conftest import RESPLIT, require_resplit
 from tinynet.checkpoint import save_checkpoint
-from tinynet.model import build_model
-from tinynet.data import load_split, write_idx
 from tinynet.cli.infer import build_parser, main
+from tinynet.data import load_split
 from tinynet.inference import InputError, Predictor, as_images
+from tinynet.model import build_model
 from tinynet.predict import (confusion_matrix, format_report, most_confused, per_class_metrics,
                              top_k_accuracy)
 from tinynet.training import TrainConfig, train
+from toydata import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "emnist-bymerge-resplit"

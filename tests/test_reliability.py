@@ -33,15 +33,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinynet import checkpoint as checkpoint_module
+from tinynet.checkpoint import CheckpointError, load_checkpoint
 from tinynet.cli import download as download_cli
 from tinynet.cli import infer as infer_cli
 from tinynet.cli import train as train_cli
-from tinynet.checkpoint import CheckpointError, load_checkpoint
-from tinynet.data import (DataError, load_split, read_idx_images, read_idx_labels, write_idx,
-                          write_toy_dataset)
+from tinynet.data import DataError, load_split, read_idx_images, read_idx_labels
 from tinynet.inference import InputError, load_npy
 from tinynet.preprocess import ImageError, preprocess_file
 from tinynet.training import train
+from toydata import write_idx, write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

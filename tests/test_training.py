@@ -17,8 +17,8 @@ import pytest
 
 from tinynet.checkpoint import load_checkpoint
 from tinynet.cli.train import main as train_main
-from tinynet.data import write_toy_dataset
 from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
+from toydata import write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,6 @@ mnist) and for any other set named and laid out the same way.
 Orientation: every EMNIST IDX file (the ``mnist`` split's too) stores each image
 transposed. ``read_idx_images`` transposes once, at load, so every image array
 this module returns is upright: ``images[n, row, col]`` with row 0 at the top.
-``write_idx`` writes arrays exactly as given (file layout), so writing upright
-images the EMNIST way means passing ``images.transpose(0, 2, 1)``.
 
 Labels: class ``k`` of a loaded ``Split`` is ``classes[k]``, and labels always run
 ``0..K-1``. EMNIST Letters numbers its 26 classes from 1 in its files; its labels
@@ -35,7 +33,6 @@ Getting the files: ``python3 -m tinynet download --dataset NAME --data-dir DIR``
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import struct
@@ -185,44 +182,6 @@ def to_float(images_uint8: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) scaled to [0, 1]."""
     return np.divide(images_uint8[:, None], np.float32(255), dtype=np.float32)
 
-
-def write_idx(path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file, gzipped when ``path`` ends with ``.gz``.
-
-    The array is written as given (no transposition); magic is 0x0800 + ndim.
-    """
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
-        raise ValueError(f"write_idx takes uint8 arrays of 1..255 dimensions, "
-                         f"got {array.dtype} with {array.ndim}")
-    header = struct.pack(f">HBB{array.ndim}I", 0, 0x08, array.ndim, *array.shape)
-    data = header + np.ascontiguousarray(array).tobytes()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
-    Path(path).write_bytes(data)
-
-
-
-def write_toy_dataset(folder, n_train=600, n_test=200, classes=5, seed=0, gz=True) -> Path:
-    """Write a tiny synthetic dataset ``tiny`` in EMNIST's format (for tests, demos, benchmarks).
-
-    Each image is faint noise plus a bright bar whose height depends on its class (so a network
-    can learn it in seconds); stored transposed and named like EMNIST's files, with a mapping
-    ``A, B, C, ...``. Returns ``folder`` (load it with ``load_split(folder, "tiny", split)``).
-    """
-    folder = Path(folder)
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    ext = ".gz" if gz else ""
-    for split, n in (("train", n_train), ("test", n_test)):
-        labels = rng.integers(0, classes, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 4 + 4 * label:10 + 4 * label, 8:20] = 255
-        write_idx(folder / f"tiny-{split}-images-idx3-ubyte{ext}", images.transpose(0, 2, 1))
-        write_idx(folder / f"tiny-{split}-labels-idx1-ubyte{ext}", labels)
-    (folder / "tiny-mapping.txt").write_text("".join(f"{k} {65 + k}\n" for k in range(classes)))
-    return folder
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """Array of an unsigned-byte IDX file whose magic must be ``magic``.
