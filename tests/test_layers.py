@@ -1,10 +1,7 @@
 """Gradient checks for every layer: the hand-written backward pass against centred differences.
 
-The recipe is the same for each layer (see ``check_layer``):
-1. run the layer forward in float64 on a random input and draw a random upstream gradient dout;
-2. run backward: dx and every parameter gradient, as written in tinynet/layers.py;
-3. perturb each input (and each parameter) entry by +-h and measure sum(dout * change in output) / 2h;
-4. the two must agree to a relative error below 1e-7.
+The recipe is the same for each layer: ``check_layer`` (tinynet/gradcheck.py) runs it in float64 on a
+random input with a random upstream gradient, and requires a relative error below 1e-7.
 
 Random upstream gradients matter: with dout = 1 a bug that mixes up output positions can cancel out.
 Inputs avoid the places where a layer is not differentiable (ReLU at 0, ties in max-pool), because
@@ -14,41 +11,11 @@ a finite difference across a kink measures the wrong thing; ties get their own t
 import numpy as np
 import pytest
 
-from tinynet.gradcheck import numerical_gradient, numerical_gradient_array, relative_error
+from tinynet.gradcheck import check_layer, distinct_values, numerical_gradient, relative_error
 from tinynet.layers import (Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, ReLUMaxPool2D,
                             SoftmaxCrossEntropy)
 
 TOLERANCE = 1e-7
-
-
-def check_layer(layer, x, rng, reset=lambda: None):
-    """Gradient-check ``layer`` on input ``x``; returns the worst relative error found.
-
-    ``reset`` is called before every forward pass (dropout uses it to replay the same mask).
-    """
-    layer.astype(np.float64)
-    reset()
-    out = layer.forward(x)
-    dout = rng.standard_normal(out.shape)
-    dx = layer.backward(dout)
-    grads = {k: g.copy() for k, g in layer.grads.items()}
-
-    def forward():
-        reset()
-        return layer.forward(x)
-
-    errors = {"x": relative_error(dx, numerical_gradient_array(forward, x, dout))}
-    for name, param in layer.params.items():
-        errors[name] = relative_error(grads[name], numerical_gradient_array(forward, param, dout))
-    for name, err in errors.items():
-        assert err < TOLERANCE, f"{type(layer).__name__} d{name}: relative error {err:.2e}"
-    return max(errors.values())
-
-
-def distinct_values(rng, shape, spacing=0.01):
-    """Values with no ties and at least ``spacing`` apart, centred on 0 (safe for max and ReLU)."""
-    values = (rng.permutation(int(np.prod(shape))) - np.prod(shape) / 2 + 0.5) * spacing
-    return values.reshape(shape)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", [
