@@ -84,6 +84,10 @@ class DataParallel:
     def layers(self):
         return self.model.layers
 
+    def parameters(self):
+        """The model's ``(name, param, grad)`` triples (after backward: the whole batch's gradients)."""
+        return self.model.parameters()
+
     def split(self, x):
         """``x``'s rows in ``used`` consecutive slices, one per replica that will run (fewer than
         ``threads`` for a batch smaller than that)."""

@@ -39,6 +39,7 @@ from .optim import SGD, learning_rate
 from .parallel import DataParallel
 from .plots import plot_curves
 from .predict import evaluate
+from .step import train_step
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 
@@ -214,8 +215,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                     x = augment_batch(x, rngs["augment"])
                 optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], total_steps)
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-                    logits = net.forward(x, train=True)
-                    loss = loss_fn.forward(logits, y)
+                    loss, logits = train_step(net, loss_fn, optimizer, x, y)
                 if not math.isfinite(loss):
                     bar.close()
                     last = run_dir / "last.npz"
@@ -224,8 +224,6 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                     raise TrainingError(f"loss became {loss} at epoch {epoch + 1}, batch "
                                         f"{state['batch']} (step {state['step']}): training diverged; "
                                         f"{kept}. Try a lower --lr.")
-                net.backward(loss_fn.backward())
-                optimizer.step(model)
                 state["batch"] += 1
                 state["step"] += 1
                 seen += len(y)
