@@ -487,6 +487,22 @@ def test_every_option_of_every_command_line_has_help(monkeypatch):
                 assert option in text, f"{name}: {option} missing from --help"
 
 
+def test_help_names_each_default_once(monkeypatch):
+    """No "(default: None)", and no option whose help gives its default twice (train.py's recipe
+    options name their value in every recipe instead)."""
+    for name, parser in all_parsers(monkeypatch).items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help in (None, argparse.SUPPRESS):
+                continue
+            text = formatter._expand_help(action)
+            label = "/".join(action.option_strings) or action.dest
+            assert "(default: None)" not in text, f"{name}: {label}: {text}"
+            assert text.count("default") <= 1, f"{name}: {label} names its default twice: {text}"
+    assert train_cli.from_recipe("lr") == "[original: 0.01, strong: 0.05]"
+    assert train_cli.from_recipe("nesterov") == "[original: off, strong: on]"
+
+
 @pytest.mark.parametrize("main, argv, message", [
     (train_cli.main, ["--batch-size", "-3"], "must be a positive integer"),
     (infer_cli.main, ["--input", "x", "--top-k", "0"], "must be a positive integer"),

@@ -15,54 +15,65 @@ from ..training import RECIPES, TrainConfig, TrainingError, train
 from . import fraction, non_negative_float, positive_float, positive_int
 
 
+def from_recipe(field):
+    """Help text naming ``field``'s value in every recipe, e.g. ``[original: 0.01, strong: 0.05]``."""
+    def shown(value):
+        return ("on" if value else "off") if isinstance(value, bool) else value
+
+    values = {name: shown(getattr(replace(TrainConfig(), **recipe), field))
+              for name, recipe in RECIPES.items()}
+    if len(set(values.values())) == 1:
+        return f"[every recipe: {next(iter(values.values()))}]"
+    return "[" + ", ".join(f"{name}: {value}" for name, value in values.items()) + "]"
+
+
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="train.py",
         description="Train the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense K) on "
                     "EMNIST IDX files. Defaults are the original recipe: batch 128, 20 epochs, plain "
                     "SGD at learning rate 0.01, cross-entropy. Options left unset take the value of "
-                    "--recipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "--recipe; each option's help shows its value in every recipe.")
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default="data", help="folder holding the IDX files and mapping")
+    g.add_argument("--data-dir", default="data", help="folder holding the IDX files and mapping (default: %(default)s)")
     g.add_argument("--dataset", default="emnist-balanced",
                    help="dataset name: files NAME-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz] "
-                        "and NAME-mapping.txt")
+                        "and NAME-mapping.txt (default: %(default)s)")
     g.add_argument("--no-download", action="store_true",
                    help="fail with instructions instead of downloading missing files")
     g.add_argument("--val-fraction", type=fraction, default=None,
                    help="fraction of the training set held out (stratified, seeded) for validation "
-                        "[recipe: 0.1]")
+                        f"{from_recipe('val_fraction')}")
     g.add_argument("--limit", type=positive_int, default=None,
                    help="train on only the first N training images (quick looks)")
     g = p.add_argument_group("recipe")
     g.add_argument("--recipe", choices=sorted(RECIPES), default="original",
-                   help="a named set of the options below; explicit options override it")
-    g.add_argument("--epochs", type=positive_int, default=None, help="passes over the training set [recipe]")
-    g.add_argument("--batch-size", type=positive_int, default=None, help="images per SGD step [recipe]")
-    g.add_argument("--lr", type=positive_float, default=None, help="(peak) learning rate [recipe]")
+                   help="a named set of the options below; explicit options override it "
+                        "(default: %(default)s)")
+    g.add_argument("--epochs", type=positive_int, default=None, help=f"passes over the training set {from_recipe('epochs')}")
+    g.add_argument("--batch-size", type=positive_int, default=None, help=f"images per SGD step {from_recipe('batch_size')}")
+    g.add_argument("--lr", type=positive_float, default=None, help=f"(peak) learning rate {from_recipe('lr')}")
     g.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
                    help="learning rate over training: constant; step (x0.1 at 50%%, x0.01 at 75%%); "
-                        "cosine (to 0); one-cycle (warm-up over 30%%, then cosine) [recipe]")
-    g.add_argument("--momentum", type=fraction, default=None, help="SGD momentum, 0 = none [recipe]")
+                        f"cosine (to 0); one-cycle (warm-up over 30%%, then cosine) {from_recipe('lr_schedule')}")
+    g.add_argument("--momentum", type=fraction, default=None, help=f"SGD momentum, 0 = none {from_recipe('momentum')}")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
-                   help="Nesterov momentum (needs --momentum > 0) [recipe]")
+                   help=f"Nesterov momentum (needs --momentum > 0) {from_recipe('nesterov')}")
     g.add_argument("--weight-decay", type=non_negative_float, default=None,
-                   help="L2 weight decay on weights (not biases) [recipe]")
+                   help=f"L2 weight decay on weights (not biases) {from_recipe('weight_decay')}")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts (+-2 px), rotations (+-10 deg), scaling (+-10%%) and shear "
-                        "of each training image [recipe]")
+                        f"of each training image {from_recipe('augment')}")
     g.add_argument("--label-smoothing", type=fraction, default=None,
-                   help="spread this much target probability over all classes [recipe]")
+                   help=f"spread this much target probability over all classes {from_recipe('label_smoothing')}")
     g.add_argument("--dropout", type=fraction, default=None,
-                   help="dropout probability before the last layer, 0 = none [recipe]")
+                   help=f"dropout probability before the last layer, 0 = none {from_recipe('dropout')}")
     g.add_argument("--init", choices=("glorot", "he"), default=None,
-                   help="weight initialisation (the output layer is always Glorot) [recipe]")
+                   help=f"weight initialisation (the output layer is always Glorot) {from_recipe('init')}")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="seed for every random choice of the run")
+    g.add_argument("--seed", type=int, default=0, help="seed for every random choice of the run (default: %(default)s)")
     g.add_argument("--name", default=None,
                    help="run folder name under --runs-dir (default: date-time and recipe)")
-    g.add_argument("--runs-dir", default="runs", help="where run folders go")
+    g.add_argument("--runs-dir", default="runs", help="where run folders go (default: %(default)s)")
     g.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run saved in RUN_DIR (its own configuration; --epochs may "
                         "extend it, --threads may change)")
