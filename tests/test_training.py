@@ -20,6 +20,7 @@ import pytest
 from conftest import require_resplit
 from tinynet.checkpoint import load_checkpoint
 from tinynet.cli.train import main as train_main
+from tinynet.data import DataError
 from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
 from toydata import write_toy_dataset
 
@@ -135,12 +136,24 @@ def test_too_little_free_disk_is_refused(tmp_path):
 
 
 def test_missing_data_is_one_line_error_without_traceback(tmp_path, capsys):
-    """train.py on an empty data folder with --no-download says which files are missing, exit 1."""
-    code = train_main(["--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), "--no-download",
-                       "--no-progress"])
+    """train.py on an empty data folder with --no-download says which files are missing, exit 1,
+    and leaves no empty run folder behind (nor the runs folder it had to create)."""
+    (tmp_path / "data").mkdir()
+    code = train_main(["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"),
+                       "--no-download", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and "emnist-balanced-train-images-idx3-ubyte" in err
     assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_failed_start_keeps_a_run_folder_that_was_there(tmp_path):
+    """Only folders this run created are removed: an existing (even empty) run folder stays."""
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    with pytest.raises(DataError):
+        train(TrainConfig(data_dir=str(tmp_path)), run, download=False, progress=False, log=quiet)
+    assert run.is_dir()
 
 
 @pytest.mark.parametrize("argv, message", [

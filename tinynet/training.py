@@ -143,14 +143,21 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     run_dir = Path(run_dir)
     if resume:
         config = _resume_config(run_dir, config)
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # innermost first
     check_run_dir(run_dir)
     for stale in run_dir.glob(f"{TEMP_PREFIX}*"):  # left by a run killed in the middle of a write
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
 
-    ensure_dataset(config.data_dir, config.dataset, download=download, out=log)
-    train_split = load_split(config.data_dir, config.dataset, "train")
-    test_split = load_split(config.data_dir, config.dataset, "test")
+    try:
+        ensure_dataset(config.data_dir, config.dataset, download=download, out=log)
+        train_split = load_split(config.data_dir, config.dataset, "train")
+        test_split = load_split(config.data_dir, config.dataset, "test")
+    except BaseException:  # no data, no run: remove the folders made above if still empty
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     train_idx, val_idx = train_val_split(train_split.labels, config.val_fraction, config.seed)
     if config.limit:
         train_idx = train_idx[:config.limit]
