@@ -1,15 +1,23 @@
 """Module boundaries: no import cycle among tinynet's modules, the command lines (``tinynet.cli``)
 are a leaf that no library module imports, and ``import tinynet.inference`` (what a program that
-only predicts needs) loads neither the training loop nor a command line."""
+only predicts needs) loads neither the training loop nor a command line. And the installed
+commands ``tinynet-train`` / ``tinynet-infer`` are ``train.py`` / ``inference.py``."""
 
 import ast
+import configparser
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import tinynet
+import tinynet.cli.infer
+import tinynet.cli.train
 
 PACKAGE = Path(tinynet.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 COMMAND_LINES = ("tinynet.cli", "tinynet.__main__")
 
 
@@ -110,3 +118,43 @@ def test_importing_inference_loads_neither_training_nor_a_command_line():
     assert "tinynet.inference" in loaded
     unwanted = [m for m in loaded if m == "tinynet.training" or is_command_line(m)]
     assert not unwanted, f"import tinynet.inference also loaded {unwanted}"
+
+
+COMMANDS = {"tinynet-train": tinynet.cli.train.main, "tinynet-infer": tinynet.cli.infer.main}
+
+
+def test_setup_cfg_declares_the_commands_and_the_scripts_use_the_same_mains():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    declared = dict(line.replace(" ", "").split("=") for line in
+                    config["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert declared == {"tinynet-train": "tinynet.cli.train:main", "tinynet-infer": "tinynet.cli.infer:main"}
+    for script in ("train.py", "inference.py"):  # thin wrappers over the same functions
+        tree = ast.parse((ROOT / script).read_text())
+        imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                    for a in n.names}
+        assert imported == {("tinynet.cli.train" if script == "train.py" else "tinynet.cli.infer", "main")}
+
+
+def test_installed_commands_run_the_command_line_mains(tmp_path):
+    """The installed metadata's console scripts load the command lines' main functions. Read in a
+    subprocess started outside the checkout, so that a stale ``tinynet.egg-info`` in the checkout
+    (on sys.path as the current folder) cannot stand in for the installed metadata."""
+    code = ("import importlib.metadata as m, tinynet.cli.infer, tinynet.cli.train\n"
+            "mains = {'tinynet-train': tinynet.cli.train.main, 'tinynet-infer': tinynet.cli.infer.main}\n"
+            "for ep in m.entry_points(group='console_scripts'):\n"
+            "    if ep.name in mains:\n"
+            "        print(ep.name, ep.load() is mains[ep.name])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    if "No module named 'tinynet'" in proc.stderr:
+        pytest.skip("tinynet is not installed (pip install -e .)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = dict(line.split() for line in proc.stdout.splitlines())
+    assert found == {name: "True" for name in COMMANDS}, "reinstall tinynet (pip install -e .) to get its commands"
+    for name in COMMANDS:
+        path = shutil.which(name)
+        if path:  # on PATH (an activated environment): its --help is the command line's
+            out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120,
+                                 check=True).stdout
+            assert out.startswith(f"usage: {name} ")

@@ -214,7 +214,7 @@ examples:
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="inference.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Predict EMNIST characters with a trained tinynet checkpoint: evaluate a test\n"
                     "set, or read your own images or arrays.")
     p.add_argument("--input", required=True, metavar="PATH",
