@@ -31,8 +31,6 @@ Getting the files: ``python3 -m tinynet download --dataset NAME --data-dir DIR``
 (``tinynet.download``, command line in ``tinynet.cli.download``).
 """
 
-from __future__ import annotations
-
 import math
 import os
 import struct
@@ -72,7 +70,7 @@ class Split:
     source: str
 
 
-def idx_filenames(name: str, split: str) -> dict[str, str]:
+def idx_filenames(name, split):
     """Plain (not gzipped) file names of one split: {'images', 'labels', 'mapping'}."""
     return {
         "images": f"{name}-{split}-images-idx3-ubyte",
@@ -81,14 +79,14 @@ def idx_filenames(name: str, split: str) -> dict[str, str]:
     }
 
 
-def _how_to_get(data_dir, name: str) -> str:
+def _how_to_get(data_dir, name):
     """The commands that put dataset ``name`` into ``data_dir``."""
     base = f"python3 -m tinynet download --dataset {name} --data-dir {data_dir}"
     return (f"get them with `{base}` (downloads the NIST EMNIST archive) or "
             f"`{base} --from PATH` (PATH: a gzip.zip or a folder you already have)")
 
 
-def dataset_paths(data_dir, name: str, split: str) -> dict[str, Path]:
+def dataset_paths(data_dir, name, split):
     """Paths of one split's files: {'images': Path, 'labels': Path, 'mapping': Path}.
 
     An IDX file may be plain or ``.gz`` (the ``.gz`` is used when both exist).
@@ -112,7 +110,7 @@ def dataset_paths(data_dir, name: str, split: str) -> dict[str, Path]:
     return found
 
 
-def read_idx_images(path) -> np.ndarray:
+def read_idx_images(path):
     """Images of an EMNIST IDX file (plain or .gz) as uint8 (N, 28, 28), upright."""
     path = Path(path)
     stored = _read_idx(path, IMAGES_MAGIC)
@@ -122,12 +120,12 @@ def read_idx_images(path) -> np.ndarray:
     return np.ascontiguousarray(stored.transpose(0, 2, 1))
 
 
-def read_idx_labels(path) -> np.ndarray:
+def read_idx_labels(path):
     """Labels of an IDX file (plain or .gz) as int64 (N,), values as stored."""
     return _read_idx(Path(path), LABELS_MAGIC).astype(np.int64)
 
 
-def read_mapping(path) -> tuple[str, ...]:
+def read_mapping(path):
     """Characters by label from a mapping file (``label code [code ...]`` per line).
 
     Entry k of the result belongs to the k-th label counting from the file's
@@ -136,7 +134,7 @@ def read_mapping(path) -> tuple[str, ...]:
     return parse_mapping(Path(path))[1]
 
 
-def load_split(data_dir, name: str, split: str) -> Split:
+def load_split(data_dir, name, split):
     """Load one split ('train' or 'test') of dataset ``name`` from ``data_dir``.
 
     Checks that images and labels have the same count and that every label is
@@ -158,7 +156,7 @@ def load_split(data_dir, name: str, split: str) -> Split:
     return Split(images, labels - first, classes, str(paths["images"]))
 
 
-def train_val_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def train_val_split(labels, val_fraction, seed):
     """Stratified, deterministic split of a training set into train and validation.
 
     labels: int (N,). From each class, round(val_fraction * class count) indices,
@@ -178,12 +176,12 @@ def train_val_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[~is_val]), np.sort(order[is_val])
 
 
-def to_float(images_uint8: np.ndarray) -> np.ndarray:
+def to_float(images_uint8):
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) scaled to [0, 1]."""
     return np.divide(images_uint8[:, None], np.float32(255), dtype=np.float32)
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
+def _read_idx(path, magic):
     """Array of an unsigned-byte IDX file whose magic must be ``magic``.
 
     The header is checked first; the file must then hold exactly the bytes the
@@ -201,7 +199,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _read_idx_plain(f, path: Path, magic: int, ndim: int) -> np.ndarray:
+def _read_idx_plain(f, path, magic, ndim):
     size = os.fstat(f.fileno()).st_size
     dims = _check_header(path, f.read(4 + 4 * ndim), magic, ndim)
     expected = 4 + 4 * ndim + math.prod(dims)
@@ -215,7 +213,7 @@ def _read_idx_plain(f, path: Path, magic: int, ndim: int) -> np.ndarray:
     return idx2numpy.convert_from_file(f)
 
 
-def _read_idx_gzip(f, path: Path, magic: int, ndim: int) -> np.ndarray:
+def _read_idx_gzip(f, path, magic, ndim):
     compressed = os.fstat(f.fileno()).st_size
     if compressed == 0:
         raise DataError(f"{path}: empty file")
@@ -240,7 +238,7 @@ def _read_idx_gzip(f, path: Path, magic: int, ndim: int) -> np.ndarray:
     return idx2numpy.convert_from_string(bytes(data))
 
 
-def _check_header(path: Path, header: bytes, magic: int, ndim: int) -> tuple[int, ...]:
+def _check_header(path, header, magic, ndim):
     """Dimensions from an IDX header; DataError unless it has the expected magic."""
     if not header:
         raise DataError(f"{path}: empty file")
@@ -257,7 +255,7 @@ def _check_header(path: Path, header: bytes, magic: int, ndim: int) -> tuple[int
     return struct.unpack(f">{ndim}I", header[4:])
 
 
-def _describe(dims: tuple[int, ...]) -> str:
+def _describe(dims):
     if len(dims) == 3:
         return f"header says {dims[0]} images of {dims[1]}x{dims[2]}"
     return f"header says {dims[0]} labels"
@@ -266,11 +264,11 @@ def _describe(dims: tuple[int, ...]) -> str:
 class _GunzipReader:
     """Decompresses a gzip file only as far as asked (never more than ``n`` bytes a read)."""
 
-    def __init__(self, f, path: Path):
+    def __init__(self, f, path):
         self.f, self.path = f, path
         self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
-    def read(self, n: int) -> bytearray:
+    def read(self, n):
         """Up to ``n`` decompressed bytes; fewer only where the gzip stream ends."""
         out = bytearray()
         while len(out) < n and not self.inflater.eof:
@@ -284,7 +282,7 @@ class _GunzipReader:
             out += got
         return out
 
-    def check_complete(self) -> None:
+    def check_complete(self):
         """DataError unless the gzip stream has ended, intact, with nothing after it."""
         if not self.inflater.eof:
             raise DataError(f"{self.path}: corrupt gzip: compressed stream is truncated "
@@ -294,7 +292,7 @@ class _GunzipReader:
                             f"of the gzip stream")
 
 
-def parse_mapping(path: Path) -> tuple[int, tuple[str, ...]]:
+def parse_mapping(path):
     """(first label, characters by label) of a mapping file; labels must be consecutive."""
     try:
         with open(path, "rb") as f:

@@ -16,8 +16,6 @@ Command line (``tinynet.cli.download``)::
                                 [--from PATH] [--split {train,test}]
 """
 
-from __future__ import annotations
-
 import hashlib
 import http.client
 import os
@@ -30,9 +28,9 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from tinynet.atomic import atomic_write
-from tinynet.data import (SPLITS, DataError, dataset_paths, idx_filenames, read_idx_images,
-                          read_idx_labels, read_mapping)
+from .atomic import atomic_write
+from .data import (SPLITS, DataError, dataset_paths, idx_filenames, read_idx_images,
+                   read_idx_labels, read_mapping)
 
 OFFICIAL_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 ARCHIVE_NAME = "emnist-gzip.zip"
@@ -78,7 +76,7 @@ PUBLISHED_SHA256 = {
 }
 
 
-def dataset_files(name: str, splits=SPLITS) -> list[str]:
+def dataset_files(name, splits=SPLITS):
     """File names of dataset ``name`` as the archive holds them (IDX gzipped), for ``splits``."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise DataError(f"{name!r}: not a dataset name (letters, digits, '.', '_', '-')")
@@ -89,9 +87,9 @@ def dataset_files(name: str, splits=SPLITS) -> list[str]:
     return files + [idx_filenames(name, "test")["mapping"]]
 
 
-def ensure_dataset(data_dir, name: str, download: bool = True, *, splits=SPLITS,
-                   url: str = OFFICIAL_URL, checksums: dict = PUBLISHED_SHA256,
-                   retries: int = 3, out=print) -> None:
+def ensure_dataset(data_dir, name, download=True, *, splits=SPLITS,
+                   url=OFFICIAL_URL, checksums=PUBLISHED_SHA256,
+                   retries=3, out=print):
     """Make sure ``data_dir`` holds dataset ``name`` (its ``splits``), downloading if allowed.
 
     Files already there (plain or .gz) are left alone. Missing ones are extracted
@@ -121,8 +119,8 @@ def ensure_dataset(data_dir, name: str, download: bool = True, *, splits=SPLITS,
                  out=out)
 
 
-def install_from(source, data_dir, name: str, *, splits=SPLITS,
-                 checksums: dict = PUBLISHED_SHA256, only=None, out=print) -> None:
+def install_from(source, data_dir, name, *, splits=SPLITS,
+                 checksums=PUBLISHED_SHA256, only=None, out=print):
     """Copy dataset ``name``'s files from ``source`` (a zip archive or a folder) into ``data_dir``.
 
     In a zip, members are found by file name in any folder (``gzip/`` in the
@@ -170,7 +168,7 @@ def install_from(source, data_dir, name: str, *, splits=SPLITS,
                 _install_file(src, origin, data_dir / f, checksums.get(f), out)
 
 
-def fetch(url: str, dest, *, retries: int = 3, hint: str = "", out=print) -> None:
+def fetch(url, dest, *, retries=3, hint="", out=print):
     """Download ``url`` to ``dest`` through ``dest.part``, resuming it with HTTP Range.
 
     A dropped connection is resumed up to ``retries`` times; after that the
@@ -197,7 +195,7 @@ class _Interrupted(Exception):
     """The transfer stopped before the end; what arrived is in the .part file."""
 
 
-def _fetch_once(url: str, part: Path, hint: str) -> None:
+def _fetch_once(url, part, hint):
     """Bring ``part`` to the full size of ``url`` (append from its size if it exists)."""
     hint = f"; {hint}" if hint else ""
     offset = part.stat().st_size if part.exists() else 0
@@ -241,7 +239,7 @@ def _fetch_once(url: str, part: Path, hint: str) -> None:
                 raise _Interrupted(f"connection closed before the end of {total} bytes")
 
 
-def _content_range(value: str) -> tuple[int | None, int | None, int | None]:
+def _content_range(value):
     """(start, end, total) of a Content-Range header; None where absent or '*'."""
     match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*", value)
     if not match:
@@ -249,11 +247,11 @@ def _content_range(value: str) -> tuple[int | None, int | None, int | None]:
     return tuple(int(v) if v and v.isdigit() else None for v in match.groups())
 
 
-def _present(data_dir: Path, filename: str) -> bool:
+def _present(data_dir, filename):
     return (data_dir / filename).exists() or (data_dir / filename.removesuffix(".gz")).exists()
 
 
-def _require(source: Path, files: list[str], found: dict, mappings: list[str]) -> None:
+def _require(source, files, found, mappings):
     """DataError naming the files of ``files`` that ``source`` lacks, if any."""
     lacking = [f for f in files if f not in found]
     if lacking:
@@ -261,7 +259,7 @@ def _require(source: Path, files: list[str], found: dict, mappings: list[str]) -
         raise DataError(f"{source}: has no {', '.join(lacking)} (datasets it holds: {held})")
 
 
-def _install_file(src, origin: str, final: Path, sha256: str | None, out) -> None:
+def _install_file(src, origin, final, sha256, out):
     """Copy stream ``src`` to ``final`` atomically, verifying it before the rename."""
     digest = hashlib.sha256()
     with atomic_write(final) as dst:
@@ -283,7 +281,7 @@ def _install_file(src, origin: str, final: Path, sha256: str | None, out) -> Non
     out(f"{final}: {note}")
 
 
-def _check_structure(path: Path, origin: str) -> str:
+def _check_structure(path, origin):
     """Parse a file that has no known checksum; describe it or raise DataError about ``origin``."""
     try:
         if path.name.endswith("-mapping.txt"):

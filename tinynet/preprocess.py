@@ -42,8 +42,6 @@ Assumes one character on a fairly evenly lit background: a strong shadow, the ed
 or a second mark counts as ink and widens the crop.
 """
 
-from __future__ import annotations
-
 import warnings
 from pathlib import Path
 
@@ -63,13 +61,13 @@ class ImageError(ValueError):
     """An image that cannot become a model input; the one-line message names file and problem."""
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error):
     """The error's message on one line (an OSError's strerror, which omits the path, if any)."""
     message = getattr(error, "strerror", None) or str(error)
     return " ".join(message.split()) or type(error).__name__
 
 
-def load_image(path) -> np.ndarray:
+def load_image(path):
     """Read any image Pillow can decode as grayscale float32 (H, W) in [0, 1] (0 black, 1 white).
 
     EXIF orientation is applied; only the first frame of an animation or multi-page file is used.
@@ -81,7 +79,7 @@ def load_image(path) -> np.ndarray:
     """
     path = Path(path)
 
-    def fail(problem: str) -> ImageError:
+    def fail(problem):
         return ImageError(f"{path}: {problem}")
 
     try:
@@ -114,7 +112,7 @@ def load_image(path) -> np.ndarray:
     return gray
 
 
-def _to_gray(image: Image.Image) -> np.ndarray:
+def _to_gray(image):
     """Pillow image of any mode -> float32 (H, W) luminance in [0, 1], transparency on white."""
     if image.mode == "F" or image.mode.startswith("I"):
         scale = 1.0 if image.mode == "F" else 65535.0
@@ -125,7 +123,7 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def preprocess(gray: np.ndarray) -> np.ndarray:
+def preprocess(gray):
     """Grayscale (H, W) in [0, 1] of any size -> uint8 (28, 28) EMNIST-style input.
 
     Upright, light ink on a 0 background, maximum 255, framed like EMNIST (see the module
@@ -142,7 +140,7 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
     return np.round(out * (255.0 / out.max())).astype(np.uint8)
 
 
-def preprocess_file(path) -> np.ndarray:
+def preprocess_file(path):
     """`load_image` + `preprocess`: image file -> uint8 (28, 28); `ImageError` names `path`."""
     gray = load_image(path)
     try:
@@ -151,7 +149,7 @@ def preprocess_file(path) -> np.ndarray:
         raise ImageError(f"{path}: {error}") from None
 
 
-def _ink(x: np.ndarray) -> np.ndarray:
+def _ink(x):
     """Steps 1-2: float32 (H, W) in [0, 1] -> ink strength float32 (H, W), peak 1, background 0."""
     smooth = _blur(x, DECISION_SIGMA)
     border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
@@ -167,14 +165,14 @@ def _ink(x: np.ndarray) -> np.ndarray:
     return ink / ink.max()
 
 
-def _crop(a: np.ndarray) -> np.ndarray:
+def _crop(a):
     """Step 3: (H, W) with some nonzero pixel -> the bounding box of its nonzero pixels (h, w)."""
     rows = np.flatnonzero(a.any(axis=1))
     cols = np.flatnonzero(a.any(axis=0))
     return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def _frame(crop: np.ndarray, size: int) -> np.ndarray:
+def _frame(crop, size):
     """Step 4: crop (h, w) -> float32 (size, size), centred, longer side spanning CONTENT/SIZE.
 
     Bicubic (antialiased when shrinking); the square is cut at float coordinates from a padded
@@ -189,7 +187,7 @@ def _frame(crop: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(canvas.resize((size, size), Image.Resampling.BICUBIC, box, reducing_gap=3.0))
 
 
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+def _blur(x, sigma):
     """Gaussian blur of float32 (H, W), clipped to [0, 1] and quantised to 8 bits like EMNIST."""
     image = Image.fromarray(np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8))
     return np.asarray(image.filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32) / 255
