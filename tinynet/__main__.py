@@ -1,5 +1,5 @@
 """``python3 -m tinynet download ...``: get EMNIST data files (``tinynet.cli.download``)."""
 
-from tinynet.cli.download import main
+from .cli.download import main
 
 raise SystemExit(main())

@@ -215,14 +215,20 @@ class ReLU(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W) in (C, H, W) order; backward reshapes back."""
+    """(N, C, H, W) -> (N, C*H*W) in (C, H, W) order; backward reshapes back.
+
+    On a contiguous NCHW array that is a free view. Inside the LeNet its input is the last pool's
+    NCHW-shaped view of channels-last memory, so the reshape copies the values into (C, H, W) order
+    (50 x 4 x 4 per image: small).
+    """
 
     def forward(self, x, train=True):
         self.cache = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        """dx = dout reshaped to the input's shape (flattening moves no numbers)."""
+        """dx = dout reshaped to the input's shape: flattening only reorders values, so each one's
+        gradient goes back to where it came from."""
         return dout.reshape(self.cache)
 
 

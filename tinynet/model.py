@@ -1,4 +1,5 @@
-"""A ``Sequential`` container and the LeNet that tinynet trains."""
+"""A ``Sequential`` container, the LeNet that tinynet trains, and ``build_model`` (a model from the
+architecture description a checkpoint stores)."""
 
 import numpy as np
 

@@ -7,14 +7,15 @@ From Python (a notebook, say)::
                                dataset="emnist-bymerge-resplit", epochs=2), "runs/try")
     result["test_accuracy"]
 
-``train.py`` is a thin command line over :func:`train`. A run folder holds ``config.json``,
+Each batch is one :func:`tinynet.step.train_step`; this module is everything around it. Its command
+line is ``train.py`` (``tinynet.cli.train``). A run folder holds ``config.json``,
 ``metrics.jsonl`` (one JSON record per epoch), ``curves.png``, ``last.npz`` (after every epoch, and
 when stopped with Ctrl-C), ``best.npz`` (best validation accuracy) and ``summary.json``.
 
-Randomness: one seed makes a run repeatable. It is split (``np.random.SeedSequence.spawn``) into
-independent generators for initialisation, the validation split, shuffling, augmentation and
-dropout; their states are saved in every checkpoint, so a resumed run continues exactly as an
-uninterrupted one would have.
+Randomness: one seed makes a run repeatable. It chooses the validation split and is split
+(``np.random.SeedSequence.spawn``) into independent generators for initialisation, shuffling,
+augmentation and dropout; their states are saved in every checkpoint, so a resumed run continues
+exactly as an uninterrupted one would have.
 """
 
 import json
