@@ -151,7 +151,8 @@ def test_installed_commands_run_the_command_line_mains(tmp_path):
         pytest.skip("tinynet is not installed (pip install -e .)")
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = dict(line.split() for line in proc.stdout.splitlines())
-    assert found == {name: "True" for name in COMMANDS}, "reinstall tinynet (pip install -e .) to get its commands"
+    assert found == {name: "True" for name in COMMANDS}, \
+        "reinstall tinynet (pip install -e .) to get its commands"
     for name in COMMANDS:
         path = shutil.which(name)
         if path:  # on PATH (an activated environment): its --help is the command line's

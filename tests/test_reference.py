@@ -12,12 +12,15 @@ from tinynet.gradcheck import check_layer, distinct_values, relative_error
 from tinynet.model import lenet
 
 
-@pytest.mark.parametrize("shape, kernel, stride, padding", [
+CONV_CASES = [  # input shape, kernel, stride, padding: the cases of the fast Conv2D's checks
     ((2, 3, 7, 9), 3, 1, 0),   # odd sizes
     ((2, 2, 8, 7), 3, 2, 1),   # stride 2 with padding
     ((3, 1, 9, 9), 5, 1, 2),   # 'same' padding, one input channel like conv1
     ((1, 4, 6, 6), 2, 3, 0),   # stride larger than the kernel: some pixels get no gradient
-])
+]
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", CONV_CASES)
 def test_reference_conv2d_gradients(shape, kernel, stride, padding, rng):
     layer = reference.Conv2D(shape[1], 5, kernel, stride=stride, padding=padding, rng=rng)
     layer.params["b"] = rng.standard_normal(5)
@@ -30,8 +33,7 @@ def test_reference_maxpool_gradients(shape, size, stride, rng):
     check_layer(reference.MaxPool2D(size, stride), distinct_values(rng, shape), rng)
 
 
-@pytest.mark.parametrize("shape, kernel, stride, padding", [
-    ((2, 3, 7, 9), 3, 1, 0), ((2, 2, 8, 7), 3, 2, 1), ((3, 1, 9, 9), 5, 1, 2), ((1, 4, 6, 6), 2, 3, 0)])
+@pytest.mark.parametrize("shape, kernel, stride, padding", CONV_CASES)
 def test_fast_conv2d_equals_reference(shape, kernel, stride, padding, rng):
     """Same weights, same input: same output, dx, dW and db (float64)."""
     plain = reference.Conv2D(shape[1], 4, kernel, stride=stride, padding=padding, rng=rng).astype(np.float64)

@@ -69,7 +69,8 @@ def seeds(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seeds")
     data = write_toy_dataset(folder / "data", n_train=200, n_test=40)
     # The configuration bench/kill_resume.py trains with, 3 epochs: the killed runs' reference.
-    args = train_cli.build_parser().parse_args(kill_resume.TRAIN_OPTIONS + ["--data-dir", str(data), "--epochs", "3"])
+    args = train_cli.build_parser().parse_args(kill_resume.TRAIN_OPTIONS
+                                               + ["--data-dir", str(data), "--epochs", "3"])
     train(train_cli.config_from_args(args), folder / "reference", download=False, progress=False,
           log=lambda *a: None)
     images = fuzz.make_image_seeds(folder / "images")

@@ -8,7 +8,8 @@ It takes three kinds of ``--input``:
   prints accuracy, top-k accuracy, a per-class precision / recall / F1 table and the most confused
   pairs, and writes ``predictions.csv``, ``confusion.png`` and ``errors.png`` to ``--output-dir``;
 - an image file or a folder of image files: prints each file's top-k characters;
-- a ``.npy`` array (N, 28, 28) or (28, 28), uint8 or float as above: prints each image's top-k.
+- a ``.npy`` array (N, 28, 28) or (28, 28), uint8 (0..255) or float (0..1): prints each image's
+  top-k.
 
 The library under it is ``tinynet.inference`` (``Predictor``) and ``tinynet.predict`` (metrics).
 """

@@ -34,7 +34,8 @@ def build_parser():
                     "SGD at learning rate 0.01, cross-entropy. Options left unset take the value of "
                     "--recipe; each option's help shows its value in every recipe.")
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default="data", help="folder holding the IDX files and mapping (default: %(default)s)")
+    g.add_argument("--data-dir", default="data",
+                   help="folder holding the IDX files and mapping (default: %(default)s)")
     g.add_argument("--dataset", default="emnist-balanced",
                    help="dataset name: files NAME-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz] "
                         "and NAME-mapping.txt (default: %(default)s)")
@@ -49,13 +50,18 @@ def build_parser():
     g.add_argument("--recipe", choices=sorted(RECIPES), default="original",
                    help="a named set of the options below; explicit options override it "
                         "(default: %(default)s)")
-    g.add_argument("--epochs", type=positive_int, default=None, help=f"passes over the training set {from_recipe('epochs')}")
-    g.add_argument("--batch-size", type=positive_int, default=None, help=f"images per SGD step {from_recipe('batch_size')}")
-    g.add_argument("--lr", type=positive_float, default=None, help=f"(peak) learning rate {from_recipe('lr')}")
+    g.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"passes over the training set {from_recipe('epochs')}")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"images per SGD step {from_recipe('batch_size')}")
+    g.add_argument("--lr", type=positive_float, default=None,
+                   help=f"(peak) learning rate {from_recipe('lr')}")
     g.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
                    help="learning rate over training: constant; step (x0.1 at 50%%, x0.01 at 75%%); "
-                        f"cosine (to 0); one-cycle (warm-up over 30%%, then cosine) {from_recipe('lr_schedule')}")
-    g.add_argument("--momentum", type=fraction, default=None, help=f"SGD momentum, 0 = none {from_recipe('momentum')}")
+                        "cosine (to 0); one-cycle (warm-up over 30%%, then cosine) "
+                        f"{from_recipe('lr_schedule')}")
+    g.add_argument("--momentum", type=fraction, default=None,
+                   help=f"SGD momentum, 0 = none {from_recipe('momentum')}")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help=f"Nesterov momentum (needs --momentum > 0) {from_recipe('nesterov')}")
     g.add_argument("--weight-decay", type=non_negative_float, default=None,
@@ -64,13 +70,16 @@ def build_parser():
                    help="random shifts (+-2 px), rotations (+-10 deg), scaling (+-10%%) and shear "
                         f"of each training image {from_recipe('augment')}")
     g.add_argument("--label-smoothing", type=fraction, default=None,
-                   help=f"spread this much target probability over all classes {from_recipe('label_smoothing')}")
+                   help="spread this much target probability over all classes "
+                        f"{from_recipe('label_smoothing')}")
     g.add_argument("--dropout", type=fraction, default=None,
                    help=f"dropout probability before the last layer, 0 = none {from_recipe('dropout')}")
     g.add_argument("--init", choices=("glorot", "he"), default=None,
-                   help=f"weight initialisation (the output layer is always Glorot) {from_recipe('init')}")
+                   help="weight initialisation (the output layer is always Glorot) "
+                        f"{from_recipe('init')}")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="seed for every random choice of the run (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed for every random choice of the run (default: %(default)s)")
     g.add_argument("--name", default=None,
                    help="run folder name under --runs-dir (default: date-time and recipe)")
     g.add_argument("--runs-dir", default="runs", help="where run folders go (default: %(default)s)")
