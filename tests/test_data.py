@@ -332,6 +332,16 @@ def _idx_like():
     return st.builds(lambda h, rest: h + rest, header, st.binary(max_size=200))
 
 
+def test_zero_images_of_an_impossible_size_is_a_data_error(tmp_path):
+    """0 images of 4294967295 x 4294967295: no bytes to read, but a shape NumPy cannot make (found
+    by the fuzz test below)."""
+    path = tmp_path / "f-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 2051, 0, 2**32 - 1, 2**32 - 1))
+    with pytest.raises(DataError, match=f"{path}: header says 0 images of 4294967295x4294967295, a shape "
+                                        f"too large for any array"):
+        read_idx_images(path)
+
+
 @FUZZ
 @given(content=st.one_of(st.binary(max_size=300), _idx_like()),
        gzipped=st.sampled_from(["no", "yes", "cut", "named-only"]))

@@ -252,7 +252,10 @@ def _check_header(path, header, magic, ndim):
     if len(header) < 4 + 4 * ndim:
         raise DataError(f"{path}: truncated: {len(header)} bytes, too short for the "
                         f"{4 + 4 * ndim}-byte IDX header")
-    return struct.unpack(f">{ndim}I", header[4:])
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    if math.prod(max(d, 1) for d in dims) > np.iinfo(np.intp).max:  # even with 0 images NumPy refuses
+        raise DataError(f"{path}: {_describe(dims)}, a shape too large for any array")
+    return dims
 
 
 def _describe(dims):
