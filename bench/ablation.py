@@ -1,83 +1,180 @@
-"""Accuracy ablation: the original recipe, the strong recipe, and the strong recipe minus one
-ingredient at a time, each a full ``train.py`` run; prints a Markdown table for the README.
+"""Accuracy ablation over seeds: every variant is a full ``train.py`` run per seed, trained on the
+resplit's train split and scored on its test split and on ``emnist-balanced-unseen`` (genuine
+Balanced images that no run trains on); prints mean +- sample standard deviation per variant as a
+Markdown table for the README.
 
-    python3 bench/ablation.py --data-dir ../shared/data/emnist-bymerge-resplit \
-        --dataset emnist-bymerge-resplit --epochs 20
+    python3 bench/ablation.py                          # every variant, seeds 0 1 2
+    python3 bench/ablation.py --only original strong --seeds 0 1 2 3 4
+    python3 bench/ablation.py --engine ray --address auto   # on a running Ray cluster
 
-Runs go to ``runs/ablation-<name>/`` (log: ``runs/ablation-<name>.log``); a run whose
-``summary.json`` already exists is not repeated (delete the folder to redo it). Every row shows the
-exact command that reproduces it. ``--jobs 2 --threads 1`` runs two at a time, one core each.
+Runs go to ``runs/ablation/<variant>-s<seed>/`` (log beside it, ``.log``); a run whose
+``summary.json`` exists is not repeated (delete the folder to redo it). Every row shows the
+command that reproduces one seed of it.
+
+Engines: ``processes`` runs ``--jobs`` runs at a time on this machine (e.g. ``--jobs 2 --threads 1``
+on 2 cores). ``ray`` (``pip install ray``; the default ``auto`` uses it when it is installed) sends
+each run to a Ray cluster as a task asking for ``--threads`` CPUs: a local one started on the spot
+by default, or an existing one with ``--address`` (every node then needs this checkout and the data
+at the same paths). A sweep is the one workload here that outgrows one machine.
+
+Rows marked "(evaluated)" train nothing: they score another variant's final checkpoints with the
+class-prior correction switched (``--class-balance prior`` only changes evaluation, so the same
+weights give both rows).
 """
 
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-# name -> extra train.py arguments. "strong minus X" turns one ingredient back to the original.
+import numpy as np  # noqa: E402
+
+from tinynet.checkpoint import load_checkpoint  # noqa: E402
+from tinynet.data import load_split, train_val_split  # noqa: E402
+from tinynet.layers import LogitAdjustment  # noqa: E402
+from tinynet.predict import evaluate  # noqa: E402
+from tinynet.training import TrainConfig  # noqa: E402
+
+UNSEEN = ("emnist-balanced-unseen", "../shared/data/emnist-balanced-unseen")
+
+# name -> extra train.py arguments (trained), or ("switch prior", other variant) (evaluated).
 VARIANTS = {
     "original": ["--recipe", "original"],
     "strong": ["--recipe", "strong"],
-    "strong - augmentation": ["--recipe", "strong", "--no-augment"],
-    "strong - momentum/Nesterov": ["--recipe", "strong", "--momentum", "0", "--no-nesterov"],
-    "strong - one-cycle (constant lr)": ["--recipe", "strong", "--lr-schedule", "constant"],
-    "strong - label smoothing": ["--recipe", "strong", "--label-smoothing", "0"],
-    "strong - dropout": ["--recipe", "strong", "--dropout", "0"],
-    "strong - weight decay": ["--recipe", "strong", "--weight-decay", "0"],
-    "strong - He init (Glorot)": ["--recipe", "strong", "--init", "glorot"],
+    "strong + prior correction": ("switch prior", "strong"),
+    "unseen": ["--recipe", "unseen"],
+    "unseen - prior correction": ("switch prior", "unseen"),
 }
 
 
 def slug(name):
-    return "ablation-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+
+
+def train_command(args, name, seed):
+    cmd = ["python3", "train.py", *VARIANTS[name], "--seed", str(seed),
+           "--data-dir", args.data_dir, "--dataset", args.dataset,
+           "--val-data", args.unseen_dir, "--val-dataset", UNSEEN[0],
+           "--runs-dir", str(Path(args.runs_dir) / "ablation"), "--name", f"{slug(name)}-s{seed}",
+           "--no-download", "--no-progress"]
+    return cmd + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def run_one(cmd, log_path):
+    """Run one train.py command in the checkout, its output to ``log_path``; returns the exit code."""
+    with open(log_path, "w") as log:
+        return subprocess.call([sys.executable, *cmd[1:]], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_with_processes(todo, jobs):
+    running, failed = [], []
+    while todo or running:
+        while todo and len(running) < jobs:
+            cmd, log = todo.pop(0)
+            print(f"== {shlex.join(cmd)}", flush=True)
+            running.append((cmd, subprocess.Popen([sys.executable, *cmd[1:]], cwd=ROOT, stdout=open(log, "w"),
+                                                  stderr=subprocess.STDOUT), log))
+        cmd, proc, log = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(log)
+    return failed
+
+
+def run_with_ray(todo, threads, address):
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=threads or 1)(run_one)
+    refs = {}
+    for cmd, log in todo:
+        print(f"== {shlex.join(cmd)}", flush=True)
+        refs[task.remote(cmd, str(log))] = log
+    failed = [refs[ref] for ref in refs if ray.get(ref) != 0]
+    ray.shutdown()
+    return failed
+
+
+def evaluate_switched(args, run_dir):
+    """(test accuracy, unseen accuracy) of ``run_dir``'s last.npz with its class-prior correction
+    removed, or added (from the run's own training split) when it has none."""
+    model, meta, _, _ = load_checkpoint(run_dir / "last.npz")
+    config = TrainConfig.from_dict(meta["recipe"])
+    layers = [layer for layer in model.layers if not isinstance(layer, LogitAdjustment)]
+    if len(layers) == len(model.layers):
+        train = load_split(config.data_dir, config.dataset, "train")
+        train_idx, _ = train_val_split(train.labels, config.val_fraction, config.seed)
+        counts = np.bincount(train.labels[train_idx], minlength=len(train.classes))
+        layers.append(LogitAdjustment(np.maximum(counts, 1), name="prior"))
+    model.layers = layers
+    test = load_split(config.data_dir, config.dataset, "test")
+    unseen = load_split(args.unseen_dir, UNSEEN[0], "test")
+    return evaluate(model, test.images, test.labels)[1], evaluate(model, unseen.images, unseen.labels)[1]
+
+
+def mean_sd(values):
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.4f} +- {sd:.4f}"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data/emnist-bymerge-resplit", help="data folder")
-    p.add_argument("--dataset", default="emnist-bymerge-resplit", help="dataset name")
-    p.add_argument("--epochs", type=int, default=20, help="epochs per run")
-    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
-    p.add_argument("--only", nargs="*", choices=list(VARIANTS), default=None, help="run only these variants")
-    p.add_argument("--threads", type=int, default=None, help="--threads for each train.py run")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time (e.g. 2 runs of --threads 1 on a 2-core machine)")
+    p.add_argument("--data-dir", default="../shared/data/emnist-bymerge-resplit", help="training data folder")
+    p.add_argument("--dataset", default="emnist-bymerge-resplit", help="training dataset name")
+    p.add_argument("--unseen-dir", default=UNSEEN[1], help=f"folder of {UNSEEN[0]} (scored, never trained on)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every variant")
+    p.add_argument("--runs-dir", default="runs", help="run folders go to RUNS_DIR/ablation/")
+    p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=None, help="only these variants")
+    p.add_argument("--threads", type=int, default=None, help="--threads of each run (CPUs per Ray task)")
+    p.add_argument("--engine", choices=("auto", "ray", "processes"), default="auto",
+                   help="auto: Ray when it is installed, else processes")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time with --engine processes")
     args = p.parse_args(argv)
 
-    commands = {}
-    for name in args.only or VARIANTS:
-        cmd = ["python3", "train.py", *VARIANTS[name], "--epochs", str(args.epochs), "--seed", "0",
-               "--data-dir", args.data_dir, "--dataset", args.dataset, "--runs-dir", args.runs_dir,
-               "--name", slug(name), "--no-download", "--no-progress"]
-        commands[name] = cmd + (["--threads", str(args.threads)] if args.threads else [])
-    pending = [n for n in commands if not (ROOT / args.runs_dir / slug(n) / "summary.json").exists()]
-    running = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            name = pending.pop(0)
-            print(f"== {name}: {shlex.join(commands[name])}", flush=True)
-            log = open(ROOT / args.runs_dir / f"{slug(name)}.log", "w")
-            running.append((name, subprocess.Popen([sys.executable, *commands[name][1:]], cwd=ROOT,
-                                                   stdout=log, stderr=subprocess.STDOUT)))
-        name, proc = running.pop(0)
-        if proc.wait() != 0:
-            sys.exit(f"{name} failed (exit {proc.returncode}); see {args.runs_dir}/{slug(name)}.log")
+    names = args.only or list(VARIANTS)
+    trained = sorted({VARIANTS[n][1] if isinstance(VARIANTS[n], tuple) else n for n in names},
+                     key=list(VARIANTS).index)
+    out = ROOT / args.runs_dir / "ablation"
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [(train_command(args, n, s), out / f"{slug(n)}-s{s}.log") for n in trained for s in args.seeds
+            if not (out / f"{slug(n)}-s{s}" / "summary.json").exists()]
+    engine = args.engine
+    if engine == "auto":
+        try:
+            import ray  # noqa: F401
+            engine = "ray"
+        except ImportError:
+            engine = "processes"
+    if todo:
+        print(f"{len(todo)} runs on engine {engine}", flush=True)
+        failed = (run_with_ray(todo, args.threads, args.address) if engine == "ray"
+                  else run_with_processes(todo, args.jobs))
+        if failed:
+            sys.exit(f"{len(failed)} runs failed; see {', '.join(map(str, failed))}")
 
-    rows = []
-    for name, cmd in commands.items():
-        s = json.loads((ROOT / args.runs_dir / slug(name) / "summary.json").read_text())
-        rows.append((name, s, shlex.join(cmd)))
-
-    print("\n| recipe | best val acc | final val acc | test acc | wall time | command |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, s, cmd in rows:
-        print(f"| {name} | {s['best_val_accuracy']:.4f} | {s['val_accuracy']:.4f} | "
-              f"{s['test_accuracy']:.4f} | {s['seconds'] / 60:.1f} min | `{cmd}` |")
+    print(f"\n| recipe | resplit test acc | emnist-balanced-unseen acc | seeds | minutes per run | "
+          f"command (one seed) |\n| --- | --- | --- | --- | --- | --- |")
+    for name in names:
+        spec = VARIANTS[name]
+        source = spec[1] if isinstance(spec, tuple) else name
+        runs = [out / f"{slug(source)}-s{s}" for s in args.seeds]
+        if isinstance(spec, tuple):
+            test, unseen = zip(*(evaluate_switched(args, r) for r in runs))
+            minutes, cmd = "-", f"(evaluated) {source}'s checkpoints, class-prior correction switched"
+        else:
+            summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+            test = [s["test_accuracy"] for s in summaries]
+            unseen = [s["external_accuracy"] for s in summaries]
+            minutes = f"{statistics.median(s['seconds'] for s in summaries) / 60:.1f}"
+            cmd = f"`{shlex.join(train_command(args, name, args.seeds[0]))}`"
+        print(f"| {name} | {mean_sd(test)} | {mean_sd(unseen)} | {len(runs)} | {minutes} | {cmd} |")
 
 
 if __name__ == "__main__":

@@ -278,6 +278,39 @@ class Dropout(Layer):
         return dout if self.cache is None else dout * self.cache
 
 
+class LogitAdjustment(Layer):
+    """Class-prior correction of the logits, for a model trained on unbalanced classes and used on
+    balanced ones (logit adjustment: Menon et al., 2021, "Long-tail learning via logit adjustment").
+
+    A model trained with cross-entropy on a set whose classes have frequencies ``prior`` learns
+    ``p_train(k | x) ~ prior[k] * p(x | k)``. With every class equally likely, the same evidence
+    gives ``p(k | x) ~ p(x | k)``, so the logits are corrected by the log prior:
+
+        out = z - log(prior)      (evaluation, ``train=False``)
+        out = z                   (training: the loss sees the training set as it is)
+
+    No parameters: ``prior`` is fixed by the training set's label counts.
+    """
+
+    def __init__(self, prior, name=None):
+        super().__init__(name)
+        prior = np.asarray(prior, dtype=np.float64)
+        if prior.ndim != 1 or not np.all(np.isfinite(prior)) or not np.all(prior > 0):
+            raise ValueError("class prior must be a list of positive finite frequencies")
+        self.offset = np.log(prior / prior.sum()).astype(np.float32)
+
+    def forward(self, x, train=True):
+        return x if train else x - self.offset
+
+    def backward(self, dout):
+        """dx = dout: the offset is a constant, in either mode."""
+        return dout
+
+    def astype(self, dtype):
+        self.offset = self.offset.astype(dtype)
+        return super().astype(dtype)
+
+
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy fused into one numerically stable loss.
 

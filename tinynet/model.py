@@ -3,7 +3,7 @@ architecture description a checkpoint stores)."""
 
 import numpy as np
 
-from .layers import Conv2D, Dense, Dropout, Flatten, ReLU, ReLUMaxPool2D
+from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, ReLU, ReLUMaxPool2D
 
 
 class Sequential:
@@ -64,7 +64,7 @@ class Sequential:
         return "Sequential(\n" + "".join(f"  {layer!r}\n" for layer in self.layers) + ")"
 
 
-def lenet(num_classes=47, *, rng, init="glorot", dropout=0.0):
+def lenet(num_classes=47, *, rng, init="glorot", dropout=0.0, class_prior=None):
     """The LeNet of the original recipe, for (N, 1, 28, 28) inputs:
 
         conv1 20@5x5 -> ReLU -> pool 2   (N, 20, 12, 12)
@@ -75,6 +75,8 @@ def lenet(num_classes=47, *, rng, init="glorot", dropout=0.0):
     ``init``: ``"glorot"`` (Keras's default, as in the original recipe) or ``"he"``; the output layer
     always uses Glorot, so the initial logits are small and the loss starts near ln(num_classes).
     ``dropout``: probability for the dropout layer before fc2 (0 = no dropout layer).
+    ``class_prior``: the training set's class frequencies; when given, a ``LogitAdjustment`` layer
+    after fc2 corrects the evaluation logits for equally likely classes (None = no correction).
     """
     conv1 = Conv2D(1, 20, 5, rng=rng, init=init, name="conv1")
     conv1.compute_input_grad = False
@@ -90,6 +92,10 @@ def lenet(num_classes=47, *, rng, init="glorot", dropout=0.0):
     if dropout:
         layers.append(Dropout(dropout, rng=rng, name="dropout"))
     layers.append(Dense(500, num_classes, rng=rng, init="glorot", name="fc2"))
+    if class_prior is not None:
+        if len(class_prior) != num_classes:
+            raise ValueError(f"class prior has {len(class_prior)} entries for {num_classes} classes")
+        layers.append(LogitAdjustment(class_prior, name="prior"))
     return Sequential(layers)
 
 
@@ -99,4 +105,4 @@ def build_model(architecture, rng=None, init="glorot"):
     if architecture.get("name") != "lenet":
         raise ValueError(f"unknown architecture {architecture.get('name')!r}")
     return lenet(architecture["num_classes"], rng=rng or np.random.default_rng(0), init=init,
-                 dropout=architecture.get("dropout", 0.0))
+                 dropout=architecture.get("dropout", 0.0), class_prior=architecture.get("class_prior"))

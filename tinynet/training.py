@@ -59,10 +59,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     augment: bool = False
+    augment_strength: float = 1.0
     label_smoothing: float = 0.0
     dropout: float = 0.0
     init: str = "glorot"
+    class_balance: str = "none"
     val_fraction: float = 0.1
+    val_data: str | None = None
+    val_dataset: str | None = None
+    best_by: str = "val"
     seed: int = 0
     limit: int | None = None
     threads: int | None = None
@@ -164,7 +169,17 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         train_idx = train_idx[:config.limit]
     images, labels = train_split.images, train_split.labels
     classes = train_split.classes
+    external = None
+    if config.val_data:
+        ensure_dataset(config.val_data, config.val_dataset, download=download, splits=("test",), out=log)
+        external = load_split(config.val_data, config.val_dataset, "test")
+        if external.classes != classes:
+            raise TrainingError(f"{config.val_dataset} in {config.val_data}: its classes do not match "
+                                f"the training set's ({len(external.classes)} vs {len(classes)})")
     architecture = {"name": "lenet", "num_classes": len(classes), "dropout": config.dropout}
+    if config.class_balance == "prior":
+        counts = np.bincount(labels[train_idx], minlength=len(classes))
+        architecture["class_prior"] = (np.maximum(counts, 1) / counts.sum()).tolist()
 
     rngs = _generators(config.seed)
     state = {"epoch": 0, "step": 0, "batch": 0, "history": [], "best_val_accuracy": -1.0}
@@ -220,7 +235,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 idx = order[state["batch"] * config.batch_size:(state["batch"] + 1) * config.batch_size]
                 x, y = to_float(images[idx]), labels[idx]
                 if config.augment:
-                    x = augment_batch(x, rngs["augment"])
+                    x = augment_batch(x, rngs["augment"], config.augment_strength)
                 optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], total_steps)
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
                     loss, logits = train_step(net, loss_fn, optimizer, x, y)
@@ -242,26 +257,36 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                                 img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}", refresh=False)
             bar.close()
             seconds = time.perf_counter() - epoch_start
-            val_loss, val_acc = evaluate(net, images[val_idx], labels[val_idx])
+            val_loss, val_acc, val_bal = evaluate(net, images[val_idx], labels[val_idx])
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                       "train_accuracy": correct / max(seen, 1), "val_loss": val_loss,
-                      "val_accuracy": val_acc, "lr": optimizer.lr, "seconds": seconds,
-                      "images_per_second": seen / seconds if seconds else float("nan")}
+                      "val_accuracy": val_acc, "val_balanced_accuracy": val_bal, "lr": optimizer.lr,
+                      "seconds": seconds, "images_per_second": seen / seconds if seconds else float("nan")}
+            if external is not None:
+                record["external_loss"], record["external_accuracy"], _ = evaluate(
+                    net, external.images, external.labels)
             state["history"].append(record)
             state["epoch"] += 1
             state["batch"] = 0
             order = None
-            if val_acc > state["best_val_accuracy"] or not val_idx.size:
-                state["best_val_accuracy"] = val_acc
+            score = record[BEST_BY[config.best_by]]
+            if score > state["best_val_accuracy"] or math.isnan(score):
+                state["best_val_accuracy"] = score
                 checkpoint(run_dir / "best.npz")
             checkpoint(run_dir / "last.npz")
             _write_history(state["history"], run_dir)
+            ext = (f" | {config.val_dataset} loss {record['external_loss']:.4f} acc "
+                   f"{record['external_accuracy']:.4f}" if external is not None else "")
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} "
-                f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
-                f"{seconds:.1f} s, {record['images_per_second']:.0f} images/s")
+                f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
+                f"(balanced {val_bal:.4f}){ext} | {seconds:.1f} s, "
+                f"{record['images_per_second']:.0f} images/s")
 
-    test_loss, test_acc = evaluate(net, test_split.images, test_split.labels)
-    summary = _summary(state, status, started, run_dir, test_loss=test_loss, test_accuracy=test_acc)
+    test_loss, test_acc, test_bal = evaluate(net, test_split.images, test_split.labels)
+    extra = {"test_loss": test_loss, "test_accuracy": test_acc, "test_balanced_accuracy": test_bal}
+    if external is not None:
+        extra["external_loss"], extra["external_accuracy"], _ = evaluate(net, external.images, external.labels)
+    summary = _summary(state, status, started, run_dir, **extra)
     write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); total time {summary['seconds']:.1f} s")
     return summary
@@ -273,6 +298,8 @@ def _write_history(history, run_dir):
     plot_curves(history, run_dir / "curves.png")
 
 
+# --best-by: which metric of an epoch's record picks best.npz
+BEST_BY = {"val": "val_accuracy", "val-balanced": "val_balanced_accuracy", "external": "external_accuracy"}
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..optim import SCHEDULES
-from ..training import RECIPES, TrainConfig, TrainingError, train
+from ..training import BEST_BY, RECIPES, TrainConfig, TrainingError, train
 from . import fraction, non_negative_float, positive_float, positive_int
 
 
@@ -44,6 +44,13 @@ def build_parser():
     g.add_argument("--val-fraction", type=fraction, default=None,
                    help="fraction of the training set held out (stratified, seeded) for validation "
                         f"{from_recipe('val_fraction')}")
+    g.add_argument("--val-data", metavar="DIR", default=None,
+                   help="also validate every epoch on the test split of another labelled set in DIR "
+                        "(e.g. ../shared/data/emnist-balanced-unseen); logged as external_*")
+    g.add_argument("--val-dataset", metavar="NAME", default=None, help="that set's dataset name")
+    g.add_argument("--best-by", choices=sorted(BEST_BY), default=None,
+                   help="which validation picks best.npz: val (held-out accuracy), val-balanced "
+                        f"(held-out mean per-class recall), external (--val-data accuracy) {from_recipe('best_by')}")
     g.add_argument("--limit", type=positive_int, default=None,
                    help="train on only the first N training images (quick looks)")
     g = p.add_argument_group("recipe")
@@ -69,6 +76,13 @@ def build_parser():
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts (+-2 px), rotations (+-10 deg), scaling (+-10%%) and shear "
                         f"of each training image {from_recipe('augment')}")
+    g.add_argument("--augment-strength", type=positive_float, default=None,
+                   help="scale of every augmentation range (2: shifts +-4 px, rotations +-20 deg, "
+                        f"...) {from_recipe('augment_strength')}")
+    g.add_argument("--class-balance", choices=("none", "prior"), default=None,
+                   help="prior: correct the logits by the training set's class frequencies (logit "
+                        "adjustment), for a model used on balanced classes; stored in the checkpoint "
+                        f"and applied by every prediction {from_recipe('class_balance')}")
     g.add_argument("--label-smoothing", type=fraction, default=None,
                    help="spread this much target probability over all classes "
                         f"{from_recipe('label_smoothing')}")
@@ -100,6 +114,10 @@ def config_from_args(args):
     config = replace(config, **overrides)
     if config.nesterov and not config.momentum:
         raise argparse.ArgumentTypeError("--nesterov needs --momentum > 0")
+    if bool(config.val_data) != bool(config.val_dataset):
+        raise argparse.ArgumentTypeError("--val-data and --val-dataset go together")
+    if config.best_by == "external" and not config.val_data:
+        raise argparse.ArgumentTypeError("--best-by external needs --val-data")
     return config
 
 
