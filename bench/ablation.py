@@ -63,7 +63,10 @@ def train_command(args, name, seed):
            "--val-data", args.unseen_dir, "--val-dataset", UNSEEN[0],
            "--runs-dir", str(Path(args.runs_dir) / "ablation"), "--name", f"{slug(name)}-s{seed}",
            "--no-download", "--no-progress"]
-    return cmd + (["--threads", str(args.threads)] if args.threads else [])
+    for flag in ("epochs", "limit", "threads"):
+        if getattr(args, flag):
+            cmd += [f"--{flag}", str(getattr(args, flag))]
+    return cmd
 
 
 def run_one(cmd, log_path):
@@ -131,6 +134,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every variant")
     p.add_argument("--runs-dir", default="runs", help="run folders go to RUNS_DIR/ablation/")
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=None, help="only these variants")
+    p.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (quick looks)")
+    p.add_argument("--limit", type=int, default=None, help="train on only N images (quick looks)")
     p.add_argument("--threads", type=int, default=None, help="--threads of each run (CPUs per Ray task)")
     p.add_argument("--engine", choices=("auto", "ray", "processes"), default="auto",
                    help="auto: Ray when it is installed, else processes")

@@ -90,3 +90,26 @@ def test_train_cli_checks_validation_options(argv, message, capsys):
     with pytest.raises(SystemExit):
         train_main(argv + ["--no-download"])
     assert message in capsys.readouterr().err
+
+
+def test_class_balanced_sampling_draws_classes_equally(rng):
+    from tinynet.training import epoch_order
+    labels = np.repeat([0, 1, 2], [900, 90, 10])
+    train_idx = np.arange(len(labels))
+    order = epoch_order(train_idx, labels, "sample", rng)
+    assert order.shape == train_idx.shape
+    counts = np.bincount(labels[order], minlength=3)
+    assert np.all(np.abs(counts - 1000 / 3) < 60), counts
+    assert np.array_equal(np.sort(epoch_order(train_idx, labels, "none", rng)), train_idx)
+
+
+def test_class_balanced_sampling_resumes_exactly(toy, tmp_path):
+    """A run with --class-balance sample stopped after one epoch and resumed equals a straight run."""
+    config = TrainConfig(data_dir=toy, dataset="tiny", epochs=2, batch_size=32, lr=0.05, class_balance="sample")
+    train(config, tmp_path / "straight", download=False, progress=False, log=quiet)
+    train(TrainConfig(**{**config.__dict__, "epochs": 1}), tmp_path / "resumed", download=False,
+          progress=False, log=quiet)
+    train(config, tmp_path / "resumed", resume=True, download=False, progress=False, log=quiet)
+    a = load_checkpoint(tmp_path / "straight" / "last.npz")[0].state_dict()
+    b = load_checkpoint(tmp_path / "resumed" / "last.npz")[0].state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -190,7 +190,8 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         if meta["architecture"] != architecture or meta["classes"] != list(classes):
             raise TrainingError(f"{run_dir / 'last.npz'}: checkpoint does not match the data "
                                 f"({meta['architecture']} vs {architecture})")
-        state, order = _restore(run_dir / "last.npz", meta, velocity, extra, optimizer, rngs, train_idx)
+        state, order = _restore(run_dir / "last.npz", meta, velocity, extra, optimizer, rngs, train_idx,
+                                resampled=config.class_balance == "sample")
         if state["history"]:  # a kill between last.npz and these files may have left them behind
             _write_history(state["history"], run_dir)
         log(f"resuming {run_dir} at epoch {state['epoch'] + 1}, batch {state['batch']}")
@@ -219,7 +220,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
             if order is None:
-                order = rngs["shuffle"].permutation(train_idx)
+                order = epoch_order(train_idx, labels, config.class_balance, rngs["shuffle"])
             seen = correct = 0
             loss_sum = 0.0
             epoch_start = time.perf_counter()
@@ -292,6 +293,17 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     return summary
 
 
+def epoch_order(train_idx, labels, class_balance, rng):
+    """The training images of one epoch, in order: a shuffle of ``train_idx``, or with
+    ``class_balance="sample"`` as many draws (with replacement) in which every class is equally
+    likely, the images of a class equally likely among themselves."""
+    if class_balance != "sample":
+        return rng.permutation(train_idx)
+    counts = np.bincount(labels[train_idx])
+    weights = 1.0 / counts[labels[train_idx]]
+    return rng.choice(train_idx, size=len(train_idx), p=weights / weights.sum())
+
+
 def _write_history(history, run_dir):
     """``metrics.jsonl`` (one record per epoch) and ``curves.png`` from the run's history."""
     write_text_atomically(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -303,7 +315,7 @@ BEST_BY = {"val": "val_accuracy", "val-balanced": "val_balanced_accuracy", "exte
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
 
 
-def _restore(path, meta, velocity, extra, optimizer, rngs, train_idx):
+def _restore(path, meta, velocity, extra, optimizer, rngs, train_idx, resampled=False):
     """Put the training state saved in checkpoint ``path`` back: momentum into ``optimizer``, the
     random generators' states into ``rngs``. Returns ``(state, order)`` (order: the interrupted
     epoch's shuffled indices, or None). TrainingError if it is not a resumable state of this run."""
@@ -330,9 +342,10 @@ def _restore(path, meta, velocity, extra, optimizer, rngs, train_idx):
         raise TrainingError(f"{path}: not a resumable training checkpoint ({type(e).__name__}: "
                             f"{' '.join(str(e).split())})") from None
     order = extra.get("order")
-    if order is not None and (order.dtype.kind not in "iu" or order.shape != train_idx.shape
-                              or not np.array_equal(np.sort(order), train_idx)):
-        raise TrainingError(f"{path}: its saved shuffling order is not a permutation of this run's "
+    if order is not None and (order.dtype.kind not in "iu" or order.shape != train_idx.shape or not (
+            np.isin(order, train_idx).all() if resampled else np.array_equal(np.sort(order), train_idx))):
+        raise TrainingError(f"{path}: its saved shuffling order is not "
+                            f"{'drawn from' if resampled else 'a permutation of'} this run's "
                             f"{len(train_idx)} training images")
     return state, order
 

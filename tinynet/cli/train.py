@@ -79,10 +79,11 @@ def build_parser():
     g.add_argument("--augment-strength", type=positive_float, default=None,
                    help="scale of every augmentation range (2: shifts +-4 px, rotations +-20 deg, "
                         f"...) {from_recipe('augment_strength')}")
-    g.add_argument("--class-balance", choices=("none", "prior"), default=None,
-                   help="prior: correct the logits by the training set's class frequencies (logit "
-                        "adjustment), for a model used on balanced classes; stored in the checkpoint "
-                        f"and applied by every prediction {from_recipe('class_balance')}")
+    g.add_argument("--class-balance", choices=("none", "prior", "sample"), default=None,
+                   help="for a model used on balanced classes: prior = correct the logits by the "
+                        "training set's class frequencies (logit adjustment; stored in the checkpoint "
+                        "and applied by every prediction); sample = draw every class equally often "
+                        f"while training {from_recipe('class_balance')}")
     g.add_argument("--label-smoothing", type=fraction, default=None,
                    help="spread this much target probability over all classes "
                         f"{from_recipe('label_smoothing')}")
