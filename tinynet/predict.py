@@ -95,6 +95,7 @@ def format_report(confusion, classes, topk_accuracy, k):
     precision, recall, f1, support = per_class_metrics(confusion)
     total = support.sum()
     lines = [f"accuracy        {np.trace(confusion) / total:.4f}  ({np.trace(confusion)} of {total})",
+             f"balanced acc.   {recall[support > 0].mean():.4f}  (mean recall: every class counted equally)",
              f"top-{k} accuracy  {topk_accuracy:.4f}", "",
              f"{'class':>12}  precision  recall      f1  support"]
     lines += [f"{c:>12}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {s:7d}"
