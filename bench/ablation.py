@@ -48,6 +48,7 @@ VARIANTS = {
     "original": ["--recipe", "original"],
     "strong": ["--recipe", "strong"],
     "strong + prior correction": ("switch prior", "strong"),
+    "strong + class-balanced sampling": ["--recipe", "strong", "--class-balance", "sample"],
     "unseen": ["--recipe", "unseen"],
     "unseen - prior correction": ("switch prior", "unseen"),
 }
