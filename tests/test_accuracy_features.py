@@ -67,6 +67,7 @@ def test_external_validation_and_class_prior_in_a_run(toy, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all({"external_loss", "external_accuracy", "val_balanced_accuracy"} <= r.keys() for r in records)
     best = max(records, key=lambda r: r["external_accuracy"])
+    assert summary["best_by"] == "external_accuracy"
     assert summary["best_val_accuracy"] == best["external_accuracy"]
     model, meta, _, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     prior = np.array(meta["architecture"]["class_prior"])

@@ -290,12 +290,15 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 f"{record['images_per_second']:.0f} images/s")
 
     test_loss, test_acc, test_bal = evaluate(net, test_split.images, test_split.labels)
-    extra = {"test_loss": test_loss, "test_accuracy": test_acc, "test_balanced_accuracy": test_bal}
+    extra = {"best_by": BEST_BY[config.best_by], "test_loss": test_loss, "test_accuracy": test_acc,
+             "test_balanced_accuracy": test_bal}
     if external is not None:
         extra["external_loss"], extra["external_accuracy"], _ = evaluate(net, external.images, external.labels)
     summary = _summary(state, status, started, run_dir, **extra)
     write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    log(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); total time {summary['seconds']:.1f} s")
+    ext = f"; {config.val_dataset} accuracy {extra['external_accuracy']:.4f}" if external is not None else ""
+    log(f"test accuracy {test_acc:.4f} (balanced {test_bal:.4f}, loss {test_loss:.4f}){ext}; "
+        f"total time {summary['seconds']:.1f} s")
     return summary
 
 
