@@ -661,8 +661,8 @@ class Generator:
                                 "|V8", "<M8[s]", "<m8[s]", "struct"))
             if dtype == "struct":
                 b = np.zeros(a.shape, dtype=[("a", "<f4"), ("b", "<f4")])
-            elif dtype in ("|V8", "<M8[s]", "<m8[s]", "<U3", "|S4"):
-                b = np.zeros(a.shape, dtype=dtype)
+            elif dtype in ("|V8", "<M8[s]", "<m8[s]", "<U3", "|S4") or a.dtype.kind == "U":
+                b = np.zeros(a.shape, dtype=dtype)  # the JSON text of ``metadata`` casts to no number
             else:
                 b = a.astype(dtype)
             members[i][1] = npy_bytes(b)
