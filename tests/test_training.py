@@ -44,16 +44,18 @@ def weights(path):
 
 
 def test_run_folder_contents(tiny, tmp_path):
-    """A run writes its configuration, one metrics record per epoch, curves, checkpoints and a summary."""
+    """A run writes its configuration, one metrics record per epoch, curves, checkpoints, a summary
+    and, at the end, a picture of conv1's filters."""
     result = train(tiny, tmp_path / "run", download=False, progress=False, log=quiet)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "curves.png", "last.npz",
-                                              "best.npz", "summary.json"}
+                                              "best.npz", "summary.json", "filters.png"}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert set(records[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
     assert result["status"] == "finished" and 0 <= result["test_accuracy"] <= 1
-    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for picture in ("curves.png", "filters.png"):
+        assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = load_checkpoint(run / "last.npz")[1]
     assert meta["training"]["epoch"] == 2 and meta["classes"] == list("ABCDE")
 

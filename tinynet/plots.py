@@ -64,3 +64,34 @@ def plot_image_grid(images, titles, path, columns=10):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def tile(maps, columns, pad=1):
+    """Maps (N, H, W) laid out ``columns`` to a row in one float (rows*(H+pad)-pad, ...) array, NaN
+    between and after them (drawn blank), for showing many small maps with one ``imshow``."""
+    n, h, w = maps.shape
+    rows = max(1, -(-n // columns))
+    out = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan)
+    for i, m in enumerate(maps):
+        r, c = divmod(i, columns)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = m
+    return out
+
+
+def draw_filters(ax, weights, columns=5):
+    """conv weights (C_out, 1, kH, kW) as a grid of signed pictures on ``ax``: red for positive
+    weights (ink there excites the filter), blue for negative, one colour scale for all."""
+    limit = float(np.abs(weights).max()) or 1.0
+    ax.imshow(tile(weights[:, 0], columns), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.axis("off")
+
+
+def plot_filters(weights, path):
+    """conv1's filters (C_out, 1, kH, kW) as one PNG (see :func:`draw_filters`)."""
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    draw_filters(ax, weights)
+    ax.set_title(f"conv1's {len(weights)} learned {weights.shape[2]}x{weights.shape[3]} filters\n"
+                 f"(red: positive weight, blue: negative; white: 0)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -10,7 +10,8 @@ From Python (a notebook, say)::
 Each batch is one :func:`tinynet.step.train_step`; this module is everything around it. Its command
 line is ``train.py`` (``tinynet.cli.train``). A run folder holds ``config.json``,
 ``metrics.jsonl`` (one JSON record per epoch), ``curves.png``, ``last.npz`` (after every epoch, and
-when stopped with Ctrl-C), ``best.npz`` (best validation accuracy) and ``summary.json``.
+when stopped with Ctrl-C), ``best.npz`` (best validation accuracy), ``summary.json`` and, at the
+end, ``filters.png`` (conv1's learned filters).
 
 Randomness: one seed makes a run repeatable. It chooses the validation split and is split
 (``np.random.SeedSequence.spawn``) into independent generators for initialisation, shuffling,
@@ -38,7 +39,7 @@ from .layers import Dropout, SoftmaxCrossEntropy
 from .model import build_model
 from .optim import SGD, learning_rate
 from .parallel import DataParallel
-from .plots import plot_curves
+from .plots import plot_curves, plot_filters
 from .predict import evaluate
 from .step import train_step
 
@@ -296,6 +297,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
         extra["external_loss"], extra["external_accuracy"], _ = evaluate(net, external.images, external.labels)
     summary = _summary(state, status, started, run_dir, **extra)
     write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    plot_filters(model.layers[0].params["W"], run_dir / "filters.png")  # conv1's, as trained
     ext = f"; {config.val_dataset} accuracy {extra['external_accuracy']:.4f}" if external is not None else ""
     log(f"test accuracy {test_acc:.4f} (balanced {test_bal:.4f}, loss {test_loss:.4f}){ext}; "
         f"total time {summary['seconds']:.1f} s")
