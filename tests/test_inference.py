@@ -18,7 +18,7 @@ from conftest import RESPLIT, require_resplit
 from tinynet.checkpoint import save_checkpoint
 from tinynet.cli.infer import build_parser, main
 from tinynet.data import load_split
-from tinynet.inference import InputError, Predictor, as_images
+from tinynet.inference import BUNDLED_MODEL, InputError, Predictor, as_images
 from tinynet.model import build_model
 from tinynet.predict import (confusion_matrix, format_report, most_confused, per_class_metrics,
                              top_k_accuracy)
@@ -383,14 +383,14 @@ def test_default_checkpoint_is_the_latest_runs_best(tmp_path, capsys, checkpoint
 
 
 @pytest.mark.parametrize("runs", ["empty", "missing"])
-def test_no_runs_says_to_train_first(tmp_path, capsys, test_set, runs):
-    """With no trained run under --runs-dir, a one-line message says to train first or name a
-    checkpoint with --checkpoint."""
+def test_no_runs_uses_the_bundled_model(tmp_path, capsys, test_set, runs):
+    """With no trained run under --runs-dir, inference uses the model bundled with tinynet and
+    says so."""
     np.save(tmp_path / "x.npy", test_set.images[:2])
     (tmp_path / "empty").mkdir()
-    status, _, err = run_main(capsys, "--input", tmp_path / "x.npy", "--runs-dir", tmp_path / runs)
-    assert status == 1 and len(err.splitlines()) == 1
-    assert "no trained run found" in err and "python3 train.py" in err and "--checkpoint" in err
+    status, out, _ = run_main(capsys, "--input", tmp_path / "x.npy", "--runs-dir", tmp_path / runs)
+    assert status == 0
+    assert f"checkpoint {BUNDLED_MODEL} (47 classes): the model bundled with tinynet" in out
 
 
 @pytest.mark.parametrize("extra, fault", [

@@ -3,7 +3,8 @@
 From Python::
 
     from tinynet.inference import Predictor
-    predictor = Predictor.from_checkpoint("runs/my-run/best.npz")  # None: the latest run's best
+    predictor = Predictor.from_checkpoint("runs/my-run/best.npz")  # None: the latest run's best,
+                                                                   # else the bundled model
     predictor.predict_chars(images)        # images: uint8 (N, 28, 28) or (28, 28) -> N characters
     labels, probs = predictor.top_k(images, 5)                     # (N, 5) each, best first
     for result in predictor.predict_files(["a.png", "b.jpg"]):     # errors reported, not raised
@@ -105,18 +106,30 @@ def load_npy(path):
     return as_images(array, path)
 
 
+# A LeNet trained on the resplit's train split, shipped inside the package (README: "The bundled
+# model"; made by ``python3 -m tinynet.cli.export``): what inference uses when no run is trained.
+BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "lenet-emnist47.npz"
+
+
 def latest_checkpoint(runs_dir="runs"):
     """``best.npz`` (else ``last.npz``) of the run folder under ``runs_dir`` whose checkpoint was
-    written last; :class:`InputError` saying how to get one when there is none."""
+    written last; None when there is none."""
     runs_dir = Path(runs_dir)
     found = [p for run in (sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []) if run.is_dir()
              for p in (run / "best.npz", run / "last.npz") if p.is_file()]
     if not found:
-        raise InputError(f"{runs_dir}: no trained run found (no run folder with best.npz or "
-                         f"last.npz); train one first with `python3 train.py ...` (see "
-                         f"--help) or name a checkpoint with --checkpoint PATH")
+        return None
     run = max(found, key=lambda p: p.stat().st_mtime).parent
     return run / "best.npz" if (run / "best.npz").is_file() else run / "last.npz"
+
+
+def default_checkpoint(runs_dir="runs"):
+    """The checkpoint to use when none is named: ``(path, where it comes from)``, the latest run's
+    under ``runs_dir`` if there is one, else :data:`BUNDLED_MODEL`."""
+    latest = latest_checkpoint(runs_dir)
+    if latest is not None:
+        return latest, f"the latest run under {runs_dir}"
+    return BUNDLED_MODEL, "the model bundled with tinynet"
 
 
 @dataclass
@@ -147,9 +160,9 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None):
-        """Load ``path`` (None: :func:`latest_checkpoint` of ``runs_dir``); raises
+        """Load ``path`` (None: :func:`default_checkpoint` of ``runs_dir``); raises
         ``CheckpointError`` for a file that is not an intact tinynet checkpoint."""
-        path = Path(path) if path is not None else latest_checkpoint(runs_dir)
+        path = Path(path) if path is not None else default_checkpoint(runs_dir)[0]
         model, meta, _, _ = load_checkpoint(path)
         return cls(model, meta["classes"], path, batch_size, threads)
 

@@ -26,7 +26,8 @@ from PIL import Image
 
 from ..checkpoint import CheckpointError
 from ..data import DataError
-from ..inference import InputError, Predictor, check_fits, find_idx_images, load_idx_input, load_npy
+from ..inference import (InputError, Predictor, check_fits, default_checkpoint, find_idx_images,
+                         load_idx_input, load_npy)
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
 from . import positive_int
@@ -222,7 +223,8 @@ def build_parser():
                    help="data folder, IDX images file, image file, folder of images, or .npy array "
                         "(see input kinds below)")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="checkpoint to use (default: best.npz of the latest run under --runs-dir)")
+                   help="checkpoint to use (default: best.npz of the latest run under --runs-dir; "
+                        "with no run there, the model bundled with tinynet)")
     p.add_argument("--runs-dir", metavar="DIR", default="runs",
                    help="where to look for the latest run when --checkpoint is not given "
                         "(default: %(default)s)")
@@ -263,11 +265,14 @@ def main(argv=None):
                                 ("--save-preprocessed", kind == "images")):
             if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
                 parser.error(f"{option} does not apply to {source}")
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.runs_dir, args.batch_size, args.threads)
+        path, origin = ((args.checkpoint, None) if args.checkpoint is not None
+                        else default_checkpoint(args.runs_dir))
+        predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size, args.threads)
         if args.top_k > len(predictor.classes):
             parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
                          f"got {args.top_k}")
-        print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes)")
+        print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes)"
+              + (f": {origin}" if origin else ""))
         if kind == "idx":
             images_path = (find_idx_images(source, args.dataset, args.split or "test")
                            if folder_data else source)

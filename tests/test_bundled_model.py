@@ -1,0 +1,87 @@
+"""The model bundled with tinynet (package data, the default when no run has been trained): its
+size and contents, its accuracy on real data, and the export step that makes it."""
+
+import configparser
+import fnmatch
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, require_resplit
+from tinynet.checkpoint import CheckpointError, export_checkpoint, load_checkpoint, save_checkpoint
+from tinynet.cli.export import main as export_main
+from tinynet.data import load_split
+from tinynet.inference import BUNDLED_MODEL, Predictor
+from tinynet.model import lenet
+
+REPO = Path(__file__).resolve().parents[1]
+# Accuracy the bundled model must reach (README, "The bundled model", gives what it does reach).
+MIN_TEST_ACCURACY = 0.85  # the resplit's test split (writers shared with its train split)
+MIN_UNSEEN_ACCURACY = 0.80  # emnist-balanced-unseen (writers never seen in training)
+MAX_BYTES = 2_000_000
+
+
+def test_bundled_model_is_small_and_inference_only():
+    """At most 2 MB, compressed, no optimiser state or resume data; loads as any checkpoint."""
+    assert BUNDLED_MODEL.stat().st_size <= MAX_BYTES
+    with zipfile.ZipFile(BUNDLED_MODEL) as zf:
+        names = zf.namelist()
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zf.infolist())
+    assert not [n for n in names if n.startswith(("optimizer.", "extra."))]
+    model, meta, optimizer, extra = load_checkpoint(BUNDLED_MODEL)
+    assert optimizer == {} and extra == {} and len(meta["classes"]) == 47
+    assert "rng_state" not in meta and meta["recipe"]["dataset"] == "emnist-bymerge-resplit"
+
+
+@pytest.mark.parametrize("folder, name, minimum", [
+    ("emnist-bymerge-resplit", "emnist-bymerge-resplit", MIN_TEST_ACCURACY),
+    ("emnist-balanced-unseen", "emnist-balanced-unseen", MIN_UNSEEN_ACCURACY),
+])
+def test_bundled_model_accuracy_on_real_data(folder, name, minimum):
+    require_resplit()
+    if not (SHARED_DATA / folder).is_dir():
+        pytest.skip(f"{SHARED_DATA / folder} not found (only present in the development workplace)")
+    test = load_split(SHARED_DATA / folder, name, "test")
+    predictor = Predictor.from_checkpoint(BUNDLED_MODEL)
+    assert predictor.classes == test.classes
+    accuracy = float(np.mean(predictor.predict(test.images) == test.labels))
+    assert accuracy >= minimum, f"{name}: accuracy {accuracy:.4f} < {minimum}"
+
+
+def test_export_keeps_the_weights_and_drops_the_rest(tmp_path, rng, capsys):
+    """export_checkpoint (python3 -m tinynet.cli.export) of a checkpoint with momentum buffers, resume data
+    and random-generator states writes the same weights and classes without them, compressed."""
+    model = lenet(47, rng=rng, dropout=0.25)
+    classes = [chr(ord("A") + i % 26) + str(i) for i in range(47)]
+    arch = {"name": "lenet", "num_classes": 47, "dropout": 0.25}
+    meta = {"recipe": {"dataset": "toy"}, "rng_state": {"init": "..."},
+            "training": {"epoch": 3, "step": 30, "batch": 0, "history": [{"epoch": 1}], "best_val_accuracy": 0.5}}
+    momentum = {name: np.ones_like(p) for name, p, _ in model.parameters()}
+    save_checkpoint(tmp_path / "last.npz", model, arch, classes, meta, momentum, {"order": np.arange(10)})
+    assert export_main([str(tmp_path / "last.npz"), "--output", str(tmp_path / "m.npz")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    exported, new_meta, optimizer, extra = load_checkpoint(tmp_path / "m.npz")
+    assert optimizer == {} and extra == {} and new_meta["classes"] == classes
+    assert new_meta["training"] == {"epoch": 3, "step": 30, "best_val_accuracy": 0.5}
+    assert "rng_state" not in new_meta and new_meta["exported_from"] == str(tmp_path / "last.npz")
+    for (name, a, _), (_, b, _) in zip(model.parameters(), exported.parameters()):
+        assert np.array_equal(a, b), name
+    assert (tmp_path / "m.npz").stat().st_size < (tmp_path / "last.npz").stat().st_size / 2
+    assert export_main([str(tmp_path / "missing.npz"), "--output", str(tmp_path / "x.npz")]) == 1
+    assert "missing.npz: no such checkpoint file" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        export_checkpoint(tmp_path / "nothing.npz", tmp_path / "y.npz")
+
+
+def test_package_data_lists_the_model():
+    """setup.cfg's package_data covers the bundled model, so a non-editable ``pip install .`` has it."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    patterns = config["options.package_data"]["tinynet"].split()
+    package = REPO / "tinynet"
+    files = [BUNDLED_MODEL]
+    for path in files:
+        rel = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
