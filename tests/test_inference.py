@@ -245,6 +245,21 @@ def test_image_files_come_back_to_their_labels(tmp_path, capsys, checkpoint, pre
     assert predictor.predict(np.asarray(Image.open(seen[5])))[0] == from_files[5]
 
 
+def test_explain_writes_one_picture_per_image(tmp_path, capsys, checkpoint, test_set):
+    """--explain DIR: one PNG per image file (named after it; the full name when two share a
+    stem), showing input, top-k, saliency, filters and feature maps; a blank file is skipped."""
+    for n, name in enumerate(("a.png", "a.jpg", "b.bmp")):
+        redraw(test_set.images[n], n).save(tmp_path / name)
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    status, out, err = run_main(capsys, "--input", tmp_path, "--checkpoint", checkpoint,
+                                "--explain", tmp_path / "why")
+    assert status == 0 and "blank.png: no ink" in err
+    assert sorted(p.name for p in (tmp_path / "why").iterdir()) == ["a.jpg.png", "a.png.png", "b.png"]
+    assert f"wrote 3 explanations (input, top-5, saliency, filters, feature maps) to {tmp_path / 'why'}" in out
+    with Image.open(tmp_path / "why" / "b.png") as image:
+        assert image.format == "PNG" and image.width > 800
+
+
 def test_predict_files_reports_errors_without_raising(tmp_path, predictor, test_set):
     """predict_files returns a result per path, in order: good files predicted, a corrupt file,
     a missing file and a blank page carry a one-line error naming the file."""
@@ -402,6 +417,7 @@ def test_no_runs_uses_the_bundled_model(tmp_path, capsys, test_set, runs):
     (["--save-preprocessed", "seen"], "--save-preprocessed does not apply to"),
     (["--output-dir", "out"], "--output-dir does not apply to"),
     (["--dataset", "mini"], "--dataset does not apply to"),
+    (["--explain", "why"], "--explain does not apply to"),
 ])
 def test_bad_options_are_argparse_errors(tmp_path, capsys, checkpoint, test_set, extra, fault):
     """Wrong option values, and options that do not apply to the input kind (here a .npy), exit 2

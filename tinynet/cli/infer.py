@@ -11,6 +11,8 @@ It takes three kinds of ``--input``:
 - a ``.npy`` array (N, 28, 28) or (28, 28), uint8 (0..255) or float (0..1): prints each image's
   top-k.
 
+``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.explain``).
+
 The library under it is ``tinynet.inference`` (``Predictor``) and ``tinynet.predict`` (metrics).
 """
 
@@ -26,6 +28,7 @@ from PIL import Image
 
 from ..checkpoint import CheckpointError
 from ..data import DataError
+from ..explain import explain, save_explanation
 from ..inference import (InputError, Predictor, check_fits, default_checkpoint, find_idx_images,
                          load_idx_input, load_npy)
 from ..plots import plot_confusion, plot_image_grid
@@ -150,14 +153,22 @@ def run_images(predictor, path, args):
             print(f"skipped: {r.error}", file=sys.stderr)
         else:
             print(_listing_line(r.path, r.top_k))
+    stems = [r.path.stem for r in good]  # output name.png; the full file name when two inputs share a stem
+    names = [r.path.stem if stems.count(r.path.stem) == 1 else r.path.name for r in good]
     if args.save_preprocessed and good:
         out = Path(args.save_preprocessed)
         out.mkdir(parents=True, exist_ok=True)
-        stems = [r.path.stem for r in good]
-        for r in good:  # name.png; the full file name when two inputs share a stem
-            name = r.path.stem if stems.count(r.path.stem) == 1 else r.path.name
+        for r, name in zip(good, names):
             Image.fromarray(r.image).save(out / f"{name}.png")
         print(f"wrote the {len(good)} preprocessed 28x28 inputs to {out}")
+    if args.explain and good:
+        out = Path(args.explain)
+        out.mkdir(parents=True, exist_ok=True)
+        for r, name in zip(good, names):
+            save_explanation(explain(predictor.model, r.image, predictor.classes, args.top_k),
+                             out / f"{name}.png")
+        print(f"wrote {len(good)} explanations (input, top-{args.top_k}, saliency, filters, "
+              f"feature maps) to {out}")
     if args.output and good:
         records = [{"file": str(r.path), "predicted": r.char, "probability": round(r.top_k[0][1], 4),
                     "top_k": [c for c, _ in r.top_k],
@@ -211,6 +222,7 @@ examples:
   python3 inference.py --input data                 (test split of the data folder's dataset)
   python3 inference.py --input photos/ --output predictions.json --save-preprocessed seen/
   python3 inference.py --input digits.npy --checkpoint runs/my-run/best.npz --top-k 3
+  python3 inference.py --input my_letter.png --explain why/   (saliency, feature maps: why/my_letter.png)
 """
 
 
@@ -245,6 +257,10 @@ def build_parser():
     p.add_argument("--save-preprocessed", metavar="DIR", default=None,
                    help="image files only: write each 28x28 input the model saw to DIR as PNG "
                         "(default: none)")
+    p.add_argument("--explain", metavar="DIR", default=None,
+                   help="image files only: write one PNG per image to DIR showing the input, the "
+                        "top-k, the saliency map, conv1's filters and the conv1 / conv2 feature maps "
+                        "(default: none)")
     p.add_argument("--batch-size", type=positive_int, default=1024, metavar="N",
                    help="images per forward pass (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
@@ -262,7 +278,8 @@ def main(argv=None):
         folder_data = kind == "idx" and source.is_dir()
         for option, applies in (("--dataset", folder_data), ("--split", folder_data),
                                 ("--output-dir", kind == "idx"),
-                                ("--save-preprocessed", kind == "images")):
+                                ("--save-preprocessed", kind == "images"),
+                                ("--explain", kind == "images")):
             if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
                 parser.error(f"{option} does not apply to {source}")
         path, origin = ((args.checkpoint, None) if args.checkpoint is not None
