@@ -75,13 +75,14 @@ def test_export_keeps_the_weights_and_drops_the_rest(tmp_path, rng, capsys):
         export_checkpoint(tmp_path / "nothing.npz", tmp_path / "y.npz")
 
 
-def test_package_data_lists_the_model():
-    """setup.cfg's package_data covers the bundled model, so a non-editable ``pip install .`` has it."""
+def test_package_data_lists_the_model_and_the_page():
+    """setup.cfg's package_data covers the bundled model and every file of the page, so a
+    non-editable ``pip install .`` has them."""
     config = configparser.ConfigParser()
     config.read(REPO / "setup.cfg")
     patterns = config["options.package_data"]["tinynet"].split()
     package = REPO / "tinynet"
-    files = [BUNDLED_MODEL]
+    files = [BUNDLED_MODEL] + sorted((package / "static").iterdir())
     for path in files:
         rel = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel

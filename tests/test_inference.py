@@ -418,6 +418,7 @@ def test_no_runs_uses_the_bundled_model(tmp_path, capsys, test_set, runs):
     (["--output-dir", "out"], "--output-dir does not apply to"),
     (["--dataset", "mini"], "--dataset does not apply to"),
     (["--explain", "why"], "--explain does not apply to"),
+    (["--port", "8080"], "--port does not apply to"),
 ])
 def test_bad_options_are_argparse_errors(tmp_path, capsys, checkpoint, test_set, extra, fault):
     """Wrong option values, and options that do not apply to the input kind (here a .npy), exit 2

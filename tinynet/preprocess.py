@@ -90,13 +90,27 @@ def load_image(path):
         raise fail("is a directory, not an image file")
     if size == 0:
         raise fail("empty file")
+    return decode_image(path, path)
+
+
+def decode_image(source, name):
+    """`load_image` for an open binary file or a path: the image as grayscale float32 (H, W) in
+    [0, 1]; `ImageError` naming `name` for anything that is not a decodable, finite image.
+
+    Not thread-safe (`warnings.catch_warnings` changes process-wide state): callers that decode in
+    several threads take turns.
+    """
+
+    def fail(problem):
+        return ImageError(f"{name}: {problem}")
+
     try:
         with warnings.catch_warnings():
             # Corrupt metadata (EXIF...) is skipped, not printed as a Python warning on stderr.
             warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.load()
                 gray = _to_gray(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:

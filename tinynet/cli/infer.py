@@ -11,7 +11,8 @@ It takes three kinds of ``--input``:
 - a ``.npy`` array (N, 28, 28) or (28, 28), uint8 (0..255) or float (0..1): prints each image's
   top-k.
 
-``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.explain``).
+``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.explain``);
+``--serve`` instead serves the drawing page (``tinynet.serve``).
 
 The library under it is ``tinynet.inference`` (``Predictor``) and ``tinynet.predict`` (metrics).
 """
@@ -33,6 +34,7 @@ from ..inference import (InputError, Predictor, check_fits, default_checkpoint, 
                          load_idx_input, load_npy)
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
+from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
 from . import positive_int
 
 IDX_SUFFIXES = ("idx3-ubyte", "idx3-ubyte.gz")
@@ -193,6 +195,14 @@ def input_kind(path, dataset=None):
     return "idx" if path.name.endswith(IDX_SUFFIXES) else "images"
 
 
+def port_number(text):
+    """argparse type: a TCP port, 0..65535 (0: any free port)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
+    return value
+
+
 def predictions_file(text):
     """argparse type: a path ending in .csv or .json."""
     if Path(text).suffix.lower() not in (".csv", ".json"):
@@ -214,8 +224,9 @@ input kinds:
 
 exit status:
   0  at least one input was predicted (unreadable or blank image files are reported on stderr,
-     one line each, and skipped)
-  1  nothing could be predicted, or the checkpoint or data is unusable or they do not match
+     one line each, and skipped); with --serve, the server was stopped with Ctrl-C
+  1  nothing could be predicted, or the checkpoint or data is unusable or they do not match, or
+     --serve cannot listen on its address
   2  invalid options
 
 examples:
@@ -223,6 +234,7 @@ examples:
   python3 inference.py --input photos/ --output predictions.json --save-preprocessed seen/
   python3 inference.py --input digits.npy --checkpoint runs/my-run/best.npz --top-k 3
   python3 inference.py --input my_letter.png --explain why/   (saliency, feature maps: why/my_letter.png)
+  python3 inference.py --serve                      (the drawing page at http://127.0.0.1:8000/)
 """
 
 
@@ -231,9 +243,16 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Predict EMNIST characters with a trained tinynet checkpoint: evaluate a test\n"
                     "set, or read your own images or arrays.")
-    p.add_argument("--input", required=True, metavar="PATH",
+    p.add_argument("--input", metavar="PATH", default=None,
                    help="data folder, IDX images file, image file, folder of images, or .npy array "
-                        "(see input kinds below)")
+                        "(see input kinds below); or, instead, --serve")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the drawing page instead: draw a character in the browser and see the "
+                        "top 5, the 28x28 input, feature maps, filters and saliency (Ctrl-C stops)")
+    p.add_argument("--host", metavar="ADDRESS", default=None,
+                   help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this machine only)")
+    p.add_argument("--port", metavar="N", type=port_number, default=None,
+                   help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="checkpoint to use (default: best.npz of the latest run under --runs-dir; "
                         "with no run there, the model bundled with tinynet)")
@@ -272,14 +291,17 @@ def main(argv=None):
     """``inference.py``'s command line; returns the exit status (see the --help epilog)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    source = Path(args.input)
+    if args.serve == (args.input is not None):
+        parser.error("give either --input PATH or --serve")
+    source = Path(args.input) if args.input is not None else "--serve"
     try:
-        kind = input_kind(source, args.dataset)
+        kind = "serve" if args.serve else input_kind(source, args.dataset)
         folder_data = kind == "idx" and source.is_dir()
         for option, applies in (("--dataset", folder_data), ("--split", folder_data),
-                                ("--output-dir", kind == "idx"),
+                                ("--output-dir", kind == "idx"), ("--output", kind != "serve"),
                                 ("--save-preprocessed", kind == "images"),
-                                ("--explain", kind == "images")):
+                                ("--explain", kind == "images"),
+                                ("--host", kind == "serve"), ("--port", kind == "serve")):
             if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
                 parser.error(f"{option} does not apply to {source}")
         path, origin = ((args.checkpoint, None) if args.checkpoint is not None
@@ -290,6 +312,9 @@ def main(argv=None):
                          f"got {args.top_k}")
         print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes)"
               + (f": {origin}" if origin else ""))
+        if kind == "serve":
+            return serve(predictor.model, predictor.classes, predictor.checkpoint,
+                         args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port)
         if kind == "idx":
             images_path = (find_idx_images(source, args.dataset, args.split or "test")
                            if folder_data else source)
@@ -301,7 +326,7 @@ def main(argv=None):
     except (InputError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a folder that cannot be listed, an output that cannot be written
+    except OSError as e:  # a folder that cannot be listed, an output that cannot be written, a port in use
         print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 1
     if not done:

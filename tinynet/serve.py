@@ -1,0 +1,291 @@
+"""The drawing page: a small HTTP server over a trained model (``inference.py --serve``).
+
+Draw a character in the browser (mouse, touch or pen) or upload an image file; after each stroke
+the page shows the 28x28 input the model sees, the top 5 characters, conv1's and conv2's feature
+maps, conv1's filters and the saliency map (``tinynet/explain.py`` computes them). The page is
+plain HTML, CSS and JavaScript shipped in the package (``tinynet/static/``): no CDN, works offline.
+
+HTTP contract (other tools may rely on it):
+
+- ``GET /``: the page (``/static/app.js`` and ``/static/style.css`` are its script and style).
+- ``GET /api/model``: what does not change from one drawing to the next, as JSON:
+  ``{"checkpoint": "lenet-emnist47.npz", "classes": ["0", ..., "t"], "filters": [[[...]]],
+  "filters_scale": 0.62}``: the model's file name, its characters by class, and conv1's 20 5x5
+  filters divided by their largest absolute weight (so in [-1, 1]).
+- ``POST /api/predict``: the body is the raw bytes of one image file (PNG, JPEG, anything Pillow
+  reads) of at most :data:`MAX_BODY_BYTES`, sent with a ``Content-Length``. It goes through the
+  same EMNIST-style preprocessing as image files given to ``inference.py --input``. The answer is
+  ``application/json``::
+
+      {"top_k": [["A", 0.93], ...],          5 (character, probability) pairs, best first
+       "input": [[0, 0, ...], ...],          the 28x28 uint8 input (upright, light ink on dark)
+       "saliency": [[...], ...],             28x28 d logit(top class) / d pixel, divided by
+       "saliency_scale": 0.81,               this largest absolute value (so in [-1, 1])
+       "feature_maps": {"conv1": {"shape": [20, 24, 24], "data": BASE64},
+                        "conv2": {"shape": [50, 8, 8], "data": BASE64}},
+                                             after ReLU, each map scaled to its own maximum as
+                                             uint8 0..255, row-major bytes, base64-encoded
+      }
+
+- Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty body, not a decodable
+  image, a malformed request or ``Content-Length``; 404 unknown path; 405 wrong method; 408 body
+  not received within :data:`SOCKET_TIMEOUT` seconds; 411 no ``Content-Length``; 413 body over
+  :data:`MAX_BODY_BYTES` (refused from its ``Content-Length``, before reading it); 422 an image
+  with no ink. A 500 would be a bug in tinynet; bad input never causes one.
+
+Concurrency: ``ThreadingHTTPServer`` answers each connection in its own thread. Requests take
+turns at decoding (it changes process-wide warning filters) and at the model (layers keep caches
+and scratch buffers between calls), one lock each; preprocessing, mostly in Pillow (which releases
+the GIL), runs side by side. BLAS runs single-threaded: for one image at a time, its threads cost
+more than they save. Every socket has a timeout, so a
+client that sends half a request and stalls holds its thread for at most :data:`SOCKET_TIMEOUT`
+seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
+"""
+
+import base64
+import io
+import json
+import re
+import sys
+import threading
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .explain import explain, first_conv, scaled_maps
+from .preprocess import ImageError, decode_image, preprocess
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo fits; larger bodies get 413
+SOCKET_TIMEOUT = 10.0  # seconds a read or write on one connection may wait
+STATIC = Path(__file__).resolve().parent / "static"
+PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
+         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+         "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+PREDICT = "/api/predict"
+MODEL = "/api/model"
+
+
+class RequestError(Exception):
+    """A request that gets a 4xx answer: ``status``, a one-line ``message``, extra ``headers``."""
+
+    def __init__(self, status, message, headers=()):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def signed_unit(a):
+    """``(a / max |a|, max |a|)``: an array scaled into [-1, 1] (unchanged when it is all 0),
+    rounded to 3 decimals, as nested lists; and the scale."""
+    a = np.asarray(a, dtype=np.float64)  # float32 values would print with ~17 digits
+    scale = float(np.abs(a).max())
+    return np.round(a / (scale or 1.0), 3).tolist(), scale
+
+
+def prediction_json(explanation):
+    """The ``POST /api/predict`` answer (see the module docstring) for an Explanation."""
+    saliency, saliency_scale = signed_unit(explanation.saliency)
+    maps = {name: {"shape": list(m.shape),
+                   "data": base64.b64encode(np.round(scaled_maps(m) * 255).astype(np.uint8).tobytes()).decode()}
+            for name, m in explanation.feature_maps.items()}
+    return {"top_k": [[c, round(p, 5)] for c, p in explanation.top_k],
+            "input": explanation.image.tolist(), "saliency": saliency, "saliency_scale": saliency_scale,
+            "feature_maps": maps}
+
+
+def model_json(model, classes, checkpoint_name):
+    """The ``GET /api/model`` answer (see the module docstring)."""
+    filters, filters_scale = signed_unit(first_conv(model).params["W"][:, 0])
+    return {"checkpoint": checkpoint_name, "classes": list(classes), "filters": filters,
+            "filters_scale": filters_scale}
+
+
+class PageServer(ThreadingHTTPServer):
+    """The page's server: ``model`` (a ``Sequential``) and its ``classes`` behind one lock."""
+
+    daemon_threads = True  # Ctrl-C does not wait for connections still open
+    request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
+
+    def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT):
+        self.model, self.classes = model, tuple(classes)
+        self.model_info = json.dumps(model_json(model, classes, checkpoint_name)).encode()
+        self.decode_lock, self.model_lock = threading.Lock(), threading.Lock()
+        self.socket_timeout = timeout
+        threadpool_limits(1, user_api="blas")
+        self.pages = {path: ((STATIC / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
+        super().__init__(address, PageHandler)
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def predict(self, body):
+        """Image file bytes -> the JSON answer (a dict); RequestError for an unusable image."""
+        try:
+            with self.decode_lock:
+                gray = decode_image(io.BytesIO(body), "request body")
+        except ImageError as e:
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+        try:
+            image = preprocess(gray)
+        except ImageError as e:  # no ink
+            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"request body: {e}") from None
+        with self.model_lock:
+            explanation = explain(self.model, image, self.classes)
+        return prediction_json(explanation)
+
+
+class PageHandler(BaseHTTPRequestHandler):
+    """One connection: the page's files, ``POST /api/predict``, JSON errors for everything else."""
+
+    server_version = "tinynet"
+    # Answers carry a status line even to requests too broken to say their HTTP version (http.server
+    # would otherwise answer those the HTTP/0.9 way: a bare body).
+    default_request_version = "HTTP/1.0"
+
+    def setup(self):
+        self.timeout = self.server.socket_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):  # the client went away or stalled mid-answer
+            pass
+
+    def send_json(self, status, payload, headers=()):
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in headers:
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_error(self, code, message=None, detail=None):
+        """http.server's own errors (a request it cannot parse, a method with no ``do_`` handler),
+        as JSON. Its 5xx answers are about the request (an unknown method, HTTP/2 or later), so
+        they become 405 (or 404 for an unknown path) and 400: bad input never gets a 5xx."""
+        self.close_connection = True
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # a method with no do_ handler
+            self.refuse()
+            return
+        if code >= 500:
+            code = HTTPStatus.BAD_REQUEST
+        self.send_json(code, {"error": message or HTTPStatus(code).phrase})
+
+    def route(self):
+        """The request's path without query; RequestError 404 for an unknown one."""
+        path = self.path.split("?", 1)[0]
+        if path not in PAGES and path not in (PREDICT, MODEL):
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {path[:200]}")
+        return path
+
+    def not_allowed(self, path):
+        allowed = "POST" if path == PREDICT else "GET, HEAD"
+        raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
+                           f"{self.command} is not allowed on {path} (only {allowed})", [("Allow", allowed)])
+
+    def answer(self, handler):
+        """Run ``handler()``, turning a RequestError into its JSON error (and anything else into
+        a 500 with the traceback on stderr)."""
+        try:
+            handler()
+        except RequestError as e:
+            self.close_connection = True
+            self.send_json(e.status, {"error": e.message}, e.headers)
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception:  # a bug: say so, keep serving
+            self.log_error("internal error on %s %s", self.command, self.path[:200])
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (a bug in tinynet)"})
+
+    def do_GET(self):
+        def handler():
+            path = self.route()
+            if path == PREDICT:
+                self.not_allowed(path)
+            body, kind = ((self.server.model_info, "application/json") if path == MODEL
+                          else self.server.pages[path])
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        self.answer(handler)
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        def handler():
+            path = self.route()
+            if path != PREDICT:
+                self.not_allowed(path)
+            payload = self.server.predict(self.read_body())
+            self.send_json(HTTPStatus.OK, payload)
+        self.answer(handler)
+
+    def refuse(self):
+        self.answer(lambda: self.not_allowed(self.route()))
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
+
+    def read_body(self):
+        """The request body, checked against its Content-Length before anything is read."""
+        if self.headers.get("Transfer-Encoding"):
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED,
+                               "send the image with a Content-Length, not a Transfer-Encoding")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "no Content-Length header")
+        if not re.fullmatch(r"[0-9]+", length.strip()):
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {length[:40]!r} is not a number")
+        length = int(length) if len(length.strip()) <= 18 else MAX_BODY_BYTES + 1  # int() refuses 4,300+ digits
+        if length > MAX_BODY_BYTES:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes")
+        if length == 0:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: send the bytes of an image file")
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT,
+                               f"body not received within {self.server.socket_timeout:g} s") from None
+        if len(body) < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST,
+                               f"body ended after {len(body)} of the {length} bytes its Content-Length says")
+        return body
+
+
+def make_server(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT, timeout=SOCKET_TIMEOUT):
+    """A :class:`PageServer` listening on ``host:port`` (port 0: any free one; see ``.url``);
+    an ``OSError`` naming the address when it cannot listen there."""
+    try:
+        return PageServer((host, port), model, classes, Path(checkpoint).name, timeout)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot listen there ({e.strerror or e})", f"{host}:{port}") from None
+
+
+def serve(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT):
+    """Serve the page until Ctrl-C; prints the URL. Returns 0 (an exit status)."""
+    server = make_server(model, classes, checkpoint, host, port)
+    print(f"serving the drawing page at {server.url}  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
