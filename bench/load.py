@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""Load and fault test of the drawing page's server (``inference.py --serve``), on loopback only.
+
+    python3 bench/load.py                                   # 16 clients x 100, 1,000 malformed
+    python3 bench/load.py --clients 4 --requests 20 --malformed 100 --stalls 4    # a quick look
+
+What it does, against a real server started as ``python3 inference.py --serve --port 0``
+(a subprocess, on 127.0.0.1, with the bundled model unless ``--checkpoint`` says otherwise):
+
+1. Load: ``--clients`` threads each send ``--requests`` predictions one after another
+   (``POST /api/predict`` with a 280x280 PNG drawing like the page sends: strokes of random
+   characters-like shapes). A request fails unless it answers 200 with JSON holding 5 ``top_k``
+   entries and the 28x28 ``input``. Reports failures, p50 / p99 / max latency and throughput.
+2. Faults: ``--malformed`` broken requests from 8 threads at once, of these kinds in turn: body
+   shorter than its Content-Length, Content-Length shorter or longer than the body, absurd or
+   non-numeric Content-Length, none, chunked encoding, an oversized header line, too many headers,
+   an oversized request line, random bytes instead of a request, random bytes as the body, a blank
+   image, wrong methods, unknown paths, bad HTTP versions, an empty body. Meanwhile ``--stalls``
+   clients each send half a request and stall; the server must cut each of them off within its
+   socket timeout (+5 s). Reports the statuses, 5xx answers, error answers that are not JSON
+   ``{"error": ...}``, connections closed or reset without an answer, and whether the server
+   process is still alive (a crash) or printed a traceback.
+3. After: one normal prediction must still answer 200; then Ctrl-C (SIGINT) must stop the server
+   with exit status 0.
+
+Targets (issue 13, on the 2-core machine): 16 x 100 with 0 failures and p99 < 250 ms; 1,000
+malformed with 0 crashes and 0 5xx; normal answers afterwards. Exit status 0 when every target is
+met, 1 otherwise, 2 for invalid options. Everything is bounded: request counts, socket timeouts,
+and ``--deadline`` seconds for the whole run.
+"""
+
+import argparse
+import http.client
+import io
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from tinynet.cli import positive_int  # noqa: E402
+from tinynet.inference import BUNDLED_MODEL  # noqa: E402
+from tinynet.serve import MAX_BODY_BYTES, SOCKET_TIMEOUT  # noqa: E402
+
+HOST = "127.0.0.1"
+CLIENT_TIMEOUT = SOCKET_TIMEOUT + 20  # a client gives up on an answer after this many seconds
+P99_TARGET_MS = 250
+URL_LINE = re.compile(r"serving the drawing page at http://127\.0\.0\.1:(\d+)/")
+
+
+def drawing(rng):
+    """PNG bytes of a 280x280 drawing (dark strokes on white, as the page sends): a random
+    polyline of 2-5 points, sometimes with a second stroke."""
+    image = Image.new("L", (280, 280), 255)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.choice((1, 1, 2))):
+        points = [(rng.randint(40, 240), rng.randint(40, 240)) for _ in range(rng.randint(2, 5))]
+        draw.line(points, fill=0, width=rng.randint(12, 24), joint="curve")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def blank_png():
+    out = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(out, "PNG")
+    return out.getvalue()
+
+
+def post_head(length=None, extra=""):
+    """The head of a POST /api/predict request, with ``Content-Length: length`` unless None."""
+    head = f"POST /api/predict HTTP/1.1\r\nHost: {HOST}\r\n{extra}"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + "\r\n").encode("latin-1")
+
+
+def malformed_case(kind, rng, png):
+    """``(bytes to send, close our sending side afterwards)`` for one broken request of ``kind``."""
+    if kind == "truncated body":
+        return post_head(len(png)) + png[:rng.randint(1, len(png) - 1)], True
+    if kind == "Content-Length too short":
+        return post_head(rng.randint(1, len(png) - 1)) + png, False
+    if kind == "Content-Length too long":
+        return post_head(len(png) + rng.randint(1, 10_000)) + png, True
+    if kind == "Content-Length absurd":
+        return post_head(rng.choice((MAX_BODY_BYTES + 1, 10**12, 10**30))), False
+    if kind == "Content-Length not a number":
+        return post_head(rng.choice(("abc", "-5", "1e3", "", " 12x", "0x10", "\u00b2"))) + png, False
+    if kind == "no Content-Length":
+        return post_head() + png, True
+    if kind == "chunked":
+        return post_head(extra="Transfer-Encoding: chunked\r\n") + b"10\r\n" + png[:16] + b"\r\n0\r\n\r\n", True
+    if kind == "oversized header line":
+        return post_head(len(png), extra=f"X-Big: {'a' * rng.randint(66_000, 200_000)}\r\n") + png, False
+    if kind == "too many headers":
+        extra = "".join(f"X-{i}: {i}\r\n" for i in range(rng.randint(101, 400)))
+        return post_head(len(png), extra=extra) + png, False
+    if kind == "oversized request line":
+        return f"GET /{'x' * rng.randint(66_000, 150_000)} HTTP/1.1\r\n\r\n".encode(), False
+    if kind == "random bytes":
+        return rng.randbytes(rng.randint(1, 5000)), True
+    if kind == "random body":
+        body = rng.randbytes(rng.randint(1, 50_000))
+        return post_head(len(body)) + body, False
+    if kind == "blank image":
+        body = blank_png()
+        return post_head(len(body)) + body, False
+    if kind == "empty body":
+        return post_head(0), False
+    if kind == "wrong method":
+        line = rng.choice(("GET /api/predict", "DELETE /api/predict", "PUT /", "POST /",
+                           "BREW /api/predict", "OPTIONS /static/app.js", "PATCH /api/predict"))
+        return f"{line} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n".encode(), False
+    if kind == "unknown path":
+        line = rng.choice(("GET /etc/passwd", "GET /static/../serve.py", "POST /api/predictx",
+                           "GET /%00", "GET //", "POST /api"))
+        return f"{line} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n".encode(), False
+    if kind == "bad HTTP version":
+        version = rng.choice(("HTTP/2.0", "HTTP/9.9", "HTTP/x", "HTTP/1.1.1", "SPDY/3", ""))
+        return f"GET / {version}\r\n\r\n".encode(), False
+    raise AssertionError(kind)
+
+
+KINDS = ("truncated body", "Content-Length too short", "Content-Length too long",
+         "Content-Length absurd", "Content-Length not a number", "no Content-Length", "chunked",
+         "oversized header line", "too many headers", "oversized request line", "random bytes",
+         "random body", "blank image", "empty body", "wrong method", "unknown path",
+         "bad HTTP version")
+
+
+def exchange(port, data, close_send, timeout=CLIENT_TIMEOUT):
+    """Send ``data`` on a new connection and read until the server closes it: ``(status or None,
+    body bytes, how it ended)``; how: "answered", "closed" (no answer) or "reset"."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        received = b""
+        try:
+            s.sendall(data)
+            if close_send:
+                s.shutdown(socket.SHUT_WR)
+            while chunk := s.recv(65536):
+                received += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            if not received:
+                return None, b"", "reset"
+    if not received:
+        return None, b"", "closed"
+    head, _, body = received.partition(b"\r\n\r\n")
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", head)
+    return (int(match[1]) if match else None), body, "answered"
+
+
+def stall(port, half_headers, results):
+    """Send half a request (half its headers, or its headers and part of the body), then nothing:
+    record how long the server took to cut us off."""
+    started = time.perf_counter()
+    with socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nContent-Le" if half_headers
+                  else post_head(5000) + b"\x89PNG\r\n")
+        try:
+            while s.recv(65536):
+                pass
+            results.append(time.perf_counter() - started)
+        except TimeoutError:
+            results.append(float("inf"))  # never cut off
+        except ConnectionResetError:
+            results.append(time.perf_counter() - started)
+
+
+def predict(port, body):
+    """One ``POST /api/predict``: ``(latency in s, None or the failure)``."""
+    started = time.perf_counter()
+    try:
+        connection = http.client.HTTPConnection(HOST, port, timeout=CLIENT_TIMEOUT)
+        connection.request("POST", "/api/predict", body, {"Content-Type": "application/octet-stream"})
+        response = connection.getresponse()
+        payload = response.read()
+        connection.close()
+        latency = time.perf_counter() - started
+        if response.status != 200:
+            return latency, f"status {response.status}: {payload[:200]!r}"
+        answer = json.loads(payload)
+        if len(answer["top_k"]) != 5 or np.asarray(answer["input"]).shape != (28, 28):
+            return latency, f"incomplete answer: {sorted(answer)}"
+        return latency, None
+    except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
+        return time.perf_counter() - started, f"{type(e).__name__}: {e}"
+
+
+SERVERS = []  # started server processes, killed if the deadline passes
+
+
+def start_server(checkpoint, log):
+    """``(process, port)`` of ``inference.py --serve --port 0`` (its stderr goes to ``log``)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), "--serve", "--port", "0",
+                                "--checkpoint", str(checkpoint)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=log, text=True)
+    SERVERS.append(process)
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        match = URL_LINE.search(line)
+        if match:
+            return process, int(match[1])
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    raise SystemExit(f"the server did not start (its stderr is in {log.name})")
+
+
+def percentile(values, q):
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def run(args):
+    rng = random.Random(args.seed)
+    drawings = [drawing(rng) for _ in range(64)]
+    failed = []
+    started_all = time.monotonic()
+    with tempfile.NamedTemporaryFile("w+", prefix="tinynet-serve-", suffix=".log") as log:
+        process, port = start_server(args.checkpoint, log)
+        print(f"server pid {process.pid} on {HOST}:{port}, checkpoint {args.checkpoint}; "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        try:
+            # 1. load (after a few requests that load the Numba kernels, a one-off at start)
+            warm = [predict(port, body)[0] * 1000 for body in drawings[:5]]
+            print(f"warm-up: 5 requests, {' '.join(f'{t:.0f}' for t in warm)} ms")
+
+            def client(c):
+                return [predict(port, drawings[(c * 7 + i) % len(drawings)]) for i in range(args.requests)]
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                results = [r for rs in pool.map(client, range(args.clients)) for r in rs]
+            seconds = time.perf_counter() - t0
+            latencies = [t for t, _ in results]
+            errors = Counter(e for _, e in results if e)
+            p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+            print(f"load: {args.clients} clients x {args.requests} requests in {seconds:.1f} s "
+                  f"({len(results) / seconds:.0f} requests/s): {sum(errors.values())} failures; "
+                  f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+            for e, n in errors.most_common(5):
+                print(f"  {n} x {e}")
+            if errors:
+                failed.append("load failures")
+            if not p99 < P99_TARGET_MS:
+                failed.append(f"p99 {p99:.0f} ms >= {P99_TARGET_MS} ms")
+
+            # 2. faults, with stalled clients hanging on all the while
+            stalled = []
+            stallers = [threading.Thread(target=stall, args=(port, i % 2 == 0, stalled))
+                        for i in range(args.stalls)]
+            for t in stallers:
+                t.start()
+            cases = [(KINDS[i % len(KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
+
+            def fault(case):
+                kind, case_rng = case
+                data, close_send = malformed_case(kind, case_rng, drawings[case_rng.randrange(len(drawings))])
+                try:
+                    return kind, exchange(port, data, close_send)
+                except OSError as e:
+                    return kind, (None, b"", f"client error {type(e).__name__}")
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(fault, cases))
+            for t in stallers:
+                t.join(CLIENT_TIMEOUT + 5)
+            statuses = Counter(status for _, (status, _, how) in outcomes if how == "answered")
+            ends = Counter(how for _, (_, _, how) in outcomes if how != "answered")
+            five = sum(n for s, n in statuses.items() if s is None or s >= 500)
+            not_json = []
+            for kind, (status, body, how) in outcomes:
+                if how == "answered" and status is not None and 400 <= status < 500:
+                    try:
+                        if not isinstance(json.loads(body)["error"], str):
+                            raise ValueError
+                    except (ValueError, KeyError, TypeError):
+                        not_json.append((kind, status, body[:80]))
+            by_kind = Counter()
+            for kind, (status, _, how) in outcomes:
+                by_kind[(kind, status if how == "answered" else how)] += 1
+            alive = process.poll() is None
+            print(f"malformed: {len(outcomes)} requests: statuses "
+                  f"{dict(sorted(statuses.items(), key=lambda kv: str(kv[0])))}; "
+                  f"without an answer {dict(ends) or 0}; {five} 5xx (or unparseable status); "
+                  f"{len(not_json)} error answers not JSON; server {'alive' if alive else 'CRASHED'}")
+            for (kind, outcome), n in sorted(by_kind.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+                print(f"  {kind:28s} {outcome}: {n}")
+            for item in not_json[:5]:
+                print(f"  not JSON: {item}")
+            cut = [s for s in stalled if s <= SOCKET_TIMEOUT + 5]
+            print(f"stalled clients: {len(cut)} of {args.stalls} cut off by the server "
+                  f"(after {min(stalled, default=0):.1f}-{max(stalled, default=0):.1f} s; its socket "
+                  f"timeout is {SOCKET_TIMEOUT:g} s)")
+            if five or not_json or not alive:
+                failed.append("5xx, non-JSON errors or a crash")
+            if len(cut) != args.stalls:
+                failed.append("stalled clients not cut off")
+
+            # 3. after
+            latency, error = predict(port, drawings[0])
+            print(f"after: a normal prediction {'answered in %.0f ms' % (latency * 1000) if not error else 'FAILED: ' + error}")
+            if error:
+                failed.append("no normal answer afterwards")
+        finally:
+            stop_started = time.perf_counter()
+            process.send_signal(signal.SIGINT)
+            try:
+                status = process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                status = "killed after 30 s"
+        print(f"Ctrl-C: the server exited with status {status} in {time.perf_counter() - stop_started:.1f} s")
+        if status != 0:
+            failed.append("no clean stop")
+        log.seek(0)
+        tracebacks = log.read().count("Traceback")
+        print(f"server stderr: {tracebacks} tracebacks")
+        if tracebacks:
+            failed.append("tracebacks on the server")
+    print(f"total {time.monotonic() - started_all:.0f} s; load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("all targets met" if not failed else f"TARGETS MISSED: {'; '.join(failed)}")
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="bench/load.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=positive_int, default=16, help="concurrent clients (default: 16)")
+    p.add_argument("--requests", type=positive_int, default=100, help="predictions per client (default: 100)")
+    p.add_argument("--malformed", type=positive_int, default=1000, help="broken requests (default: 1000)")
+    p.add_argument("--stalls", type=int, default=16, help="clients that stall mid-request (default: 16)")
+    p.add_argument("--checkpoint", default=str(BUNDLED_MODEL), help="the model to serve (default: the bundled one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawings and broken requests")
+    p.add_argument("--deadline", type=positive_int, default=900,
+                   help="seconds after which the whole run is abandoned (default: 900)")
+    args = p.parse_args(argv)
+    def abandon():
+        print(f"deadline of {args.deadline} s passed: abandoned", flush=True)
+        for process in SERVERS:
+            process.kill()
+        os._exit(1)
+    timer = threading.Timer(args.deadline, abandon)
+    timer.daemon = True
+    timer.start()
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
