@@ -130,10 +130,10 @@ def malformed_case(kind, rng, png):
         return f"{line} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n".encode(), False
     if kind == "unknown path":
         line = rng.choice(("GET /etc/passwd", "GET /static/../serve.py", "POST /api/predictx",
-                           "GET /%00", "GET //", "POST /api"))
+                           "GET /%00", "GET /static/", "POST /api"))
         return f"{line} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n".encode(), False
     if kind == "bad HTTP version":
-        version = rng.choice(("HTTP/2.0", "HTTP/9.9", "HTTP/x", "HTTP/1.1.1", "SPDY/3", ""))
+        version = rng.choice(("HTTP/2.0", "HTTP/9.9", "HTTP/x", "HTTP/1.1.1", "SPDY/3", "HTTP/1.1 extra"))
         return f"GET / {version}\r\n\r\n".encode(), False
     raise AssertionError(kind)
 
@@ -196,7 +196,7 @@ def predict(port, body):
         if response.status != 200:
             return latency, f"status {response.status}: {payload[:200]!r}"
         answer = json.loads(payload)
-        if len(answer["top_k"]) != 5 or np.asarray(answer["input"]).shape != (28, 28):
+        if len(answer["top_k"]) != 5 or [len(row) for row in answer["input"]] != [28] * 28:
             return latency, f"incomplete answer: {sorted(answer)}"
         return latency, None
     except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
