@@ -313,7 +313,7 @@ def run(args):
 
             # 3. after
             latency, error = predict(port, drawings[0])
-            print(f"after: a normal prediction {'answered in %.0f ms' % (latency * 1000) if not error else 'FAILED: ' + error}")
+            print(f"after: a normal prediction {f'FAILED: {error}' if error else f'answered in {latency * 1000:.0f} ms'}")
             if error:
                 failed.append("no normal answer afterwards")
         finally:
@@ -345,7 +345,8 @@ def main(argv=None):
     p.add_argument("--requests", type=positive_int, default=100, help="predictions per client (default: 100)")
     p.add_argument("--malformed", type=positive_int, default=1000, help="broken requests (default: 1000)")
     p.add_argument("--stalls", type=int, default=16, help="clients that stall mid-request (default: 16)")
-    p.add_argument("--checkpoint", default=str(BUNDLED_MODEL), help="the model to serve (default: the bundled one)")
+    p.add_argument("--checkpoint", default=str(BUNDLED_MODEL),
+                   help="the model to serve (default: the bundled one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawings and broken requests")
     p.add_argument("--deadline", type=positive_int, default=900,
                    help="seconds after which the whole run is abandoned (default: 900)")

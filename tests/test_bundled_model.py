@@ -57,7 +57,8 @@ def test_export_keeps_the_weights_and_drops_the_rest(tmp_path, rng, capsys):
     classes = [chr(ord("A") + i % 26) + str(i) for i in range(47)]
     arch = {"name": "lenet", "num_classes": 47, "dropout": 0.25}
     meta = {"recipe": {"dataset": "toy"}, "rng_state": {"init": "..."},
-            "training": {"epoch": 3, "step": 30, "batch": 0, "history": [{"epoch": 1}], "best_val_accuracy": 0.5}}
+            "training": {"epoch": 3, "step": 30, "batch": 0, "history": [{"epoch": 1}],
+                         "best_val_accuracy": 0.5}}
     momentum = {name: np.ones_like(p) for name, p, _ in model.parameters()}
     save_checkpoint(tmp_path / "last.npz", model, arch, classes, meta, momentum, {"order": np.arange(10)})
     assert export_main([str(tmp_path / "last.npz"), "--output", str(tmp_path / "m.npz")]) == 0

@@ -113,7 +113,8 @@ def test_real_test_images_come_back_with_their_labels(server, bundled, tmp_path)
         hits += chars[0] == classes[label]
         if i < 3:
             (tmp_path / "x.png").write_bytes(png(image))
-            assert np.array_equal(np.array(answer["input"], dtype=np.uint8), preprocess_file(tmp_path / "x.png"))
+            seen = np.array(answer["input"], dtype=np.uint8)
+            assert np.array_equal(seen, preprocess_file(tmp_path / "x.png"))
             saliency = np.array(answer["saliency"])
             assert saliency.shape == (28, 28) and np.abs(saliency).max() == 1.0
             for name, shape in (("conv1", [20, 24, 24]), ("conv2", [50, 8, 8])):
@@ -134,6 +135,7 @@ def blank_png():
     ("POST", "/api/predict", "blank", {}, 422, "no ink"),
     ("POST", "/api/predict", None, {"Content-Length": str(MAX_BODY_BYTES + 1)}, 413, "over the limit"),
     ("POST", "/api/predict", None, {"Content-Length": "12abc"}, 400, "not a number"),
+    ("POST", "/api/predict", b"hello", {"Content-Length": "0" * 30 + "5"}, 400, "not an image"),
     ("POST", "/api/predict", None, {}, 411, "Content-Length"),
     ("GET", "/nothing-here", None, {}, 404, "no such page"),
     ("POST", "/api/nothing", b"x", {}, 404, "no such page"),

@@ -90,9 +90,10 @@ def signed_unit(a):
 def prediction_json(explanation):
     """The ``POST /api/predict`` answer (see the module docstring) for an Explanation."""
     saliency, saliency_scale = signed_unit(explanation.saliency)
-    maps = {name: {"shape": list(m.shape),
-                   "data": base64.b64encode(np.round(scaled_maps(m) * 255).astype(np.uint8).tobytes()).decode()}
-            for name, m in explanation.feature_maps.items()}
+    maps = {}
+    for name, m in explanation.feature_maps.items():
+        data = np.round(scaled_maps(m) * 255).astype(np.uint8).tobytes()
+        maps[name] = {"shape": list(m.shape), "data": base64.b64encode(data).decode()}
     return {"top_k": [[c, round(p, 5)] for c, p in explanation.top_k],
             "input": explanation.image.tolist(), "saliency": saliency, "saliency_scale": saliency_scale,
             "feature_maps": maps}
@@ -106,7 +107,8 @@ def model_json(model, classes, checkpoint_name):
 
 
 class PageServer(ThreadingHTTPServer):
-    """The page's server: ``model`` (a ``Sequential``) and its ``classes`` behind one lock."""
+    """The page's server: ``model`` (a ``Sequential``) and its ``classes``, the page's files, and
+    the locks requests take turns at (see the module docstring)."""
 
     daemon_threads = True  # Ctrl-C does not wait for connections still open
     request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
@@ -142,7 +144,8 @@ class PageServer(ThreadingHTTPServer):
 
 
 class PageHandler(BaseHTTPRequestHandler):
-    """One connection: the page's files, ``POST /api/predict``, JSON errors for everything else."""
+    """One connection: the page's files, ``GET /api/model``, ``POST /api/predict``, and JSON errors
+    for everything else."""
 
     server_version = "tinynet"
     # Answers carry a status line even to requests too broken to say their HTTP version (http.server
@@ -192,8 +195,8 @@ class PageHandler(BaseHTTPRequestHandler):
 
     def not_allowed(self, path):
         allowed = "POST" if path == PREDICT else "GET, HEAD"
-        raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
-                           f"{self.command} is not allowed on {path} (only {allowed})", [("Allow", allowed)])
+        raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed on {path} "
+                           f"(only {allowed})", [("Allow", allowed)])
 
     def answer(self, handler):
         """Run ``handler()``, turning a RequestError into its JSON error (and anything else into
@@ -252,7 +255,8 @@ class PageHandler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "no Content-Length header")
         if not re.fullmatch(r"[0-9]+", length.strip()):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {length[:40]!r} is not a number")
-        length = int(length) if len(length.strip()) <= 18 else MAX_BODY_BYTES + 1  # int() refuses 4,300+ digits
+        digits = length.strip().lstrip("0")
+        length = int(digits or "0") if len(digits) <= 18 else MAX_BODY_BYTES + 1  # no 60,000-digit ints
         if length > MAX_BODY_BYTES:
             raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                f"body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes")
