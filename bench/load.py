@@ -223,6 +223,15 @@ def start_server(checkpoint, log):
     raise SystemExit(f"the server did not start (its stderr is in {log.name})")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process ``pid`` so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values, q):
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
@@ -243,16 +252,19 @@ def run(args):
 
             def client(c):
                 return [predict(port, drawings[(c * 7 + i) % len(drawings)]) for i in range(args.requests)]
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_seconds(process.pid)
             with ThreadPoolExecutor(args.clients) as pool:
                 results = [r for rs in pool.map(client, range(args.clients)) for r in rs]
-            seconds = time.perf_counter() - t0
+            seconds, cpu1 = time.perf_counter() - t0, cpu_seconds(process.pid)
             latencies = [t for t, _ in results]
             errors = Counter(e for _, e in results if e)
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
             print(f"load: {args.clients} clients x {args.requests} requests in {seconds:.1f} s "
                   f"({len(results) / seconds:.0f} requests/s): {sum(errors.values())} failures; "
                   f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+            if cpu0 is not None:  # what the server itself spends, whatever else the machine runs
+                print(f"  server CPU time {(cpu1 - cpu0) / len(results) * 1000:.1f} ms per request "
+                      f"({(cpu1 - cpu0) / seconds:.2f} cores busy on average)")
             for e, n in errors.most_common(5):
                 print(f"  {n} x {e}")
             if errors:
