@@ -500,8 +500,8 @@ def test_help_names_each_default_once(monkeypatch):
             label = "/".join(action.option_strings) or action.dest
             assert "(default: None)" not in text, f"{name}: {label}: {text}"
             assert text.count("default") <= 1, f"{name}: {label} names its default twice: {text}"
-    assert train_cli.from_recipe("lr") == "[original: 0.01, strong: 0.05]"
-    assert train_cli.from_recipe("nesterov") == "[original: off, strong: on]"
+    assert train_cli.from_recipe("lr") == "[original: 0.01, strong: 0.05, unseen: 0.05]"
+    assert train_cli.from_recipe("nesterov") == "[original: off, strong: on, unseen: on]"
 
 
 @pytest.mark.parametrize("main, argv, message", [
