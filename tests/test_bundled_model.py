@@ -18,8 +18,8 @@ from tinynet.model import lenet
 
 REPO = Path(__file__).resolve().parents[1]
 # Accuracy the bundled model must reach (README, "The bundled model", gives what it does reach).
-MIN_TEST_ACCURACY = 0.85  # the resplit's test split (writers shared with its train split)
-MIN_UNSEEN_ACCURACY = 0.80  # emnist-balanced-unseen (writers never seen in training)
+MIN_TEST_ACCURACY = 0.87  # the resplit's test split (writers shared with its train split)
+MIN_UNSEEN_ACCURACY = 0.88  # emnist-balanced-unseen (writers never seen in training)
 MAX_BYTES = 2_000_000
 
 

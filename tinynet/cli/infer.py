@@ -32,6 +32,7 @@ from ..data import DataError
 from ..explain import explain, save_explanation
 from ..inference import (InputError, Predictor, check_fits, default_checkpoint, find_idx_images,
                          load_idx_input, load_npy)
+from ..layers import LogitAdjustment
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
 from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
@@ -310,8 +311,9 @@ def main(argv=None):
         if args.top_k > len(predictor.classes):
             parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
                          f"got {args.top_k}")
-        print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes)"
-              + (f": {origin}" if origin else ""))
+        corrected = any(isinstance(layer, LogitAdjustment) for layer in predictor.model.layers)
+        print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes"
+              + (", class-prior corrected)" if corrected else ")") + (f": {origin}" if origin else ""))
         if kind == "serve":
             return serve(predictor.model, predictor.classes, predictor.checkpoint,
                          args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port)
