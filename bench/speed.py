@@ -216,9 +216,9 @@ def tinynet_worker(args):
         return timed_blocks(lambda: net.forward(x_infer, train=False), reps, max_seconds)
 
     def layers(reps, max_seconds=None):
-        """Median ms inside a training step: each layer's forward and backward as run by this
-        thread's replica on its slice of the batch (while the other threads run their slices), and
-        the whole batch's forward, backward, loss, SGD step and step."""
+        """Median ms inside a training step: each layer's forward and backward as run on slice 0 of
+        the batch (while the other threads run other slices), and the whole batch's forward,
+        backward, loss, SGD step and step."""
         fwd = {layer.name: [] for layer in model.layers}
         bwd = {layer.name: [] for layer in model.layers}
         extra = {"forward": [], "backward": [], "loss (softmax + cross-entropy) fwd+bwd": [],
@@ -228,7 +228,7 @@ def tinynet_worker(args):
             for layer in replica.layers:
                 t = time.perf_counter()
                 h = layer.forward(h, True)
-                if replica is model:  # the replica this thread runs
+                if replica is net.replicas[0]:  # slice 0's replica
                     fwd[layer.name].append(time.perf_counter() - t)
             return h
 
@@ -236,7 +236,7 @@ def tinynet_worker(args):
             for layer in reversed(replica.layers):
                 t = time.perf_counter()
                 d = layer.backward(d)
-                if replica is model:
+                if replica is net.replicas[0]:
                     bwd[layer.name].append(time.perf_counter() - t)
             return d
 
@@ -710,8 +710,8 @@ def build_rows(res, with_torch):
     ly = res.get("layers")
     if ly:
         rows.append(f"training step by layer, median ms per batch of {TRAIN_BATCH} (tinynet: forward / "
-                    f"backward of one thread's slice of {ly['slice']} images, the other threads "
-                    f"running theirs; totals for the whole batch)" + noise(res, "layers"))
+                    f"backward of slice 0, {ly['slice']} images, the other threads running other "
+                    f"slices; totals for the whole batch)" + noise(res, "layers"))
         for layer in ly["layers"]:
             rows.append([f"  {layer['name']} ({layer['type']})",
                          f"{layer['forward_ms']:.2f} / {layer['backward_ms']:.2f}", "", "", "", ""])
@@ -1003,8 +1003,8 @@ def cpu_model():
 
 def print_info(res):
     ti = res["tinynet_info"]
-    line = (f"numpy {ti['numpy']}   numba {ti['numba']}   tinynet: {ti['threads']} threads, one slice "
-            f"of each batch per thread (tinynet/parallel.py)")
+    line = (f"numpy {ti['numpy']}   numba {ti['numba']}   tinynet: {ti['threads']} threads sharing "
+            f"4 fixed slices of each batch (tinynet/parallel.py)")
     if "torch_info" in res:
         t = res["torch_info"]
         line += (f"   torch {t['torch']} ({t['threads']} threads, {t['interop_threads']} interop, "

@@ -1,34 +1,42 @@
-"""Using the cores: data parallelism, one slice of every batch per thread.
+"""Using the cores: data parallelism, a fixed split of every batch into slices run by threads.
 
-``DataParallel(model, threads)`` runs ``threads`` replicas of a ``Sequential`` side by side, each
-on a slice of the batch's rows, in threads of one process. Replicas share the parameter arrays
-(read-only during forward and backward) and have their own caches, scratch buffers and gradients.
-Inside a replica everything runs single-threaded: the Numba kernels (which release the GIL) and the
-BLAS matmuls (limited to one thread here).
+``DataParallel(model, threads)`` cuts every batch into ``SLICES`` (4) slices of consecutive rows
+(fewer for a batch of fewer rows), always the same way whatever the thread count, and runs each
+slice on its own replica of a ``Sequential``; ``threads`` threads of one process take the slices
+one after another (with 2 threads and a batch of 128, each thread runs about two 32-image slices).
+Replicas share the parameter arrays (read-only during forward and backward) and have their own
+caches, scratch buffers and gradients. Inside a replica everything runs single-threaded: the Numba
+kernels (which release the GIL) and the BLAS matmuls (limited to one thread here).
 
 Why not make each kernel and each matmul parallel instead? A training step is a chain of ~25 short
 operations, alternating Numba kernels and BLAS calls. Split inside each one, the cores are handed
 back and forth between two thread pools dozens of times per batch, and a pool that has just finished
 keeps spinning on a core for a while: measured on a 2-core machine, every Numba kernel that followed
 a multi-threaded matmul ran at half speed, and the whole step gained only 1.15x from the second core.
-Split by batch, each thread does a whole forward and backward pass with no hand-offs: ~1.9x.
+Split by batch, each thread does whole forward and backward passes with no hand-offs: ~1.9x.
 
 The math. The loss is a mean over the batch, so the loss gradient dL/dlogits computed for the whole
-batch already carries the 1/N. Backward over replica t's rows gives exactly those rows' part of
-every parameter gradient, and the batch's gradient is the sum over replicas:
+batch already carries the 1/N. Backward over slice s's rows gives exactly those rows' part of
+every parameter gradient, and the batch's gradient is the sum over slices:
 
-    dL/dW = sum_t D_t^T X_t  (and likewise for every parameter)
+    dL/dW = sum_s D_s^T X_s  (and likewise for every parameter)
 
-which the model's ``grads`` receive after each backward. The results equal the single-threaded
-ones up to float rounding (the sums are added in a different order).
+which the model's ``grads`` receive after each backward, added in slice order
+(((g_0 + g_1) + g_2) + g_3). The results equal an unsplit pass up to float rounding (the sums are
+added in a different order).
 
-Randomness (dropout): each replica's dropout layer gets a fresh generator per training batch, seeded
-from the model's own generator in the calling thread, so a run is reproducible for a given number of
-threads (not across thread counts: the masks are drawn per slice).
+**The same weights whatever the thread count.** Which thread runs a slice changes nothing: each
+slice is computed by its own replica, single-threaded, on rows that depend only on the batch; the
+slice gradients are summed in a fixed order; and dropout draws each slice's mask from a generator
+seeded with (a number drawn once per training batch from the model's dropout generator, the slice
+index). So a run with a given seed ends with bitwise-identical weights on 1, 2, 3 or 4 threads
+(same machine and BLAS; ``tests/test_parallel.py`` checks it on real data), and predictions do not
+depend on the thread count either. More than ``SLICES`` threads would have nothing to do.
 """
 
 import contextvars
 import copy
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -36,6 +44,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .layers import Dropout
+
+SLICES = 4  # slices per batch, whatever the thread count (see the module docstring)
 
 
 def resolve_threads(threads=None):
@@ -65,20 +75,23 @@ def replicate(model):
 
 
 class DataParallel:
-    """``model`` run on ``threads`` slices of each batch at once (see the module docstring).
+    """``model`` run on a fixed split of each batch into slices, by ``threads`` threads (see the
+    module docstring).
 
     Same interface as ``Sequential`` for forward and backward: ``forward(x (N, ...), train)`` ->
     logits (N, K) and ``backward(dlogits)`` -> dx, filling ``model``'s ``grads`` with the batch's
-    gradients, which the optimiser then applies to ``model``. Build it after the model's parameters
-    have their final dtype (``astype`` replaces the arrays the replicas share).
+    gradients, which the optimiser then applies to ``model``. ``model`` itself only holds the
+    parameters and the summed gradients (and its dropout layers' generators, the source of every
+    slice's masks); the slices run on replicas. Build it after the model's parameters have their
+    final dtype (``astype`` replaces the arrays the replicas share).
     """
 
-    def __init__(self, model, threads=None):
+    def __init__(self, model, threads=None, slices=SLICES):
         self.model = model
         self.threads = resolve_threads(threads)
-        self.replicas = [model] + [replicate(model) for _ in range(self.threads - 1)]
+        self.replicas = [replicate(model) for _ in range(slices)]
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
-        self.used = 1  # replicas that ran the last forward pass
+        self.used = 1  # slices of the last forward pass
 
     @property
     def layers(self):
@@ -89,28 +102,40 @@ class DataParallel:
         return self.model.parameters()
 
     def split(self, x):
-        """``x``'s rows in ``used`` consecutive slices, one per replica that will run (fewer than
-        ``threads`` for a batch smaller than that)."""
-        self.used = max(1, min(self.threads, len(x)))
+        """``x``'s rows in ``used`` consecutive slices: ``SLICES``, or one per row for a batch of
+        fewer rows. Depends on ``len(x)`` only, never on the thread count."""
+        self.used = max(1, min(len(self.replicas), len(x)))
         return np.array_split(x, self.used)
 
     def map_replicas(self, fn, parts):
-        """``[fn(replica_t, *parts[t]) for each t]``, all at once: the first in this thread, the
-        others in the pool's threads, each in a copy of this thread's context (so that settings
-        such as ``np.errstate`` hold there too)."""
-        futures = [self.pool.submit(contextvars.copy_context().run, fn, replica, *part)
-                   for replica, part in zip(self.replicas[1:], parts[1:])]
+        """``[fn(replica_s, *parts[s]) for each slice s]``: this thread and up to ``threads - 1``
+        pool threads each take the next slice not yet started until none is left; the pool threads
+        run in a copy of this thread's context (so that settings such as ``np.errstate`` hold there
+        too). Waits for every slice, even when one raises; then raises the first slice's error."""
+        results, errors = [None] * len(parts), [None] * len(parts)
+        counter = itertools.count()  # next() on it is atomic: each slice is taken exactly once
+
+        def work():
+            while (s := next(counter)) < len(parts):
+                try:
+                    results[s] = fn(self.replicas[s], *parts[s])
+                except BaseException as e:  # kept for the caller; the other slices still run
+                    errors[s] = e
+
+        helpers = min(self.threads, len(parts)) - 1
+        futures = [self.pool.submit(contextvars.copy_context().run, work) for _ in range(helpers)]
         try:
-            first = fn(self.replicas[0], *parts[0])
-        finally:  # even if this thread's part fails, no replica may still be running afterwards
+            work()
+        finally:  # no slice may still be running afterwards
             wait(futures)
-        return [first] + [future.result() for future in futures]
+        for e in errors:
+            if e is not None:
+                raise e
+        return results
 
     def forward(self, x, train=True):
-        """x (N, ...) -> logits (N, K): each replica runs its slice of rows."""
+        """x (N, ...) -> logits (N, K): each slice's rows through its replica."""
         parts = self.split(x)
-        if self.used == 1:
-            return self.model.forward(x, train)
         if train:
             self.reseed_dropout()
         return np.concatenate(self.map_replicas(type(self.model).forward,
@@ -119,23 +144,26 @@ class DataParallel:
     def backward(self, dout):
         """dL/dlogits (N, K) -> dL/dx (None when the first layer skips it); leaves the batch's
         gradients in ``model``'s ``grads``."""
-        if self.used == 1:
-            return self.model.backward(dout)
         parts = np.array_split(dout, self.used)  # the same rows as forward's slices
         dxs = self.map_replicas(type(self.model).backward, [(part,) for part in parts])
         self.sum_gradients()
         return None if dxs[0] is None else np.concatenate(dxs)
 
     def sum_gradients(self):
-        """Add the other replicas' ``grads`` into the model's (replica 0's): dL/dW = sum_t dL/dW_t."""
-        for layers in zip(*(replica.layers for replica in self.replicas[:self.used])):
-            for key, total in layers[0].grads.items():
-                for other in layers[1:]:
+        """The model's ``grads`` = the slices' in slice order: dL/dW = ((dW_0 + dW_1) + dW_2) + ...
+        (a fixed order, so the same bits whichever thread ran which slice)."""
+        for layer, *slices in zip(self.model.layers, *(r.layers for r in self.replicas[:self.used])):
+            for key, total in layer.grads.items():
+                np.copyto(total, slices[0].grads[key])
+                for other in slices[1:]:
                     total += other.grads[key]
 
     def reseed_dropout(self):
-        """Give every other replica's dropout layer a new generator seeded from the model's."""
-        for layers in zip(*(replica.layers for replica in self.replicas)):
-            if isinstance(layers[0], Dropout):
-                for other in layers[1:]:
-                    other.rng = np.random.default_rng(layers[0].rng.integers(2**63))
+        """Give slice s's dropout layers a generator seeded with (a number drawn from the model's
+        dropout generator, s): one draw per batch, so the masks depend on the batch and the
+        slice, not on the thread count, and the model's generator state stays resumable."""
+        for layer, *slices in zip(self.model.layers, *(r.layers for r in self.replicas)):
+            if isinstance(layer, Dropout):
+                key = int(layer.rng.integers(2**63))
+                for s, other in enumerate(slices):
+                    other.rng = np.random.default_rng([key, s])

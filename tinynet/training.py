@@ -208,7 +208,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = rngs["dropout"]
-    net = DataParallel(model, config.threads)  # runs model on a slice of each batch per thread
+    net = DataParallel(model, config.threads)  # fixed slices of each batch, run by the threads
 
     loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
     batches_per_epoch = math.ceil(len(train_idx) / config.batch_size)
