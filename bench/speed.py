@@ -1,5 +1,6 @@
-"""tinynet speed benchmark: one table with throughput, per-layer times, memory and start-up time,
-next to the same LeNet in PyTorch (when PyTorch is installed) measured in the same run.
+"""tinynet speed benchmark: one table with throughput (of whole train.py runs and of training steps),
+per-layer times, memory and start-up time, next to the same LeNet in PyTorch (when PyTorch is
+installed) measured in the same run.
 
     python3 bench/speed.py                 # full run (a few minutes)
     python3 bench/speed.py --quick         # fewer repetitions, 1-epoch memory run
@@ -18,6 +19,11 @@ How it is measured
 - Both workers start from identical weights (tinynet's ``lenet`` initialisation, copied into the
   PyTorch model) and identical synthetic batches; their logits are compared as a sanity check that
   they compute the same network.
+- Whole runs (the headline): one-epoch ``python3 train.py --val-fraction 0 --no-progress`` runs
+  on N1 = 6,400 and N2 = 32,000 images of a synthetic Balanced-sized set, and
+  ``bench/torch_train.py`` (a plain PyTorch loop doing the same) on the same files, interleaved;
+  steady-state throughput (N2 - N1) / (t(N2) - t(N1)) from their wall times, so start-up, loading,
+  checkpoints and the test evaluation cancel out; median of the per-round ratios.
 - Memory: a subprocess ``python3 train.py`` on a synthetic EMNIST-Balanced-sized data set
   (112,800 train / 18,800 test images, IDX files written with ``tests/toydata.py``'s ``write_idx``); its
   peak RSS comes from ``os.wait4`` (the child's own ``ru_maxrss``, what
@@ -389,6 +395,9 @@ def torch_worker(args):
 
 
 QUIET = 0.25  # a round counts as clean when other processes used at most this many cores
+# OPENBLAS_CORETYPE pins NumPy's OpenBLAS to one CPU's kernels (see bench/README.md); the targets
+# are lower then
+PINNED = bool(os.environ.get("OPENBLAS_CORETYPE"))
 
 
 def interleaved(workers, cmd, rounds, images_per_call, meter, budget, **kw):
@@ -455,12 +464,77 @@ def proc_status_kb(pid, key):
     return None
 
 
-def memory_run(args, tmp, epochs, timeout):
-    """Peak RSS of ``python3 train.py`` for ``epochs`` epochs on a Balanced-sized synthetic set."""
+def balanced_dataset(tmp):
+    """The synthetic Balanced-sized data set in ``tmp`` (written on first use) and the seconds
+    that writing it took (0 when it was there already)."""
     data = Path(tmp) / "balanced"
     t = time.perf_counter()
-    write_balanced_sized_dataset(data, np.random.default_rng(SEED_DATA + 2))
-    write_seconds = time.perf_counter() - t
+    if not data.exists():
+        write_balanced_sized_dataset(data, np.random.default_rng(SEED_DATA + 2))
+    return data, time.perf_counter() - t
+
+
+WHOLE_RUN_SIZES = (6_400, 32_000)  # N1, N2: training images of the short and the long run
+
+
+def whole_run_commands(args, tmp, n, name):
+    """The two commands of the whole-run comparison for ``n`` training images: ``train.py`` (the
+    original recipe, one epoch, no validation split) and the plain PyTorch loop doing the same."""
+    data, _ = balanced_dataset(tmp)
+    common = ["--data-dir", str(data), "--dataset", "emnist-balanced", "--epochs", "1",
+              "--limit", str(n), "--threads", str(args.threads)]
+    return {"tinynet": [sys.executable, "train.py", *common, "--no-download", "--val-fraction", "0",
+                        "--no-progress", "--runs-dir", str(Path(tmp) / "runs"), "--name", name],
+            "torch": [sys.executable, str(BENCH / "torch_train.py"), *common,
+                      "--out", str(Path(tmp) / f"{name}.pt")]}
+
+
+def timed_process(cmd, meter, timeout=600):
+    """Wall seconds of ``cmd`` from launch to exit, and the cores other processes used meanwhile."""
+    mark = meter.start()
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return seconds, meter.stop(mark)
+
+
+def whole_run(args, tmp, rounds, meter, with_torch):
+    """Steady-state training throughput of whole runs, as a user gets it: (N2 - N1) / (t(N2) -
+    t(N1)) from the wall times of one-epoch runs on N1 and N2 images (start-up, data loading,
+    checkpoints, plots and the test evaluation are the same in both and cancel out). Each round
+    runs tinynet N1, PyTorch N1, tinynet N2, PyTorch N2 (reversed in odd rounds), after one
+    untimed run of each (Numba and disk caches); the ratio is the median of the per-round ratios."""
+    kinds = ["tinynet"] + (["torch"] if with_torch else [])
+    n1, n2 = WHOLE_RUN_SIZES
+    for kind in kinds:
+        timed_process(whole_run_commands(args, tmp, n1, "whole-warmup")[kind], meter)
+    seconds = {k: {n: [] for n in WHOLE_RUN_SIZES} for k in kinds}
+    other = []
+    for r in range(rounds):
+        order = [(kind, n) for n in WHOLE_RUN_SIZES for kind in kinds]
+        worst = 0.0
+        for kind, n in order if r % 2 == 0 else order[::-1]:
+            t, o = timed_process(whole_run_commands(args, tmp, n, f"whole-{r}-{n}")[kind], meter)
+            seconds[kind][n].append(t)
+            worst = max(worst, o or 0.0)
+        other.append(worst)
+    speed = {k: [(n2 - n1) / (t2 - t1) for t1, t2 in zip(seconds[k][n1], seconds[k][n2])]
+             for k in kinds}
+    out = {"sizes": list(WHOLE_RUN_SIZES), "seconds": seconds, "other_cores_per_round": other,
+           "commands": {k: shlex.join(c) for k, c in whole_run_commands(
+               args, tmp, n2, "NAME").items()},
+           **{k: {"median": float(np.median(v)), "rounds": v} for k, v in speed.items()}}
+    if with_torch:
+        out["ratio_rounds"] = [a / b for a, b in zip(speed["tinynet"], speed["torch"])]
+        out["ratio_median"] = float(np.median(out["ratio_rounds"]))
+    return out
+
+
+def memory_run(args, tmp, epochs, timeout):
+    """Peak RSS of ``python3 train.py`` for ``epochs`` epochs on a Balanced-sized synthetic set."""
+    data, write_seconds = balanced_dataset(tmp)
     cmd = [sys.executable, "train.py", "--data-dir", str(data), "--dataset", "emnist-balanced",
            "--no-download", "--epochs", str(epochs), "--threads", str(args.threads),
            "--runs-dir", str(Path(tmp) / "runs"), "--name", "memory", "--no-progress"]
@@ -698,7 +772,8 @@ def build_rows(res, with_torch):
                     f"<= {QUIET} cores); speed-up = median of per-round tinynet/pytorch ratios"
                     + noise(res, "throughput"))
         for key, label, target in (("train", f"training, batch {TRAIN_BATCH} (fwd+bwd+SGD)", 1.25),
-                                   ("infer", f"inference, batch {INFER_BATCH}", 1.5)):
+                                   ("infer", f"inference, batch {INFER_BATCH}",
+                                    2.5 if PINNED else 3.0)):
             r = tp[key]
             ratio = r.get("ratio_median")
             used = (f"{r['rounds_clean']} clean rounds" if r["used_clean"] else
@@ -707,6 +782,21 @@ def build_rows(res, with_torch):
                          fmt(r["torch"]["median"], ".0f") if with_torch else "-",
                          fmt(ratio, ".2f") + "x" if ratio else "-", f">= {target}x pytorch",
                          met(ratio >= target if ratio else None, not r["used_clean"])])
+    wr = res.get("whole_run")
+    if wr:
+        n1, n2 = wr["sizes"]
+        rows.append(f"whole runs, steady state: (N2 - N1) / (t(N2) - t(N1)) of one-epoch runs on "
+                    f"N1 = {n1:,} and N2 = {n2:,} images, python3 train.py --val-fraction 0 "
+                    f"--no-progress vs bench/torch_train.py; median of {len(wr['tinynet']['rounds'])} "
+                    f"interleaved rounds" + noise(res, "whole_run"))
+        ratio = wr.get("ratio_median")
+        target = 1.5 if PINNED else 2.5
+        rounds = " / ".join(f"{v:.2f}" for v in wr.get("ratio_rounds", []))
+        rows.append(["  training images/s" + (f" (round ratios {rounds})" if rounds else ""),
+                     fmt(wr["tinynet"]["median"], ".0f"),
+                     fmt(wr["torch"]["median"], ".0f") if with_torch else "-",
+                     fmt(ratio, ".2f") + "x" if ratio else "-", f">= {target}x pytorch",
+                     met(ratio >= target if ratio else None, busy(res, "whole_run"))])
     ly = res.get("layers")
     if ly:
         rows.append(f"training step by layer, median ms per batch of {TRAIN_BATCH} (tinynet: forward / "
@@ -806,13 +896,16 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="PATH", help="also save all results as JSON")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     p.add_argument("--skip", action="append", default=[],
-                   choices=("throughput", "layers", "scaling", "memory", "startup"),
+                   choices=("throughput", "layers", "scaling", "whole-run", "memory", "startup"),
                    help="leave out a part (repeatable)")
+    p.add_argument("--whole-run-rounds", type=int, default=3,
+                   help="interleaved rounds of the whole-run comparison (each: tinynet and PyTorch "
+                        "on 6,400 and 32,000 images)")
     p.add_argument("--memory-epochs", type=int, default=None,
                    help="epochs of the train.py memory run (default: 2, --quick: 1)")
     p.add_argument("--memory-timeout", type=float, default=240,
                    help="stop the memory run after this many seconds and report the peak so far")
-    p.add_argument("--max-minutes", type=float, default=6.0,
+    p.add_argument("--max-minutes", type=float, default=8.0,
                    help="overall time budget: on a machine stalled by other work, the memory run is "
                         "cut short (down to 60 s) so the whole benchmark ends near this")
     p.add_argument("--worker", choices=("tinynet", "torch"), help=argparse.SUPPRESS)
@@ -938,6 +1031,11 @@ def main(argv=None):
         if workers:
             res["worker_peak_rss_mb"] = {w.kind: w.close() for w in workers}
             workers, pids = [], []
+        if "whole-run" not in skip:
+            progress(f"whole runs: {args.whole_run_rounds} interleaved rounds of train.py on "
+                     f"{' and '.join(f'{n:,}' for n in WHOLE_RUN_SIZES)} images")
+            res["whole_run"] = section("whole_run", lambda: whole_run(
+                args, tmp, args.whole_run_rounds, meter, with_torch))
         if "memory" not in skip:
             progress(f"memory: train.py, {cfg['memory_epochs']} epoch(s) on 112,800 images")
             left = args.max_minutes * 60 - (time.perf_counter() - started) - 45  # 45 s: start-up
