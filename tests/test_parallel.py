@@ -162,3 +162,14 @@ def test_training_on_real_data_gives_the_same_weights_on_any_thread_count(tmp_pa
         assert accuracy[threads] == accuracy[1]
         for name, w in weights[1].items():
             assert np.array_equal(weights[threads][name], w), (name, threads)
+
+
+def test_map_rows_equals_the_unsplit_function():
+    """Augmentation warped slice by slice in the threads gives exactly the one-thread batch."""
+    from tinynet.augment import augment_batch
+
+    x = np.random.default_rng(0).random((37, 1, 28, 28), dtype=np.float32)
+    net = DataParallel(lenet(47, rng=np.random.default_rng(0)), 2)
+    expected = augment_batch(x, np.random.default_rng(5))
+    threaded = augment_batch(x, np.random.default_rng(5), map_rows=net.map_rows)
+    np.testing.assert_array_equal(threaded, expected)

@@ -88,10 +88,18 @@ def affine_transform_reference(images, matrices):
     return out.reshape(n, 1, h, w).astype(images.dtype)
 
 
-def augment_batch(images, rng, strength=1.0):
+def augment_batch(images, rng, strength=1.0, map_rows=None):
     """A randomly transformed copy of a float batch (n, 1, 28, 28); ``strength`` scales every range
-    (1: shifts +-2 px, rotations +-10 deg, scaling +-10%, shear +-0.15)."""
+    (1: shifts +-2 px, rotations +-10 deg, scaling +-10%, shear +-0.15).
+
+    The transforms are drawn from ``rng`` for the whole batch, here. ``map_rows(fn, *arrays)``
+    (e.g. ``DataParallel.map_rows``) may warp slices of the rows in several threads: each image's
+    warp depends only on that image and its matrix, so the result is the same."""
     matrices = random_affine_matrices(rng, len(images), size=images.shape[-1], max_shift=2.0 * strength,
                                       max_rotation_deg=10.0 * strength, max_scale=0.1 * strength,
                                       max_shear=0.15 * strength)
-    return affine_transform_numba(images, matrices, np.empty_like(images))
+
+    def warp(images, matrices):
+        return affine_transform_numba(images, matrices, np.empty_like(images))
+
+    return warp(images, matrices) if map_rows is None else map_rows(warp, images, matrices)

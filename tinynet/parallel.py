@@ -133,6 +133,14 @@ class DataParallel:
                 raise e
         return results
 
+    def map_rows(self, fn, *arrays):
+        """``fn(*arrays)`` for a row-wise ``fn`` (each output row depends only on the same rows of
+        the inputs), computed slice by slice in the threads: ``arrays``' rows are cut into the
+        same slices as a batch of that size, and the slices' results are concatenated."""
+        count = max(1, min(len(self.replicas), len(arrays[0])))
+        parts = list(zip(*(np.array_split(a, count) for a in arrays)))
+        return np.concatenate(self.map_replicas(lambda replica, *part: fn(*part), parts))
+
     def forward(self, x, train=True):
         """x (N, ...) -> logits (N, K): each slice's rows through its replica."""
         parts = self.split(x)

@@ -243,7 +243,8 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 idx = order[state["batch"] * config.batch_size:(state["batch"] + 1) * config.batch_size]
                 x, y = to_float(images[idx]), labels[idx]
                 if config.augment:
-                    x = augment_batch(x, rngs["augment"], config.augment_strength)
+                    x = augment_batch(x, rngs["augment"], config.augment_strength,
+                                      net.map_rows)  # warped in the threads
                 optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], total_steps)
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
                     loss, logits = train_step(net, loss_fn, optimizer, x, y)
