@@ -202,7 +202,7 @@ def tinynet_worker(args):
     def info():
         import numba
         from threadpoolctl import threadpool_info
-        return {"threads": net.threads, "numba": numba.__version__, "numpy": np.__version__,
+        return {"threads": net.threads, "slices": len(net.replicas), "numba": numba.__version__, "numpy": np.__version__,
                 "blas": threadpool_info()}
 
     def logits():
@@ -1102,7 +1102,7 @@ def cpu_model():
 def print_info(res):
     ti = res["tinynet_info"]
     line = (f"numpy {ti['numpy']}   numba {ti['numba']}   tinynet: {ti['threads']} threads sharing "
-            f"4 fixed slices of each batch (tinynet/parallel.py)")
+            f"{ti['slices']} fixed slices of each batch (tinynet/parallel.py)")
     if "torch_info" in res:
         t = res["torch_info"]
         line += (f"   torch {t['torch']} ({t['threads']} threads, {t['interop_threads']} interop, "

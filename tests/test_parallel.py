@@ -114,13 +114,15 @@ def test_thread_count_defaults_to_the_usable_cores():
         resolve_threads(0)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("slices", [2, 4])
+def test_results_do_not_depend_on_the_thread_count(slices):
     """Logits and every parameter gradient are bitwise the same on 1, 2, 3 and 4 threads (the
     batch is always cut into the same slices, summed in the same order), with dropout, for a full
-    batch, an uneven one and one smaller than the slice count."""
+    batch, an uneven one and one smaller than the slice count; with 4 slices, 2 and 3 threads
+    each run several slices, in whatever order they take them."""
     def run(threads, batch):
         model = lenet(47, rng=np.random.default_rng(0), dropout=0.5)
-        net = DataParallel(model, threads)
+        net = DataParallel(model, threads, slices)
         rng = np.random.default_rng(batch)
         x = rng.random((batch, 1, 28, 28), dtype=np.float32)
         y = rng.integers(0, 47, batch)

@@ -1,9 +1,9 @@
 """Using the cores: data parallelism, a fixed split of every batch into slices run by threads.
 
-``DataParallel(model, threads)`` cuts every batch into ``SLICES`` (4) slices of consecutive rows
-(fewer for a batch of fewer rows), always the same way whatever the thread count, and runs each
-slice on its own replica of a ``Sequential``; ``threads`` threads of one process take the slices
-one after another (with 2 threads and a batch of 128, each thread runs about two 32-image slices).
+``DataParallel(model, threads)`` cuts every batch into ``slices`` (default ``SLICES`` = 2) slices
+of consecutive rows (fewer for a batch of fewer rows), always the same way whatever the thread
+count, and runs each slice on its own replica of a ``Sequential``; ``threads`` threads of one
+process take the slices one after another (1 thread runs both, 2 threads one each).
 Replicas share the parameter arrays (read-only during forward and backward) and have their own
 caches, scratch buffers and gradients. Inside a replica everything runs single-threaded: the Numba
 kernels (which release the GIL) and the BLAS matmuls (limited to one thread here).
@@ -31,7 +31,13 @@ slice gradients are summed in a fixed order; and dropout draws each slice's mask
 seeded with (a number drawn once per training batch from the model's dropout generator, the slice
 index). So a run with a given seed ends with bitwise-identical weights on 1, 2, 3 or 4 threads
 (same machine and BLAS; ``tests/test_parallel.py`` checks it on real data), and predictions do not
-depend on the thread count either. More than ``SLICES`` threads would have nothing to do.
+depend on the thread count either. More threads than slices have nothing to do.
+
+Why 2 slices: the machine tinynet is tuned on has 2 cores. Every slice costs a pass over the
+weights (fc1's 1.6 MB fall out of cache between slices) and smaller matmuls: 4 slices of 32 images
+took ~4% more CPU time per image than 2 of 64 (training) and ~3% (inference at batch 1024). A
+machine with more cores would want ``slices`` = its core count (the weights then differ from
+those of 2 slices, as with another seed, but still not with the thread count).
 """
 
 import contextvars
@@ -45,7 +51,7 @@ from threadpoolctl import threadpool_limits
 
 from .layers import Dropout
 
-SLICES = 4  # slices per batch, whatever the thread count (see the module docstring)
+SLICES = 2  # slices per batch, whatever the thread count (see the module docstring)
 
 
 def resolve_threads(threads=None):
@@ -102,7 +108,7 @@ class DataParallel:
         return self.model.parameters()
 
     def split(self, x):
-        """``x``'s rows in ``used`` consecutive slices: ``SLICES``, or one per row for a batch of
+        """``x``'s rows in ``used`` consecutive slices: ``slices``, or one per row for a batch of
         fewer rows. Depends on ``len(x)`` only, never on the thread count."""
         self.used = max(1, min(len(self.replicas), len(x)))
         return np.array_split(x, self.used)
