@@ -168,8 +168,11 @@ class DataParallel:
         (a fixed order, so the same bits whichever thread ran which slice)."""
         for layer, *slices in zip(self.model.layers, *(r.layers for r in self.replicas[:self.used])):
             for key, total in layer.grads.items():
-                np.copyto(total, slices[0].grads[key])
-                for other in slices[1:]:
+                if len(slices) == 1:
+                    np.copyto(total, slices[0].grads[key])
+                else:
+                    np.add(slices[0].grads[key], slices[1].grads[key], out=total)
+                for other in slices[2:]:
                     total += other.grads[key]
 
     def reseed_dropout(self):
