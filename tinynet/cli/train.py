@@ -102,7 +102,8 @@ def build_parser():
                    help="continue the run saved in RUN_DIR (its own configuration; --epochs may "
                         "extend it, --threads may change)")
     g.add_argument("--threads", type=positive_int, default=None,
-                   help="threads, each running the network on a slice of every batch (default: all cores)")
+                   help="threads sharing the fixed slices of every batch; results do not depend "
+                        "on it (default: all cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     return p
 
