@@ -21,9 +21,9 @@ every parameter gradient, and the batch's gradient is the sum over slices:
 
     dL/dW = sum_s D_s^T X_s  (and likewise for every parameter)
 
-which the model's ``grads`` receive after each backward, added in slice order
-(((g_0 + g_1) + g_2) + g_3). The results equal an unsplit pass up to float rounding (the sums are
-added in a different order).
+which the model's ``grads`` receive after each backward, added in slice order (g_0 + g_1, then
++ g_2 and so on with more slices). The results equal an unsplit pass up to float rounding (the
+sums are added in a different order).
 
 **The same weights whatever the thread count.** Which thread runs a slice changes nothing: each
 slice is computed by its own replica, single-threaded, on rows that depend only on the batch; the
