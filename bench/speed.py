@@ -1064,6 +1064,9 @@ def main(argv=None):
                      f"{res['logits_max_abs_diff']:.1e} (identical weights and inputs)")
     notes.append("each library runs in its own worker process; pytorch: float32 NCHW, "
                  "torch.optim.SGD(lr=0.01), CrossEntropyLoss, inference in inference_mode()+eval()")
+    if res.get("whole_run"):
+        notes.append("whole runs (N = 6,400 and 32,000): "
+                     + "  |  ".join(res["whole_run"]["commands"].values()))
     if res.get("memory"):
         notes.append(f"memory run: {res['memory']['command']}  ({res['memory']['seconds']:.0f} s); "
                      "20 epochs assumed not to grow memory if epoch 1 -> 2 does not")
