@@ -29,9 +29,9 @@ memory, as every activation inside the LeNet is).
   overlapping windows share a winner).
 
 Threads. Each kernel runs in the thread that calls it and releases the GIL (``nogil``): tinynet's
-parallelism is a split of the batch, one slice per thread (``tinynet/parallel.py``), so every thread
-owns whole images and no two threads ever write the same pixel (race-free, no atomics, no
-``np.add.at``).
+parallelism is a split of the batch into slices, each run by one thread with its own buffers
+(``tinynet/parallel.py``), so every thread owns whole images and no two threads ever write the same
+pixel (race-free, no atomics, no ``np.add.at``).
 """
 
 import numpy as np
