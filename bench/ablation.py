@@ -12,7 +12,7 @@ Runs go to ``runs/ablation/<variant>-s<seed>/`` (log beside it, ``.log``); a run
 command that reproduces one seed of it.
 
 Engines: ``processes`` runs ``--jobs`` runs at a time on this machine (e.g. ``--jobs 2 --threads 1``
-on 2 cores). ``ray`` (``pip install ray``; the default ``auto`` uses it when it is installed) sends
+on 2 cores). ``ray`` (``pip install -e ".[sweep]"``; the default ``auto`` uses it when it is installed) sends
 each run to a Ray cluster as a task asking for ``--threads`` CPUs: a local one started on the spot
 by default, or an existing one with ``--address`` (every node then needs this checkout and the data
 at the same paths). A sweep is the one workload here that outgrows one machine.
@@ -28,6 +28,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,20 +78,18 @@ def run_one(cmd, log_path):
 
 
 def run_with_processes(todo, jobs):
-    running, failed = [], []
-    while todo or running:
-        while todo and len(running) < jobs:
-            cmd, log = todo.pop(0)
-            print(f"== {shlex.join(cmd)}", flush=True)
-            running.append((cmd, subprocess.Popen([sys.executable, *cmd[1:]], cwd=ROOT, stdout=open(log, "w"),
-                                                  stderr=subprocess.STDOUT), log))
-        cmd, proc, log = running.pop(0)
-        if proc.wait() != 0:
-            failed.append(log)
-    return failed
+    """Run ``todo``'s (command, log) pairs, ``jobs`` at a time; returns the logs of failed runs."""
+    def start(cmd, log):
+        print(f"== {shlex.join(cmd)}", flush=True)
+        return run_one(cmd, log)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(start, *zip(*todo)))
+    return [log for (_, log), code in zip(todo, codes) if code != 0]
 
 
 def run_with_ray(todo, threads, address):
+    """Run ``todo`` as Ray tasks of ``threads`` CPUs each; returns the logs of failed runs."""
     import ray
 
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -111,19 +110,20 @@ def evaluate_switched(args, run_dir):
     config = TrainConfig.from_dict(meta["recipe"])
     layers = [layer for layer in model.layers if not isinstance(layer, LogitAdjustment)]
     if len(layers) == len(model.layers):
-        train = load_split(config.data_dir, config.dataset, "train")
+        train = load_split(ROOT / config.data_dir, config.dataset, "train")
         train_idx, _ = train_val_split(train.labels, config.val_fraction, config.seed)
         counts = np.bincount(train.labels[train_idx], minlength=len(train.classes))
         layers.append(LogitAdjustment(np.maximum(counts, 1), name="prior"))
     model.layers = layers
-    test = load_split(config.data_dir, config.dataset, "test")
-    unseen = load_split(args.unseen_dir, UNSEEN[0], "test")
+    test = load_split(ROOT / config.data_dir, config.dataset, "test")  # train.py ran in ROOT
+    unseen = load_split(ROOT / args.unseen_dir, UNSEEN[0], "test")
     return evaluate(model, test.images, test.labels)[1], evaluate(model, unseen.images, unseen.labels)[1]
 
 
 def mean_sd(values):
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.4f} +- {sd:.4f}"
+    """``mean +- sample standard deviation`` (the mean alone for one value)."""
+    sd = f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.4f}{sd}"
 
 
 def main(argv=None):
