@@ -34,10 +34,11 @@ HTTP contract (other tools may rely on it):
   with no ink. A 500 would be a bug in tinynet; bad input never causes one.
 
 Concurrency: ``ThreadingHTTPServer`` answers each connection in its own thread. Requests take
-turns at decoding (it changes process-wide warning filters) and at the model (layers keep caches
-and scratch buffers between calls), one lock each; preprocessing, mostly in Pillow (which releases
-the GIL), runs side by side. BLAS runs single-threaded: for one image at a time, its threads cost
-more than they save. Every socket has a timeout, so a
+turns at decoding (it changes process-wide warning filters, so under a lock) and share a pool of
+replicas of the model, one per core (``tinynet.parallel.replicate``: the same weights, each its
+own caches and scratch buffers), a request taking one replica at a time; preprocessing, mostly in
+Pillow (which releases the GIL), runs side by side. BLAS runs single-threaded: for one image at a
+time, its threads cost more than they save. Every socket has a timeout, so a
 client that sends half a request and stalls holds its thread for at most :data:`SOCKET_TIMEOUT`
 seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
 """
@@ -45,6 +46,7 @@ seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
 import base64
 import io
 import json
+import queue
 import re
 import sys
 import threading
@@ -54,9 +56,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .explain import explain, first_conv, scaled_maps
+from .parallel import replicate, resolve_threads
 from .preprocess import ImageError, decode_image, preprocess
 
 DEFAULT_HOST = "127.0.0.1"
@@ -108,7 +110,8 @@ def model_json(model, classes, checkpoint_name):
 
 class PageServer(ThreadingHTTPServer):
     """The page's server: ``model`` (a ``Sequential``) and its ``classes``, the page's files, and
-    the locks requests take turns at (see the module docstring)."""
+    the decoding lock and the pool of model replicas requests take turns at (see the module
+    docstring)."""
 
     daemon_threads = True  # Ctrl-C does not wait for connections still open
     request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
@@ -116,9 +119,11 @@ class PageServer(ThreadingHTTPServer):
     def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT):
         self.model, self.classes = model, tuple(classes)
         self.model_info = json.dumps(model_json(model, classes, checkpoint_name)).encode()
-        self.decode_lock, self.model_lock = threading.Lock(), threading.Lock()
+        self.decode_lock = threading.Lock()
+        self.replicas = queue.SimpleQueue()
+        for _ in range(resolve_threads()):  # also limits BLAS to one thread
+            self.replicas.put(replicate(model))
         self.socket_timeout = timeout
-        threadpool_limits(1, user_api="blas")
         self.pages = {path: ((STATIC / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
         super().__init__(address, PageHandler)
 
@@ -138,8 +143,11 @@ class PageServer(ThreadingHTTPServer):
             image = preprocess(gray)
         except ImageError as e:  # no ink
             raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"request body: {e}") from None
-        with self.model_lock:
-            explanation = explain(self.model, image, self.classes)
+        replica = self.replicas.get()
+        try:
+            explanation = explain(replica, image, self.classes)
+        finally:
+            self.replicas.put(replica)
         return prediction_json(explanation)
 
 
