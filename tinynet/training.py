@@ -82,12 +82,12 @@ class TrainConfig:
 # Named recipes: TrainConfig fields that differ from the defaults (the original recipe).
 RECIPES = {
     "original": {},
-    # Chosen on the validation split (README: "A stronger recipe"); every ingredient is a flag too.
+    # Chosen on the validation split (README: "Accuracy"); every ingredient is a flag too.
     "strong": {"momentum": 0.9, "nesterov": True, "lr": 0.05, "lr_schedule": "one-cycle",
                "weight_decay": 5e-4, "init": "he", "augment": True, "label_smoothing": 0.1,
                "dropout": 0.25},
-    # For handwriting the model never saw, with every class equally likely (README: "Accuracy on
-    # unseen writers"): the strong recipe trained twice as long, its logits corrected by the
+    # For handwriting the model never saw, with every class equally likely (README: "Accuracy"):
+    # the strong recipe trained twice as long, its logits corrected by the
     # training set's class prior, best.npz picked by balanced validation accuracy.
     "unseen": {"momentum": 0.9, "nesterov": True, "lr": 0.05, "lr_schedule": "one-cycle",
                "weight_decay": 5e-4, "init": "he", "augment": True, "label_smoothing": 0.1,
