@@ -110,8 +110,12 @@ class DataParallel:
     def split(self, x):
         """``x``'s rows in ``used`` consecutive slices: ``slices``, or one per row for a batch of
         fewer rows. Depends on ``len(x)`` only, never on the thread count."""
-        self.used = max(1, min(len(self.replicas), len(x)))
+        self.used = self.slice_count(len(x))
         return np.array_split(x, self.used)
+
+    def slice_count(self, rows):
+        """How many slices a batch of ``rows`` rows is cut into."""
+        return max(1, min(len(self.replicas), rows))
 
     def map_replicas(self, fn, parts):
         """``[fn(replica_s, *parts[s]) for each slice s]``: this thread and up to ``threads - 1``
@@ -143,7 +147,7 @@ class DataParallel:
         """``fn(*arrays)`` for a row-wise ``fn`` (each output row depends only on the same rows of
         the inputs), computed slice by slice in the threads: ``arrays``' rows are cut into the
         same slices as a batch of that size, and the slices' results are concatenated."""
-        count = max(1, min(len(self.replicas), len(arrays[0])))
+        count = self.slice_count(len(arrays[0]))
         parts = list(zip(*(np.array_split(a, count) for a in arrays)))
         return np.concatenate(self.map_replicas(lambda replica, *part: fn(*part), parts))
 
