@@ -230,9 +230,10 @@ def test_a_stalled_client_is_cut_off_and_others_are_served(bundled):
 
 
 def test_serve_command_prints_the_url_and_stops_on_ctrl_c(tmp_path):
-    """``inference.py --serve`` with no run trained: says it uses the bundled model, prints the
-    URL, serves the page, and Ctrl-C (SIGINT) stops it with exit status 0."""
-    process = subprocess.Popen([sys.executable, "inference.py", "--serve", "--port", "0",
+    """``inference.py --serve --top-k 3`` with no run trained: says it uses the bundled model,
+    prints the URL, serves the page, answers a prediction with 3 characters, and Ctrl-C (SIGINT)
+    stops it with exit status 0."""
+    process = subprocess.Popen([sys.executable, "inference.py", "--serve", "--port", "0", "--top-k", "3",
                                 "--runs-dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -242,6 +243,8 @@ def test_serve_command_prints_the_url_and_stops_on_ctrl_c(tmp_path):
         connection = http.client.HTTPConnection("127.0.0.1", int(url[1]), timeout=30)
         connection.request("GET", "/")
         assert connection.getresponse().status == 200
+        connection.request("POST", "/api/predict", png(np.eye(28, dtype=np.uint8) * 255))
+        assert len(json.loads(connection.getresponse().read())["top_k"]) == 3
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
     finally:

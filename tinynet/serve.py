@@ -17,7 +17,8 @@ HTTP contract (other tools may rely on it):
   same EMNIST-style preprocessing as image files given to ``inference.py --input``. The answer is
   ``application/json``::
 
-      {"top_k": [["A", 0.93], ...],          5 (character, probability) pairs, best first
+      {"top_k": [["A", 0.93], ...],          k (character, probability) pairs, best first: 5
+                                             unless the server was started with another k
        "input": [[0, 0, ...], ...],          the 28x28 uint8 input (upright, light ink on dark)
        "saliency": [[...], ...],             28x28 d logit(top class) / d pixel, divided by
        "saliency_scale": 0.81,               this largest absolute value (so in [-1, 1])
@@ -33,12 +34,15 @@ HTTP contract (other tools may rely on it):
   :data:`MAX_BODY_BYTES` (refused from its ``Content-Length``, before reading it); 422 an image
   with no ink. A 500 would be a bug in tinynet; bad input never causes one.
 
-Concurrency: ``ThreadingHTTPServer`` answers each connection in its own thread. Requests take
-turns at decoding (it changes process-wide warning filters, so under a lock) and share a pool of
-replicas of the model, one per core (``tinynet.parallel.replicate``: the same weights, each its
-own caches and scratch buffers), a request taking one replica at a time; preprocessing, mostly in
-Pillow (which releases the GIL), runs side by side. BLAS runs single-threaded: for one image at a
-time, its threads cost more than they save. Every socket has a timeout, so a
+Concurrency: ``ThreadingHTTPServer`` answers each connection in its own thread; reading the
+request and writing the answer run side by side. The work in between (decoding, preprocessing,
+the forward and backward pass, the answer's arrays) needs one of a pool of replicas of the model,
+one per core (``tinynet.parallel.replicate``: the same weights, each its own caches and scratch
+buffers); requests wait for one, mostly in arrival order (``queue.Queue`` wakes the longest
+waiter first), so a burst of clients queues instead of having every thread contend for the GIL
+and the cores at once. Decoding also takes turns under a lock (it
+changes process-wide warning filters). BLAS runs single-threaded: for one image at a time, its
+threads cost more than they save. Every socket has a timeout, so a
 client that sends half a request and stalls holds its thread for at most :data:`SOCKET_TIMEOUT`
 seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
 """
@@ -57,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .explain import explain, first_conv, scaled_maps
+from .explain import TOP_K, explain, first_conv, scaled_maps
 from .parallel import replicate, resolve_threads
 from .preprocess import ImageError, decode_image, preprocess
 
@@ -116,11 +120,11 @@ class PageServer(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl-C does not wait for connections still open
     request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
 
-    def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT):
-        self.model, self.classes = model, tuple(classes)
+    def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT, top_k=TOP_K):
+        self.model, self.classes, self.top_k = model, tuple(classes), top_k
         self.model_info = json.dumps(model_json(model, classes, checkpoint_name)).encode()
         self.decode_lock = threading.Lock()
-        self.replicas = queue.SimpleQueue()
+        self.replicas = queue.Queue()
         for _ in range(resolve_threads()):  # also limits BLAS to one thread
             self.replicas.put(replicate(model))
         self.socket_timeout = timeout
@@ -133,22 +137,23 @@ class PageServer(ThreadingHTTPServer):
         return f"http://{host}:{port}/"
 
     def predict(self, body):
-        """Image file bytes -> the JSON answer (a dict); RequestError for an unusable image."""
-        try:
-            with self.decode_lock:
-                gray = decode_image(io.BytesIO(body), "request body")
-        except ImageError as e:
-            raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
-        try:
-            image = preprocess(gray)
-        except ImageError as e:  # no ink
-            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"request body: {e}") from None
+        """Image file bytes -> the JSON answer (a dict); RequestError for an unusable image.
+
+        Holds a replica from decoding to the answer's arrays (see the module docstring)."""
         replica = self.replicas.get()
         try:
-            explanation = explain(replica, image, self.classes)
+            try:
+                with self.decode_lock:
+                    gray = decode_image(io.BytesIO(body), "request body")
+            except ImageError as e:
+                raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+            try:
+                image = preprocess(gray)
+            except ImageError as e:  # no ink
+                raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"request body: {e}") from None
+            return prediction_json(explain(replica, image, self.classes, self.top_k))
         finally:
             self.replicas.put(replica)
-        return prediction_json(explanation)
 
 
 class PageHandler(BaseHTTPRequestHandler):
@@ -281,18 +286,20 @@ class PageHandler(BaseHTTPRequestHandler):
         return body
 
 
-def make_server(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT, timeout=SOCKET_TIMEOUT):
-    """A :class:`PageServer` listening on ``host:port`` (port 0: any free one; see ``.url``);
-    an ``OSError`` naming the address when it cannot listen there."""
+def make_server(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT, timeout=SOCKET_TIMEOUT,
+                top_k=TOP_K):
+    """A :class:`PageServer` listening on ``host:port`` (port 0: any free one; see ``.url``),
+    answering the ``top_k`` most probable characters; an ``OSError`` naming the address when it
+    cannot listen there."""
     try:
-        return PageServer((host, port), model, classes, Path(checkpoint).name, timeout)
+        return PageServer((host, port), model, classes, Path(checkpoint).name, timeout, top_k)
     except OSError as e:
         raise OSError(e.errno, f"cannot listen there ({e.strerror or e})", f"{host}:{port}") from None
 
 
-def serve(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT):
+def serve(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT, top_k=TOP_K):
     """Serve the page until Ctrl-C; prints the URL. Returns 0 (an exit status)."""
-    server = make_server(model, classes, checkpoint, host, port)
+    server = make_server(model, classes, checkpoint, host, port, top_k=top_k)
     print(f"serving the drawing page at {server.url}  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

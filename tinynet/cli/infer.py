@@ -249,7 +249,7 @@ def build_parser():
                         "(see input kinds below); or, instead, --serve")
     p.add_argument("--serve", action="store_true",
                    help="serve the drawing page instead: draw a character in the browser and see the "
-                        "top 5, the 28x28 input, feature maps, filters and saliency (Ctrl-C stops)")
+                        "top-k, the 28x28 input, feature maps, filters and saliency (Ctrl-C stops)")
     p.add_argument("--host", metavar="ADDRESS", default=None,
                    help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this machine only)")
     p.add_argument("--port", metavar="N", type=port_number, default=None,
@@ -266,8 +266,8 @@ def build_parser():
     p.add_argument("--split", choices=("train", "test"), default=None,
                    help="data folder only: which split to read (default: test)")
     p.add_argument("--top-k", type=positive_int, default=5, metavar="K",
-                   help="how many of the most probable characters to list, and k of top-k accuracy "
-                        "(default: %(default)s)")
+                   help="how many of the most probable characters to list (with --serve: to answer "
+                        "and show), and k of top-k accuracy (default: %(default)s)")
     p.add_argument("--output", metavar="FILE", type=predictions_file, default=None,
                    help="also write the predictions to FILE: CSV or JSON, by its extension "
                         "(default: none)")
@@ -316,7 +316,8 @@ def main(argv=None):
               + (", class-prior corrected)" if corrected else ")") + (f": {origin}" if origin else ""))
         if kind == "serve":
             return serve(predictor.model, predictor.classes, predictor.checkpoint,
-                         args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port)
+                         args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port,
+                         args.top_k)
         if kind == "idx":
             images_path = (find_idx_images(source, args.dataset, args.split or "test")
                            if folder_data else source)
