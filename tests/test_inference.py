@@ -408,6 +408,18 @@ def test_no_runs_uses_the_bundled_model(tmp_path, capsys, test_set, runs):
     assert f"checkpoint {BUNDLED_MODEL} (47 classes, class-prior corrected): the model bundled with tinynet" in out
 
 
+def test_the_bundled_model_writes_its_reports_under_the_runs_dir(tmp_path, capsys, test_set):
+    """Evaluating a data set with the bundled model writes predictions.csv, confusion.png and
+    errors.png under --runs-dir, never into the installed package beside the model."""
+    images = write_mini_set(tmp_path / "data", test_set, n=200)
+    before = sorted(BUNDLED_MODEL.parent.iterdir())
+    status, out, _ = run_main(capsys, "--input", images, "--runs-dir", tmp_path / "runs")
+    assert status == 0 and "the model bundled with tinynet" in out
+    report = tmp_path / "runs" / "inference-mini-test"
+    assert {p.name for p in report.iterdir()} == {"predictions.csv", "confusion.png", "errors.png"}
+    assert sorted(BUNDLED_MODEL.parent.iterdir()) == before
+
+
 @pytest.mark.parametrize("extra, fault", [
     (["--top-k", "0"], "--top-k: must be a positive integer"),
     (["--top-k", "48"], "--top-k: the checkpoint has only 47 classes"),

@@ -30,8 +30,8 @@ from PIL import Image
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..explain import explain, save_explanation
-from ..inference import (InputError, Predictor, check_fits, default_checkpoint, find_idx_images,
-                         load_idx_input, load_npy)
+from ..inference import (BUNDLED_MODEL, InputError, Predictor, check_fits, default_checkpoint,
+                         find_idx_images, load_idx_input, load_npy)
 from ..layers import LogitAdjustment
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
@@ -92,7 +92,10 @@ def run_idx(predictor, images_path, args):
     indices = top_k_indices(proba, args.top_k)
     records = prediction_records(predictor.classes, indices, np.take_along_axis(proba, indices, 1),
                                  range(len(proba)), "index", data.labels)
-    out_dir = Path(args.output_dir or predictor.checkpoint.parent / f"inference-{data.name}")
+    # beside the checkpoint, but never inside the installed package: the bundled model's go to --runs-dir
+    checkpoint = Path(predictor.checkpoint)
+    beside = Path(args.runs_dir) if checkpoint.resolve() == BUNDLED_MODEL else checkpoint.parent
+    out_dir = Path(args.output_dir or beside / f"inference-{data.name}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.csv", records)
     written = ["predictions.csv"]
@@ -273,7 +276,8 @@ def build_parser():
                         "(default: none)")
     p.add_argument("--output-dir", metavar="DIR", default=None,
                    help="data folder / IDX file only: where predictions.csv, confusion.png and "
-                        "errors.png go (default: inference-NAME-SPLIT beside the checkpoint)")
+                        "errors.png go (default: inference-NAME-SPLIT beside the checkpoint; for the "
+                        "bundled model, in --runs-dir)")
     p.add_argument("--save-preprocessed", metavar="DIR", default=None,
                    help="image files only: write each 28x28 input the model saw to DIR as PNG "
                         "(default: none)")
