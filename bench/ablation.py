@@ -24,6 +24,7 @@ weights give both rows).
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import subprocess
@@ -50,13 +51,17 @@ VARIANTS = {
     "strong": ["--recipe", "strong"],
     "strong + prior correction": ("switch prior", "strong"),
     "strong + class-balanced sampling": ["--recipe", "strong", "--class-balance", "sample"],
+    "strong + prior correction, 40 epochs": ["--recipe", "strong", "--class-balance", "prior",
+                                             "--epochs", "40"],
+    "strong, 40 epochs (no prior correction)": ("switch prior", "strong + prior correction, 40 epochs"),
+    "strong + class-balanced sampling, 40 epochs, no dropout or label smoothing": [
+        "--recipe", "unseen", "--dropout", "0", "--label-smoothing", "0"],
     "unseen": ["--recipe", "unseen"],
-    "unseen - prior correction": ("switch prior", "unseen"),
 }
 
 
 def slug(name):
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    return re.sub("-+", "-", "".join(c if c.isalnum() else "-" for c in name.lower())).strip("-")
 
 
 def train_command(args, name, seed):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinynet.checkpoint import load_checkpoint
+from tinynet.cli.infer import main as infer_main
 from tinynet.cli.train import main as train_main
 from tinynet.gradcheck import check_layer
 from tinynet.layers import LogitAdjustment
@@ -58,9 +59,10 @@ def toy(tmp_path):
     return str(write_toy_dataset(tmp_path / "data"))
 
 
-def test_external_validation_and_class_prior_in_a_run(toy, tmp_path):
+def test_external_validation_and_class_prior_in_a_run(toy, tmp_path, capsys):
     """--val-data scores every epoch on another set; --class-balance prior stores the training
-    set's class frequencies in the checkpoint, and the loaded model applies them."""
+    set's class frequencies in the checkpoint, the loaded model applies them, and inference.py
+    says the checkpoint is corrected."""
     config = TrainConfig(data_dir=toy, dataset="tiny", epochs=2, batch_size=32, lr=0.05,
                          val_data=toy, val_dataset="tiny", class_balance="prior", best_by="external")
     summary = train(config, tmp_path / "run", download=False, progress=False, log=quiet)
@@ -74,6 +76,11 @@ def test_external_validation_and_class_prior_in_a_run(toy, tmp_path):
     assert prior.shape == (5,) and abs(prior.sum() - 1) < 1e-9
     assert isinstance(model.layers[-1], LogitAdjustment)
     np.testing.assert_allclose(model.layers[-1].offset, np.log(prior), rtol=1e-6)
+    np.save(tmp_path / "x.npy", np.zeros((1, 28, 28), np.uint8))
+    capsys.readouterr()
+    checkpoint = str(tmp_path / "run" / "last.npz")
+    assert infer_main(["--input", str(tmp_path / "x.npy"), "--checkpoint", checkpoint]) == 0
+    assert "(5 classes, class-prior corrected)" in capsys.readouterr().out.splitlines()[0]
 
 
 def test_external_set_with_other_classes_is_an_error(toy, tmp_path):

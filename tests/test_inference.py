@@ -405,7 +405,7 @@ def test_no_runs_uses_the_bundled_model(tmp_path, capsys, test_set, runs):
     (tmp_path / "empty").mkdir()
     status, out, _ = run_main(capsys, "--input", tmp_path / "x.npy", "--runs-dir", tmp_path / runs)
     assert status == 0
-    assert f"checkpoint {BUNDLED_MODEL} (47 classes, class-prior corrected): the model bundled with tinynet" in out
+    assert f"checkpoint {BUNDLED_MODEL} (47 classes): the model bundled with tinynet" in out
 
 
 def test_the_bundled_model_writes_its_reports_under_the_runs_dir(tmp_path, capsys, test_set):
