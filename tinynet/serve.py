@@ -40,11 +40,10 @@ the forward and backward pass, the answer's arrays) needs one of a pool of repli
 one per core (``tinynet.parallel.replicate``: the same weights, each its own caches and scratch
 buffers); requests wait for one, mostly in arrival order (``queue.Queue`` wakes the longest
 waiter first), so a burst of clients queues instead of having every thread contend for the GIL
-and the cores at once. Decoding also takes turns under a lock (it
-changes process-wide warning filters). BLAS runs single-threaded: for one image at a time, its
-threads cost more than they save. Every socket has a timeout, so a
-client that sends half a request and stalls holds its thread for at most :data:`SOCKET_TIMEOUT`
-seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
+and the cores at once. Decoding also takes turns under a lock (it changes process-wide warning
+filters). BLAS runs single-threaded: for one image at a time, its threads cost more than they
+save. Every socket has a timeout, so a client that sends half a request and stalls holds its
+thread for at most :data:`SOCKET_TIMEOUT` seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
 """
 
 import base64
