@@ -57,6 +57,7 @@ VARIANTS = {
     "strong + class-balanced sampling, 40 epochs, no dropout or label smoothing": [
         "--recipe", "unseen", "--dropout", "0", "--label-smoothing", "0"],
     "unseen": ["--recipe", "unseen"],
+    "unseen, 60 epochs": ["--recipe", "unseen", "--epochs", "60"],
 }
 
 
