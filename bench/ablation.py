@@ -35,13 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-
 from tinynet.checkpoint import load_checkpoint  # noqa: E402
 from tinynet.data import load_split, train_val_split  # noqa: E402
 from tinynet.layers import LogitAdjustment  # noqa: E402
 from tinynet.predict import evaluate  # noqa: E402
-from tinynet.training import TrainConfig  # noqa: E402
+from tinynet.training import TrainConfig, class_prior  # noqa: E402
 
 UNSEEN = ("emnist-balanced-unseen", "../shared/data/emnist-balanced-unseen")
 
@@ -118,8 +116,8 @@ def evaluate_switched(args, run_dir):
     if len(layers) == len(model.layers):
         train = load_split(ROOT / config.data_dir, config.dataset, "train")
         train_idx, _ = train_val_split(train.labels, config.val_fraction, config.seed)
-        counts = np.bincount(train.labels[train_idx], minlength=len(train.classes))
-        layers.append(LogitAdjustment(np.maximum(counts, 1), name="prior"))
+        prior = class_prior(train.labels[train_idx], len(train.classes))
+        layers.append(LogitAdjustment(prior, name="prior"))
     model.layers = layers
     test = load_split(ROOT / config.data_dir, config.dataset, "test")  # train.py ran in ROOT
     unseen = load_split(ROOT / args.unseen_dir, UNSEEN[0], "test")

@@ -185,8 +185,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                                 f"the training set's ({len(external.classes)} vs {len(classes)})")
     architecture = {"name": "lenet", "num_classes": len(classes), "dropout": config.dropout}
     if config.class_balance == "prior":
-        counts = np.bincount(labels[train_idx], minlength=len(classes))
-        architecture["class_prior"] = (np.maximum(counts, 1) / counts.sum()).tolist()
+        architecture["class_prior"] = class_prior(labels[train_idx], len(classes)).tolist()
 
     rngs = _generators(config.seed)
     state = {"epoch": 0, "step": 0, "batch": 0, "history": [], "best_val_accuracy": -1.0}
@@ -306,6 +305,13 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     log(f"test accuracy {test_acc:.4f} (balanced {test_bal:.4f}, loss {test_loss:.4f}){ext}; "
         f"total time {summary['seconds']:.1f} s")
     return summary
+
+
+def class_prior(labels, num_classes):
+    """The class frequencies of the training labels, every count at least 1 (no class gets prior
+    0): what ``--class-balance prior`` stores in the checkpoint for its ``LogitAdjustment``."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return np.maximum(counts, 1) / counts.sum()
 
 
 def epoch_order(train_idx, labels, class_balance, rng):
