@@ -189,6 +189,18 @@ def test_idx_file_with_labels_and_mapping_beside_it(tmp_path, capsys, checkpoint
     assert status == 0 and printed_accuracy(out2) == printed_accuracy(out)
 
 
+def test_tta_on_a_test_set(tmp_path, capsys, checkpoint, test_set):
+    """--tta: the first line says so, and the report's accuracy is that of the API's predictor with
+    test-time augmentation (probabilities averaged over rotated views, tests/test_tta.py)."""
+    images_path = write_mini_set(tmp_path / "data", test_set)
+    status, out, _ = run_main(capsys, "--input", images_path, "--checkpoint", checkpoint, "--tta",
+                              "--output-dir", tmp_path / "report")
+    assert status == 0 and "test-time augmentation)" in out.splitlines()[0]
+    tta = Predictor.from_checkpoint(checkpoint, tta=True)
+    expected = np.mean(tta.predict(test_set.images[:1000]) == test_set.labels[:1000])
+    assert printed_accuracy(out) == pytest.approx(expected, abs=1e-4)
+
+
 def test_idx_file_without_labels_predicts_only(tmp_path, capsys, checkpoint, test_set):
     """Without a labels file beside the images, predictions are written and no accuracy claimed."""
     images_path = write_mini_set(tmp_path, test_set, n=200, labels=False)
@@ -258,6 +270,9 @@ def test_explain_writes_one_picture_per_image(tmp_path, capsys, checkpoint, test
     assert f"wrote 3 explanations (input, top-5, saliency, filters, feature maps) to {tmp_path / 'why'}" in out
     with Image.open(tmp_path / "why" / "b.png") as image:
         assert image.format == "PNG" and image.width > 800
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--input", str(tmp_path), "--checkpoint", str(checkpoint), "--explain", "x", "--tta"])
+    assert exit_info.value.code == 2 and "--tta and --explain do not go together" in capsys.readouterr().err
 
 
 def test_predict_files_reports_errors_without_raising(tmp_path, predictor, test_set):

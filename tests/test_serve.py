@@ -263,6 +263,7 @@ def test_a_port_in_use_is_a_one_line_error(server, capsys, tmp_path):
     (["--serve", "--input", "x.png"], "give either --input PATH or --serve"),
     ([], "give either --input PATH or --serve"),
     (["--serve", "--explain", "out"], "--explain does not apply to --serve"),
+    (["--serve", "--tta"], "--tta does not apply to --serve"),
     (["--serve", "--port", "70000"], "--port: must be a port number"),
 ])
 def test_serve_options(capsys, argv, fault):

@@ -33,6 +33,7 @@ from .parallel import DataParallel
 from .predict import predict_proba as model_proba
 from .predict import top_k_indices
 from .preprocess import ImageError, preprocess_file
+from .tta import TTA
 
 IDX_NAME = re.compile(r"(?P<name>.+)-(?P<split>train|test)-images-idx3-ubyte(?:\.gz)?")
 
@@ -151,20 +152,23 @@ class FileResult:
 class Predictor:
     """A trained model and its classes; every method takes images as :func:`as_images` does and
     predicts them in batches of ``batch_size``, each batch split over ``threads`` threads (None:
-    every core; see ``tinynet/parallel.py``)."""
+    every core; see ``tinynet/parallel.py``). With ``tta``, every probability is the average over
+    the image and slightly rotated copies of it (``tinynet.tta``)."""
 
-    def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None):
+    def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None, tta=False):
         self.model, self.classes = model, tuple(classes)
         self.checkpoint, self.batch_size = checkpoint, batch_size
         self.net = DataParallel(model, threads)
+        if tta:
+            self.net = TTA(self.net)
 
     @classmethod
-    def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None):
+    def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None, tta=False):
         """Load ``path`` (None: :func:`default_checkpoint` of ``runs_dir``); raises
         ``CheckpointError`` for a file that is not an intact tinynet checkpoint."""
         path = Path(path) if path is not None else default_checkpoint(runs_dir)[0]
         model, meta, _, _ = load_checkpoint(path)
-        return cls(model, meta["classes"], path, batch_size, threads)
+        return cls(model, meta["classes"], path, batch_size, threads, tta)
 
     def predict_proba(self, images):
         """Class probabilities float32 (N, K)."""

@@ -285,6 +285,10 @@ def build_parser():
                    help="image files only: write one PNG per image to DIR showing the input, the "
                         "top-k, the saliency map, conv1's filters and the conv1 / conv2 feature maps "
                         "(default: none)")
+    p.add_argument("--tta", action="store_true", default=None,
+                   help="test-time augmentation: average each image's probabilities over the image "
+                        "and copies rotated by -5 and +5 degrees (3 forward passes; not with --serve "
+                        "or --explain)")
     p.add_argument("--batch-size", type=positive_int, default=1024, metavar="N",
                    help="images per forward pass (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
@@ -306,18 +310,24 @@ def main(argv=None):
                                 ("--output-dir", kind == "idx"), ("--output", kind != "serve"),
                                 ("--save-preprocessed", kind == "images"),
                                 ("--explain", kind == "images"),
-                                ("--host", kind == "serve"), ("--port", kind == "serve")):
+                                ("--host", kind == "serve"), ("--port", kind == "serve"),
+                                ("--tta", kind != "serve")):
             if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
                 parser.error(f"{option} does not apply to {source}")
+        if args.tta and args.explain:
+            parser.error("--tta and --explain do not go together (an explanation is of one image)")
         path, origin = ((args.checkpoint, None) if args.checkpoint is not None
                         else default_checkpoint(args.runs_dir))
-        predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size, args.threads)
+        predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size, args.threads,
+                                              bool(args.tta))
         if args.top_k > len(predictor.classes):
             parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
                          f"got {args.top_k}")
         corrected = any(isinstance(layer, LogitAdjustment) for layer in predictor.model.layers)
         print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes"
-              + (", class-prior corrected)" if corrected else ")") + (f": {origin}" if origin else ""))
+              + (", class-prior corrected" if corrected else "")
+              + (", test-time augmentation" if args.tta else "") + ")"
+              + (f": {origin}" if origin else ""))
         if kind == "serve":
             return serve(predictor.model, predictor.classes, predictor.checkpoint,
                          args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port,
