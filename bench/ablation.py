@@ -40,6 +40,7 @@ from tinynet.data import load_split, train_val_split  # noqa: E402
 from tinynet.layers import LogitAdjustment  # noqa: E402
 from tinynet.predict import evaluate  # noqa: E402
 from tinynet.training import TrainConfig, class_prior  # noqa: E402
+from tinynet.tta import TTA  # noqa: E402
 
 UNSEEN = ("emnist-balanced-unseen", "../shared/data/emnist-balanced-unseen")
 
@@ -107,21 +108,26 @@ def run_with_ray(todo, threads, address):
     return failed
 
 
-def evaluate_switched(args, run_dir):
-    """(test accuracy, unseen accuracy) of ``run_dir``'s last.npz with its class-prior correction
-    removed, or added (from the run's own training split) when it has none."""
+def final_model(run_dir, switch_prior=False):
+    """``run_dir``'s last.npz; with ``switch_prior``, its class-prior correction removed, or added
+    (from the run's own training split) when it has none."""
     model, meta, _, _ = load_checkpoint(run_dir / "last.npz")
-    config = TrainConfig.from_dict(meta["recipe"])
-    layers = [layer for layer in model.layers if not isinstance(layer, LogitAdjustment)]
-    if len(layers) == len(model.layers):
-        train = load_split(ROOT / config.data_dir, config.dataset, "train")
-        train_idx, _ = train_val_split(train.labels, config.val_fraction, config.seed)
-        prior = class_prior(train.labels[train_idx], len(train.classes))
-        layers.append(LogitAdjustment(prior, name="prior"))
-    model.layers = layers
-    test = load_split(ROOT / config.data_dir, config.dataset, "test")  # train.py ran in ROOT
-    unseen = load_split(ROOT / args.unseen_dir, UNSEEN[0], "test")
-    return evaluate(model, test.images, test.labels)[1], evaluate(model, unseen.images, unseen.labels)[1]
+    if switch_prior:
+        config = TrainConfig.from_dict(meta["recipe"])
+        layers = [layer for layer in model.layers if not isinstance(layer, LogitAdjustment)]
+        if len(layers) == len(model.layers):
+            train = load_split(ROOT / config.data_dir, config.dataset, "train")  # train.py ran in ROOT
+            train_idx, _ = train_val_split(train.labels, config.val_fraction, config.seed)
+            prior = class_prior(train.labels[train_idx], len(train.classes))
+            layers.append(LogitAdjustment(prior, name="prior"))
+        model.layers = layers
+    return model
+
+
+def scores(model, test, unseen):
+    """Accuracy on the resplit test split, on unseen, and on unseen with test-time augmentation."""
+    return (evaluate(model, test.images, test.labels)[1], evaluate(model, unseen.images, unseen.labels)[1],
+            evaluate(TTA(model), unseen.images, unseen.labels)[1])
 
 
 def mean_sd(values):
@@ -169,22 +175,23 @@ def main(argv=None):
         if failed:
             sys.exit(f"{len(failed)} runs failed; see {', '.join(map(str, failed))}")
 
-    print(f"\n| recipe | resplit test acc | emnist-balanced-unseen acc | seeds | minutes per run | "
-          f"command (one seed) |\n| --- | --- | --- | --- | --- | --- |")
+    test_set = load_split(ROOT / args.data_dir, args.dataset, "test")
+    unseen_set = load_split(ROOT / args.unseen_dir, UNSEEN[0], "test")
+    print(f"\n| recipe | resplit test acc | emnist-balanced-unseen acc | unseen acc, `--tta` | seeds | "
+          f"minutes per run | command (one seed) |\n| --- | --- | --- | --- | --- | --- | --- |")
     for name in names:
         spec = VARIANTS[name]
-        source = spec[1] if isinstance(spec, tuple) else name
+        switched = isinstance(spec, tuple)
+        source = spec[1] if switched else name
         runs = [out / f"{slug(source)}-s{s}" for s in args.seeds]
-        if isinstance(spec, tuple):
-            test, unseen = zip(*(evaluate_switched(args, r) for r in runs))
+        test, unseen, tta = zip(*(scores(final_model(r, switched), test_set, unseen_set) for r in runs))
+        if switched:
             minutes, cmd = "-", f"(evaluated) {source}'s checkpoints, class-prior correction switched"
         else:
-            summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
-            test = [s["test_accuracy"] for s in summaries]
-            unseen = [s["external_accuracy"] for s in summaries]
-            minutes = f"{statistics.median(s['seconds'] for s in summaries) / 60:.1f}"
+            seconds = [json.loads((r / "summary.json").read_text())["seconds"] for r in runs]
+            minutes = f"{statistics.median(seconds) / 60:.1f}"
             cmd = f"`{shlex.join(train_command(args, name, args.seeds[0]))}`"
-        print(f"| {name} | {mean_sd(test)} | {mean_sd(unseen)} | {len(runs)} | {minutes} | {cmd} |")
+        print(f"| {name} | {mean_sd(test)} | {mean_sd(unseen)} | {mean_sd(tta)} | {len(runs)} | {minutes} | {cmd} |")
 
 
 if __name__ == "__main__":
