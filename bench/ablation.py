@@ -1,7 +1,8 @@
 """Accuracy ablation over seeds: every variant is a full ``train.py`` run per seed, trained on the
-resplit's train split and scored on its test split and on ``emnist-balanced-unseen`` (genuine
-Balanced images that no run trains on); prints mean +- sample standard deviation per variant as a
-Markdown table for the README.
+resplit's train split and scored, with its final weights, on its test split and on
+``emnist-balanced-unseen`` (genuine Balanced images that no run trains on), there also with
+test-time augmentation (``tinynet.tta``); prints mean +- sample standard deviation per variant as
+a Markdown table for the README.
 
     python3 bench/ablation.py                          # every variant, seeds 0 1 2
     python3 bench/ablation.py --only original strong --seeds 0 1 2 3 4
