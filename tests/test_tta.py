@@ -30,6 +30,13 @@ def test_tta_averages_the_probabilities_of_the_views(rng):
     np.testing.assert_allclose(softmax(single), softmax(model.forward(x, train=False)), rtol=1e-5, atol=1e-7)
 
 
+def test_tta_predicts_an_empty_batch(rng):
+    """Like the plain model, a TTA-wrapped one answers no images with a (0, K) array."""
+    from tinynet.inference import Predictor
+    predictor = Predictor(lenet(47, rng=rng), [str(k) for k in range(47)], tta=True)
+    assert predictor.predict_proba(np.zeros((0, 28, 28), np.uint8)).shape == (0, 47)
+
+
 def test_tta_refuses_training(rng):
     with pytest.raises(ValueError, match="not training"):
         TTA(lenet(47, rng=rng)).forward(np.zeros((1, 1, 28, 28), np.float32), train=True)

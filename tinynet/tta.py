@@ -14,7 +14,7 @@ from .augment import affine_transform_numba
 from .predict import softmax
 
 # The views: rotations in degrees about the image centre (0 = the image itself); chosen on the
-# resplit's validation split (README: "Accuracy").
+# resplit's validation split (README: "Inference", --tta).
 ROTATIONS = (0.0, -5.0, 5.0)
 
 
@@ -33,6 +33,11 @@ class TTA:
 
     def __init__(self, model, rotations=ROTATIONS):
         self.model, self.rotations = model, tuple(rotations)
+
+    @property
+    def layers(self):
+        """The wrapped model's layers (what code that inspects a model, e.g. for its class count, reads)."""
+        return self.model.layers
 
     def forward(self, x, train=False):
         if train:
