@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tinynet.augment import affine_transform_reference
+from tinynet.inference import Predictor
 from tinynet.model import lenet
 from tinynet.predict import softmax
 from tinynet.tta import TTA, rotation_matrix
@@ -32,7 +33,6 @@ def test_tta_averages_the_probabilities_of_the_views(rng):
 
 def test_tta_predicts_an_empty_batch(rng):
     """Like the plain model, a TTA-wrapped one answers no images with a (0, K) array."""
-    from tinynet.inference import Predictor
     predictor = Predictor(lenet(47, rng=rng), [str(k) for k in range(47)], tta=True)
     assert predictor.predict_proba(np.zeros((0, 28, 28), np.uint8)).shape == (0, 47)
 
