@@ -60,6 +60,21 @@ def test_run_folder_contents(tiny, tmp_path):
     assert meta["training"]["epoch"] == 2 and meta["classes"] == list("ABCDE")
 
 
+def test_run_without_validation_split(tiny, tmp_path):
+    """--val-fraction 0 trains on every training image: each epoch's line says there is no
+    validation split (not "val loss nan"), best.npz is the last epoch's weights, and the curves
+    are still drawn."""
+    lines = []
+    train(replace(tiny, val_fraction=0.0), tmp_path / "run", download=False, progress=False,
+          log=lines.append)
+    assert "training on 600 images" in lines[0] and "validating on 0," in lines[0]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all("| no validation split |" in line and "nan" not in line for line in epochs)
+    best, last = weights(tmp_path / "run" / "best.npz"), weights(tmp_path / "run" / "last.npz")
+    assert all(np.array_equal(best[k], last[k]) for k in last)
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_same_seed_same_weights(tiny, tmp_path):
     """--seed makes a run repeatable: two runs with the same configuration end with equal weights."""
     train(tiny, tmp_path / "a", download=False, progress=False, log=quiet)

@@ -9,17 +9,19 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_curves(history, path):
-    """Loss and accuracy against epoch, from metrics records: train, validation, the external
-    validation set and the balanced validation accuracy when the records have them."""
+    """Loss and accuracy against epoch, from metrics records: train, validation (unless every
+    value is NaN: no validation split), the external validation set and the balanced validation
+    accuracy when the records have them."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    curves = [("train", "train"), ("val", "validation")]
+    has_val = not all(np.isnan(r["val_loss"]) for r in history)
+    curves = [("train", "train")] + [("val", "validation")] * has_val
     if all("external_loss" in r for r in history):
         curves.append(("external", "external validation"))
     for key, label in curves:
         ax_loss.plot(epochs, [r[f"{key}_loss"] for r in history], marker="o", label=label)
         ax_acc.plot(epochs, [r[f"{key}_accuracy"] for r in history], marker="o", label=label)
-    if all("val_balanced_accuracy" in r for r in history):
+    if has_val and all("val_balanced_accuracy" in r for r in history):
         ax_acc.plot(epochs, [r["val_balanced_accuracy"] for r in history], marker=".", linestyle="--",
                     label="validation, balanced")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")

@@ -285,11 +285,12 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 checkpoint(run_dir / "best.npz")
             checkpoint(run_dir / "last.npz")
             _write_history(state["history"], run_dir)
+            val = (f"val loss {val_loss:.4f} acc {val_acc:.4f} (balanced {val_bal:.4f})" if len(val_idx)
+                   else "no validation split")
             ext = (f" | {config.val_dataset} loss {record['external_loss']:.4f} acc "
                    f"{record['external_accuracy']:.4f}" if external is not None else "")
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} "
-                f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
-                f"(balanced {val_bal:.4f}){ext} | {seconds:.1f} s, "
+                f"acc {record['train_accuracy']:.4f} | {val}{ext} | {seconds:.1f} s, "
                 f"{record['images_per_second']:.0f} images/s")
 
     test_loss, test_acc, test_bal = evaluate(net, test_split.images, test_split.labels)
