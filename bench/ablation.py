@@ -58,6 +58,8 @@ VARIANTS = {
         "--recipe", "unseen", "--dropout", "0", "--label-smoothing", "0"],
     "unseen": ["--recipe", "unseen"],
     "unseen, 60 epochs": ["--recipe", "unseen", "--epochs", "60"],
+    "unseen, no validation hold-out": ["--recipe", "unseen", "--val-fraction", "0"],
+    "unseen, batch 64": ["--recipe", "unseen", "--batch-size", "64"],
 }
 
 
