@@ -439,7 +439,7 @@ def interleaved(workers, cmd, rounds, images_per_call, meter, budget, **kw):
 def write_balanced_sized_dataset(folder, rng, n_train=112_800, n_test=18_800):
     """A synthetic EMNIST-Balanced-sized data set (IDX, uncompressed, as tinynet.data reads it)."""
     sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers
-    from toydata import write_idx
+    from tinynet.data import write_idx
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
         images = synthetic_images(n, rng)

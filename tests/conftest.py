@@ -20,3 +20,10 @@ def require_resplit():
     if not RESPLIT.is_dir():
         pytest.skip(f"real EMNIST data not found at {RESPLIT} (only present in the development workplace)")
     return RESPLIT
+
+
+def require_dir(folder):
+    """Skip the calling test when a folder of the development data (../shared/data) is absent."""
+    if not folder.is_dir():
+        pytest.skip(f"development data not found at {folder} (only present in the development workplace)")
+    return folder

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from tinynet.data import (DataError, Split, dataset_paths, load_split, read_idx_images,
                           read_idx_labels, read_mapping, to_float, train_val_split)
-from toydata import write_idx
+from tinynet.data import write_idx
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PUBLISHED = {  # sha256 published with the task for the files in ../shared/data

@@ -18,7 +18,7 @@ import pytest
 from tinynet.data import DataError, load_split
 from tinynet.download import (OFFICIAL_URL, PUBLISHED_SHA256, dataset_files, ensure_dataset,
                               fetch, install_from)
-from toydata import write_idx
+from tinynet.data import write_idx
 
 NAME = "emnist-tiny"
 REPO = Path(__file__).resolve().parents[1]

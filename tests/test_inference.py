@@ -23,7 +23,7 @@ from tinynet.model import build_model
 from tinynet.predict import (confusion_matrix, format_report, most_confused, per_class_metrics,
                              top_k_accuracy)
 from tinynet.training import TrainConfig, train
-from toydata import write_idx
+from tinynet.data import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "emnist-bymerge-resplit"

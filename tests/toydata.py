@@ -1,31 +1,12 @@
-"""Writing IDX files, and a tiny synthetic data set in EMNIST's format: helpers for the tests and
-the benchmarks (``bench/`` puts this folder on ``sys.path``), not part of the library.
+"""A tiny synthetic data set in EMNIST's format: a helper for the tests and the benchmarks
+(``bench/`` puts this folder on ``sys.path``), not part of the library. IDX files are written by
+``tinynet.data.write_idx``."""
 
-``write_idx`` writes arrays exactly as given (file layout); EMNIST stores images transposed, so
-writing upright images the EMNIST way means passing ``images.transpose(0, 2, 1)``.
-"""
-
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 
-
-def write_idx(path, array):
-    """Write a uint8 array as an IDX file, gzipped when ``path`` ends with ``.gz``.
-
-    The array is written as given (no transposition); magic is 0x0800 + ndim.
-    """
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
-        raise ValueError(f"write_idx takes uint8 arrays of 1..255 dimensions, "
-                         f"got {array.dtype} with {array.ndim}")
-    header = struct.pack(f">HBB{array.ndim}I", 0, 0x08, array.ndim, *array.shape)
-    data = header + np.ascontiguousarray(array).tobytes()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
-    Path(path).write_bytes(data)
+from tinynet.data import write_idx
 
 
 def write_toy_dataset(folder, n_train=600, n_test=200, classes=5, seed=0, gz=True):

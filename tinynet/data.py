@@ -31,6 +31,7 @@ Getting the files: ``python3 -m tinynet download --dataset NAME --data-dir DIR``
 (``tinynet.download``, command line in ``tinynet.cli.download``).
 """
 
+import gzip
 import math
 import os
 import struct
@@ -48,6 +49,8 @@ SPLITS = ("train", "test")
 MAX_MAPPING_BYTES = 1 << 20
 MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
 _CHUNK = 1 << 20
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"  # package data, see load_sample()
+SAMPLE_NAME = "emnist-sample"
 
 
 class DataError(ValueError):
@@ -125,6 +128,24 @@ def read_idx_labels(path):
     return _read_idx(Path(path), LABELS_MAGIC).astype(np.int64)
 
 
+def write_idx(path, array):
+    """Write a uint8 array as an IDX file, gzipped (reproducibly: no timestamp) when ``path`` ends
+    with ``.gz``.
+
+    The array is written as given, with no transposition: to store upright images the EMNIST way,
+    pass ``images.transpose(0, 2, 1)``. The magic number is 0x0800 + ndim.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
+        raise ValueError(f"write_idx takes uint8 arrays of 1..255 dimensions, "
+                         f"got {array.dtype} with {array.ndim}")
+    header = struct.pack(f">HBB{array.ndim}I", 0, 0x08, array.ndim, *array.shape)
+    data = header + np.ascontiguousarray(array).tobytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    Path(path).write_bytes(data)
+
+
 def read_mapping(path):
     """Characters by label from a mapping file (``label code [code ...]`` per line).
 
@@ -154,6 +175,17 @@ def load_split(data_dir, name, split):
             raise DataError(f"{paths['labels']}: label {bad} out of range: {paths['mapping']} "
                             f"maps labels {first}..{first + len(classes) - 1}")
     return Split(images, labels - first, classes, str(paths["images"]))
+
+
+def load_sample():
+    """The small real sample that ships with tinynet: 80 images of each of the 47 classes (3,760)
+    from the official EMNIST-ByMerge test images, with the EMNIST-Balanced mapping.
+
+    For notebooks, examples and tests that must run on any clone; never for accuracy figures (its
+    images are in the resplit data the bundled model was trained and tested on). Which images, and
+    how they were chosen: ``tinynet/sample/SOURCE.md``.
+    """
+    return load_split(SAMPLE_DIR, SAMPLE_NAME, "test")
 
 
 def train_val_split(labels, val_fraction, seed):
