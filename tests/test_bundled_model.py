@@ -1,7 +1,6 @@
 """The model bundled with tinynet (package data, the default when no run has been trained): its
 size and contents, its accuracy on real data, and the export step that makes it."""
 
-import configparser
 import fnmatch
 import zipfile
 from pathlib import Path
@@ -77,13 +76,12 @@ def test_export_keeps_the_weights_and_drops_the_rest(tmp_path, rng, capsys):
 
 
 def test_package_data_lists_the_model_and_the_page():
-    """setup.cfg's package_data covers the bundled model and every file of the page, so a
-    non-editable ``pip install .`` has them."""
-    config = configparser.ConfigParser()
-    config.read(REPO / "setup.cfg")
-    patterns = config["options.package_data"]["tinynet"].split()
+    """pyproject.toml's package data covers the bundled model, the shipped sample and every file of
+    the page, so a non-editable ``pip install .`` has them."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tinynet"]
     package = REPO / "tinynet"
-    files = [BUNDLED_MODEL] + sorted((package / "static").iterdir())
+    files = [BUNDLED_MODEL] + sorted((package / "static").iterdir()) + sorted((package / "sample").iterdir())
     for path in files:
         rel = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel

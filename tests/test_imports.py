@@ -4,7 +4,6 @@ only predicts needs) loads neither the training loop nor a command line. And the
 commands ``tinynet-train`` / ``tinynet-infer`` are ``train.py`` / ``inference.py``."""
 
 import ast
-import configparser
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 import tinynet
 import tinynet.cli.infer
+import tinynet.cli.main
 import tinynet.cli.train
 
 PACKAGE = Path(tinynet.__file__).resolve().parent
@@ -120,15 +120,15 @@ def test_importing_inference_loads_neither_training_nor_a_command_line():
     assert not unwanted, f"import tinynet.inference also loaded {unwanted}"
 
 
-COMMANDS = {"tinynet-train": tinynet.cli.train.main, "tinynet-infer": tinynet.cli.infer.main}
+COMMANDS = {"tinynet": tinynet.cli.main.main, "tinynet-train": tinynet.cli.train.main,
+            "tinynet-infer": tinynet.cli.infer.main}
 
 
-def test_setup_cfg_declares_the_commands_and_the_scripts_use_the_same_mains():
-    config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
-    declared = dict(line.replace(" ", "").split("=") for line in
-                    config["options.entry_points"]["console_scripts"].strip().splitlines())
-    assert declared == {"tinynet-train": "tinynet.cli.train:main", "tinynet-infer": "tinynet.cli.infer:main"}
+def test_pyproject_declares_the_commands_and_the_scripts_use_the_same_mains():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert declared == {"tinynet": "tinynet.cli.main:main", "tinynet-train": "tinynet.cli.train:main",
+                        "tinynet-infer": "tinynet.cli.infer:main"}
     for script in ("train.py", "inference.py"):  # thin wrappers over the same functions
         tree = ast.parse((ROOT / script).read_text())
         imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
@@ -140,8 +140,9 @@ def test_installed_commands_run_the_command_line_mains(tmp_path):
     """The installed metadata's console scripts load the command lines' main functions. Read in a
     subprocess started outside the checkout, so that a stale ``tinynet.egg-info`` in the checkout
     (on sys.path as the current folder) cannot stand in for the installed metadata."""
-    code = ("import importlib.metadata as m, tinynet.cli.infer, tinynet.cli.train\n"
-            "mains = {'tinynet-train': tinynet.cli.train.main, 'tinynet-infer': tinynet.cli.infer.main}\n"
+    code = ("import importlib.metadata as m, tinynet.cli.infer, tinynet.cli.main, tinynet.cli.train\n"
+            "mains = {'tinynet': tinynet.cli.main.main, 'tinynet-train': tinynet.cli.train.main,\n"
+            "         'tinynet-infer': tinynet.cli.infer.main}\n"
             "for ep in m.entry_points(group='console_scripts'):\n"
             "    if ep.name in mains:\n"
             "        print(ep.name, ep.load() is mains[ep.name])\n")
@@ -159,3 +160,5 @@ def test_installed_commands_run_the_command_line_mains(tmp_path):
             out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120,
                                  check=True).stdout
             assert out.startswith(f"usage: {name} ")
+            if name == "tinynet":  # the subcommands are listed
+                assert all(f"  {command} " in out for command in tinynet.cli.main.COMMANDS), out

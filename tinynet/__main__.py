@@ -1,5 +1,5 @@
-"""``python3 -m tinynet download ...``: get EMNIST data files (``tinynet.cli.download``)."""
+"""``python3 -m tinynet COMMAND ...``: the ``tinynet`` command (``tinynet.cli.main``)."""
 
-from .cli.download import main
+from .cli.main import main
 
 raise SystemExit(main())

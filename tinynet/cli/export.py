@@ -10,9 +10,9 @@ from ..checkpoint import CheckpointError, export_checkpoint
 from ..inference import BUNDLED_MODEL
 
 
-def main(argv=None):
-    """``python3 -m tinynet.cli.export``; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python3 -m tinynet.cli.export",
+def main(argv=None, prog="python3 -m tinynet.cli.export"):
+    """``tinynet export`` (also ``python3 -m tinynet.cli.export``); returns the exit status."""
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Write an inference-only copy of a checkpoint (no "
                                             "optimiser state, no resume data, compressed).")
     p.add_argument("checkpoint", help="the checkpoint to export, e.g. runs/<run>/best.npz")

@@ -242,8 +242,9 @@ examples:
 """
 
 
-def build_parser():
+def build_parser(prog=None):
     p = argparse.ArgumentParser(
+        prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Predict EMNIST characters with a trained tinynet checkpoint: evaluate a test\n"
                     "set, or read your own images or arrays.")
@@ -296,9 +297,9 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    """``inference.py``'s command line; returns the exit status (see the --help epilog)."""
-    parser = build_parser()
+def main(argv=None, prog=None):
+    """``python3 inference.py`` / ``tinynet infer``; returns the exit status (see the --help epilog)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.serve == (args.input is not None):
         parser.error("give either --input PATH or --serve")

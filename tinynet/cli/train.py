@@ -27,8 +27,9 @@ def from_recipe(field):
     return "[" + ", ".join(f"{name}: {value}" for name, value in values.items()) + "]"
 
 
-def build_parser():
+def build_parser(prog=None):
     p = argparse.ArgumentParser(
+        prog=prog,
         description="Train the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense K) on "
                     "EMNIST IDX files. Defaults are the original recipe: batch 128, 20 epochs, plain "
                     "SGD at learning rate 0.01, cross-entropy. Options left unset take the value of "
@@ -123,8 +124,9 @@ def config_from_args(args):
     return config
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog=None):
+    """``python3 train.py`` / ``tinynet train``; returns the exit status."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
