@@ -35,13 +35,15 @@ from hypothesis import strategies as st
 from tinynet import checkpoint as checkpoint_module
 from tinynet.checkpoint import CheckpointError, load_checkpoint
 from tinynet.cli import download as download_cli
+from tinynet.cli import main as main_cli
 from tinynet.cli import infer as infer_cli
 from tinynet.cli import train as train_cli
 from tinynet.data import DataError, load_split, read_idx_images, read_idx_labels
 from tinynet.inference import InputError, load_npy
 from tinynet.preprocess import ImageError, preprocess_file
 from tinynet.training import train
-from toydata import write_idx, write_toy_dataset
+from tinynet.data import write_idx
+from toydata import write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -450,13 +452,13 @@ class _Captured(Exception):
 
 
 def download_parser(monkeypatch):
-    """The parser ``python3 -m tinynet`` builds (caught as it starts parsing)."""
+    """The parser ``tinynet download`` builds (caught as it starts parsing)."""
     def capture(self, *args, **kwargs):
         raise _Captured(self)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
     try:
-        download_cli.main(["download"])
+        download_cli.main([])
     except _Captured as c:
         return c.parser
     raise AssertionError("tinynet.cli.download.main did not parse its arguments")
@@ -466,7 +468,7 @@ def all_parsers(monkeypatch):
     parsers = {"train.py": train_cli.build_parser(), "inference.py": infer_cli.build_parser(),
                "bench/fuzz.py": fuzz.build_parser(), "bench/kill_resume.py": kill_resume.build_parser()}
     with monkeypatch.context() as m:
-        parsers["python3 -m tinynet"] = download_parser(m)
+        parsers["tinynet download"] = download_parser(m)
     for name, parser in list(parsers.items()):
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -508,13 +510,12 @@ def test_help_names_each_default_once(monkeypatch):
     (train_cli.main, ["--batch-size", "-3"], "must be a positive integer"),
     (infer_cli.main, ["--input", "x", "--top-k", "0"], "must be a positive integer"),
     (infer_cli.main, ["--input", "x", "--output", "out.txt"], "must end in .csv or .json"),
-    (download_cli.main, ["download", "--split", "validation"], "invalid choice"),
-    (download_cli.main, [], "required"),
+    (download_cli.main, ["--split", "validation"], "invalid choice"),
     (fuzz.main, ["--cases", "0"], "must be a positive integer"),
     (fuzz.main, ["--kinds", "idx,video"], "unknown kind"),
     (kill_resume.main, ["--kills", "0"], "must be a positive integer"),
     (kill_resume.main, ["--write-fraction", "1.5"], "must be in [0, 1]"),
-], ids=["train", "inference-top-k", "inference-output", "download-split", "download-command",
+], ids=["train", "inference-top-k", "inference-output", "download-split",
         "fuzz-cases", "fuzz-kinds", "kill-resume-kills", "kill-resume-fraction"])
 def test_wrong_values_are_argparse_errors(main, argv, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -522,6 +523,20 @@ def test_wrong_values_are_argparse_errors(main, argv, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "usage:" in err and "Traceback" not in err
+
+
+def test_the_tinynet_command_names_its_subcommands_and_refuses_unknown_ones(capsys):
+    assert main_cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tinynet COMMAND") and all(f"  {c} " in out for c in main_cli.COMMANDS)
+    assert main_cli.main([]) == 2 and "usage: tinynet" in capsys.readouterr().err
+    assert main_cli.main(["dowload"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'dowload' (did you mean 'download'?)" in err and "Traceback" not in err
+    for command in main_cli.COMMANDS:  # each subcommand's own --help, under its own name
+        with pytest.raises(SystemExit) as info:
+            main_cli.main([command, "--help"])
+        assert info.value.code == 0 and capsys.readouterr().out.startswith(f"usage: tinynet {command} ")
 
 
 # ---------------------------------------------------------------------------------------------
