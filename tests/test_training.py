@@ -123,6 +123,50 @@ def test_ctrl_c_saves_and_resume_finishes_the_same_run(tiny, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+class Recorder:
+    """A callback that keeps every event it sees (``train(..., callbacks=[...])``)."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_start(self, trainer):
+        self.events.append(("start", trainer.state["step"], len(trainer.val_labels), trainer.total_steps))
+
+    def on_step(self, trainer, record):
+        self.events.append(("step", record))
+
+    def on_epoch(self, trainer, record):
+        self.events.append(("epoch", record["epoch"]))
+
+    def on_end(self, trainer, summary):
+        self.events.append(("end", summary["status"]))
+
+
+class Broken:
+    def on_step(self, trainer, record):
+        raise OSError("disk full")
+
+
+def test_callbacks_see_every_step_and_epoch_and_a_broken_one_changes_nothing(tiny, tmp_path):
+    """Callbacks observe start, each step, each epoch and the end, in order; one that raises is
+    reported once and dropped, and the run's weights are bitwise those of a run without it."""
+    seen, lines = Recorder(), []
+    train(tiny, tmp_path / "a", download=False, progress=False, log=lines.append,
+          callbacks=[Broken(), seen])
+    train(tiny, tmp_path / "b", download=False, progress=False, log=quiet)
+    steps = [e[1] for e in seen.events if e[0] == "step"]
+    per_epoch = len(steps) // 2
+    assert seen.events[0] == ("start", 0, 120, 2 * per_epoch) and seen.events[-1] == ("end", "finished")
+    assert [e for e in seen.events if e[0] == "epoch"] == [("epoch", 1), ("epoch", 2)]
+    assert seen.events.index(("epoch", 1)) == 1 + per_epoch  # after epoch 1's last step
+    assert [s["step"] for s in steps] == list(range(1, 2 * per_epoch + 1))
+    assert steps[0]["epoch"] == 1 and steps[0]["batch"] == 1 and steps[0]["images"] == 32
+    assert all(np.isfinite(s["loss"]) and 0 <= s["accuracy"] <= 1 and s["lr"] > 0 for s in steps)
+    assert sum("Broken.on_step failed (OSError: disk full)" in line for line in lines) == 1
+    a, b = weights(tmp_path / "a" / "last.npz"), weights(tmp_path / "b" / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
     """A NaN or infinite loss stops the run with a clear message; last.npz stays the good one."""
     run = tmp_path / "run"
@@ -131,9 +175,12 @@ def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
     config = json.loads((run / "config.json").read_text())
     config["lr"] = 1e30  # the next update overflows the weights
     (run / "config.json").write_text(json.dumps(config))
+    seen = Recorder()
     with pytest.raises(TrainingError, match=r"loss became (nan|inf) .* training diverged; the last good "
                                             r"checkpoint .*last.npz \(epoch 1\) is kept"):
-        train(replace(tiny, epochs=2), run, resume=True, download=False, progress=False, log=quiet)
+        train(replace(tiny, epochs=2), run, resume=True, download=False, progress=False, log=quiet,
+              callbacks=[seen])
+    assert seen.events[-1] == ("end", "failed")
     kept = weights(run / "last.npz")
     assert all(np.array_equal(good[k], kept[k]) for k in good)
 

@@ -26,6 +26,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from tqdm import tqdm
@@ -140,14 +141,53 @@ class _StopFlag:
         signal.signal(signal.SIGINT, self.previous)
 
 
+class Callbacks:
+    """Observers of a run (``train(..., callbacks=[...])``), e.g. the ``--watch`` recorder.
+
+    A callback is any object with some of these methods; each gets the running trainer, whose
+    attributes ``run_dir``, ``config``, ``model`` (the ``Sequential``; ``model.forward(x,
+    train=False)`` predicts), ``classes``, ``val_images`` (uint8, upright), ``val_labels``,
+    ``batches_per_epoch``, ``total_steps`` and ``state`` (``epoch``, ``step``, ``batch``) it may read
+    and must not change:
+
+    - ``on_start(trainer)``: before the first step (of this process: after a resume, too);
+    - ``on_step(trainer, record)``: after every step, ``record`` = ``step`` (steps done), ``epoch``
+      (1-based), ``batch`` (batches done in the epoch), ``loss`` and ``accuracy`` (of the batch),
+      ``lr``, ``images`` (in the batch), ``seconds`` (since ``on_start``);
+    - ``on_epoch(trainer, record)``: after each epoch, with its ``metrics.jsonl`` record;
+    - ``on_end(trainer, summary)``: once, with ``summary["status"]`` ``finished``, ``interrupted``
+      (Ctrl-C) or ``failed`` (diverged; ``summary["error"]`` says why).
+
+    A callback never stops or changes training: one that raises is reported once through ``log``
+    and dropped, and the run goes on as it would have without it.
+    """
+
+    def __init__(self, callbacks, log):
+        self.callbacks = list(callbacks)
+        self.log = log
+
+    def __call__(self, event, *args):
+        for cb in list(self.callbacks):
+            method = getattr(cb, event, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except Exception as e:  # noqa: BLE001: whatever an observer does wrong, training goes on
+                self.callbacks.remove(cb)
+                self.log(f"warning: {type(cb).__name__}.{event} failed ({type(e).__name__}: {e}); "
+                         f"training goes on without it")
+
+
 def _generators(seed):
     """Independent generators, all from one seed: init, shuffle, augment, dropout."""
     return dict(zip(("init", "shuffle", "augment", "dropout"),
                     (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))))
 
 
-def train(config, run_dir, *, resume=False, download=True, progress=True, log=print):
+def train(config, run_dir, *, resume=False, download=True, progress=True, log=print, callbacks=()):
     """Train per ``config`` into ``run_dir``; with ``resume``, continue the run saved there.
+    ``callbacks`` observe the run (see :class:`Callbacks`).
 
     Returns a summary dict (``status`` is ``"finished"`` or ``"interrupted"``, plus final metrics,
     ``test_accuracy`` and ``seconds``). Raises :class:`TrainingError` for a run that cannot start or
@@ -222,6 +262,12 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     log(f"training on {len(train_idx)} images of {config.dataset} ({len(classes)} classes), "
         f"validating on {len(val_idx)}, testing on {len(test_split.labels)}; run folder {run_dir}")
     status = "finished"
+    notify = Callbacks(callbacks, log)
+    trainer = SimpleNamespace(run_dir=run_dir, config=config, model=model, classes=classes,
+                              val_images=images[val_idx], val_labels=labels[val_idx],
+                              batches_per_epoch=batches_per_epoch, total_steps=total_steps, state=state)
+    notify("on_start", trainer)
+    clock = time.perf_counter()  # on_step's seconds
     with _StopFlag() as stop:
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
@@ -238,7 +284,9 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                     checkpoint(run_dir / "last.npz", order)
                     log(f"stopped by Ctrl-C at epoch {epoch + 1}, batch {state['batch']}; saved "
                         f"{run_dir / 'last.npz'}. Resume with: python3 train.py --resume {run_dir}")
-                    return _summary(state, "interrupted", started, run_dir)
+                    summary = _summary(state, "interrupted", started, run_dir)
+                    notify("on_end", trainer, summary)
+                    return summary
                 idx = order[state["batch"] * config.batch_size:(state["batch"] + 1) * config.batch_size]
                 x, y = to_float(images[idx]), labels[idx]
                 if config.augment:
@@ -252,14 +300,21 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                     last = run_dir / "last.npz"
                     kept = (f"the last good checkpoint {last} (epoch {epoch}) is kept"
                             if last.exists() else "no checkpoint was written yet")
-                    raise TrainingError(f"loss became {loss} at epoch {epoch + 1}, batch "
-                                        f"{state['batch']} (step {state['step']}): training diverged; "
-                                        f"{kept}. Try a lower --lr.")
+                    error = TrainingError(f"loss became {loss} at epoch {epoch + 1}, batch "
+                                          f"{state['batch']} (step {state['step']}): training diverged; "
+                                          f"{kept}. Try a lower --lr.")
+                    notify("on_end", trainer, {"status": "failed", "error": str(error)})
+                    raise error
                 state["batch"] += 1
                 state["step"] += 1
                 seen += len(y)
                 loss_sum += loss * len(y)
-                correct += int(np.sum(logits.argmax(axis=1) == y))
+                batch_correct = int(np.sum(logits.argmax(axis=1) == y))
+                correct += batch_correct
+                notify("on_step", trainer, {
+                    "step": state["step"], "epoch": epoch + 1, "batch": state["batch"], "loss": loss,
+                    "accuracy": batch_correct / len(y), "lr": optimizer.lr, "images": len(y),
+                    "seconds": time.perf_counter() - clock})
                 bar.update()
                 if progress and state["batch"] % 16 == 0:  # formatting it costs ~25 us: not every batch
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -285,6 +340,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
                 checkpoint(run_dir / "best.npz")
             checkpoint(run_dir / "last.npz")
             _write_history(state["history"], run_dir)
+            notify("on_epoch", trainer, record)
             val = (f"val loss {val_loss:.4f} acc {val_acc:.4f} (balanced {val_bal:.4f})" if len(val_idx)
                    else "no validation split")
             ext = (f" | {config.val_dataset} loss {record['external_loss']:.4f} acc "
@@ -302,6 +358,7 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     summary = _summary(state, status, started, run_dir, **extra)
     write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     plot_filters(model.layers[0].params["W"], run_dir / "filters.png")  # conv1's, as trained
+    notify("on_end", trainer, summary)
     ext = f"; {config.val_dataset} accuracy {extra['external_accuracy']:.4f}" if external is not None else ""
     log(f"test accuracy {test_acc:.4f} (balanced {test_bal:.4f}, loss {test_loss:.4f}){ext}; "
         f"total time {summary['seconds']:.1f} s")
