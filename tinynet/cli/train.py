@@ -47,7 +47,7 @@ def build_parser(prog=None):
                         f"{from_recipe('val_fraction')}")
     g.add_argument("--val-data", metavar="DIR", default=None,
                    help="also validate every epoch on the test split of another labelled set in DIR "
-                        "(e.g. ../shared/data/emnist-balanced-unseen); logged as external_*")
+                        "whose classes match the training set's; logged as external_*")
     g.add_argument("--val-dataset", metavar="NAME", default=None, help="that set's dataset name")
     g.add_argument("--best-by", choices=sorted(BEST_BY), default=None,
                    help="which validation picks best.npz: val (held-out accuracy), val-balanced "
