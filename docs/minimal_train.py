@@ -3,9 +3,9 @@
     python3 docs/minimal_train.py                     # EMNIST-Balanced in data/ (tinynet download)
     python3 docs/minimal_train.py --data-dir DIR --dataset NAME
 
-The model is ``tinynet.model.lenet()`` (the fast layers, ReLU fused into max-pooling), the optimiser
-SGD with learning rate 0.01 and momentum 0.9, the batches 128 images drawn at random; no batch split over threads, no
-validation split, no schedule, no augmentation. On the development data set emnist-bymerge-resplit
+The model is ``tinynet.model.lenet()`` (the fast layers, ReLU fused into max-pooling), the
+optimiser SGD with learning rate 0.01 and momentum 0.9, the batches 128 images drawn at random; no
+batch split over threads, no validation split, no schedule, no augmentation. On the development data set emnist-bymerge-resplit
 (47 classes), 300 steps (about 40% of an epoch) reached 77% accuracy on the first 2,000 test images
 in 2.3 minutes on a busy 2-core machine.
 Everything ``train.py`` adds (validation split, learning-rate schedules, augmentation, checkpoints
