@@ -1,0 +1,247 @@
+"""Regenerate every figure of tinynet's documentation (docs/img/*.png) from tinynet's own code.
+
+    python3 docs/make_figures.py                       # the figures that need no data set
+    python3 docs/make_figures.py --unseen DIR          # also the confused pairs of docs/accuracy.md
+    python3 docs/make_figures.py --out DIR             # write somewhere else than docs/img/
+
+Figures (each computed by the functions it illustrates, so a figure cannot drift from the code):
+
+- ``im2col.png``: ``tinynet.kernels.im2col_reference`` copies one receptive field into one row;
+- ``col2im.png``: ``tinynet.kernels.col2im_reference`` adds the rows back; on a matrix of ones it
+  counts how many receptive fields hold each pixel;
+- ``maxpool.png``: ``tinynet.kernels.maxpool_forward_reference`` / ``maxpool_backward_reference``
+  route each window's gradient to its winner (the first maximum on a tie; nothing when the fused
+  ReLU clipped the window);
+- ``lenet.png``: the shapes of ``tinynet.model.lenet()`` layer by layer, from a forward pass of a
+  shipped sample image;
+- ``confused_pairs.png`` (only with ``--unseen DIR``, the folder of the emnist-balanced-unseen
+  set): the bundled model's most confused pairs on it. The committed PNG was made from that set
+  (4,031 EMNIST-Balanced images from writers training never saw; see docs/accuracy.md).
+
+Matplotlib is used through its object-oriented API (``Figure`` + ``FigureCanvasAgg``), so running
+this script changes no global matplotlib state; PNGs are written without a "Software" tag and every
+random draw is seeded, so re-running gives the same bytes with the same library versions.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a clone without installing
+
+from tinynet.data import load_sample, load_split, to_float  # noqa: E402
+from tinynet.kernels import (col2im_reference, im2col_reference, maxpool_backward_reference,  # noqa: E402
+                             maxpool_forward_reference)
+from tinynet.model import lenet  # noqa: E402
+
+HIGHLIGHT = "#d62728"
+
+
+def save(fig, path):
+    """Write ``fig`` as a PNG with no varying metadata, so the bytes depend only on the picture."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    print(f"wrote {path}")
+
+
+def draw_grid(ax, values, title, fmt="{:g}", cmap="Blues", vmin=None, vmax=None):
+    """A 2-D array as a grid of coloured cells, each labelled with its value."""
+    ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
+    high = np.nanmax(values) if vmax is None else vmax
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=8,
+                color="white" if high and v > 0.6 * high else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+
+
+def box(ax, row, col, height=1, width=1, color=HIGHLIGHT):
+    """Outline cells [row, row + height) x [col, col + width) of an ``imshow`` grid."""
+    ax.add_patch(Rectangle((col - 0.5, row - 0.5), width, height, fill=False, edgecolor=color,
+                           linewidth=2.5))
+
+
+def figure_im2col(out):
+    """A 5x5 one-channel image, a 3x3 kernel at stride 1: 9 receptive fields become 9 rows of 9."""
+    x = np.arange(1, 26, dtype=np.float64).reshape(1, 5, 5, 1)  # NHWC, as the kernels take it
+    cols = im2col_reference(x, 3, 3, 1, 0)                     # (1*3*3, 3*3*1)
+    oh, ow = 1, 2                                                # the receptive field drawn
+    row = oh * 3 + ow
+    fig = Figure(figsize=(9, 4))
+    ax_x, ax_c = fig.subplots(1, 2, gridspec_kw={"width_ratios": [5, 9]})
+    draw_grid(ax_x, x[0, :, :, 0], "input x (5x5), 3x3 kernel, stride 1")
+    box(ax_x, oh, ow, 3, 3)
+    draw_grid(ax_c, cols, "im2col(x): one row per output position (3x3 = 9 rows)")
+    box(ax_c, row, 0, 1, 9)
+    ax_c.set_yticks(range(9), [f"({r // 3},{r % 3})" for r in range(9)], fontsize=8)
+    ax_c.set_ylabel("output position (oh, ow)")
+    ax_c.set_xticks(range(9), [f"({k // 3},{k % 3})" for k in range(9)], fontsize=7)
+    ax_c.set_xlabel("kernel offset (i, j)")
+    fig.suptitle(f"The receptive field of output ({oh}, {ow}) becomes row {row}; "
+                 "the convolution is then one matrix product, rows @ W2.T", fontsize=10)
+    fig.tight_layout()
+    save(fig, out / "im2col.png")
+
+
+def figure_col2im(out):
+    """col2im of a matrix of ones: how many receptive fields hold each pixel (6x6, 3x3 kernel),
+    at stride 1 and at stride 2 with padding 1."""
+    fig = Figure(figsize=(9, 4))
+    axes = fig.subplots(1, 2)
+    for ax, (stride, padding) in zip(axes, [(1, 0), (2, 1)]):
+        shape = (1, 6, 6, 1)
+        oh = (6 + 2 * padding - 3) // stride + 1
+        ones = np.ones((oh * oh, 9))
+        counts = col2im_reference(ones, shape, 3, 3, stride, padding)[0, :, :, 0]
+        draw_grid(ax, counts, f"stride {stride}, padding {padding}: {oh}x{oh} outputs",
+                  fmt="{:.0f}", cmap="Oranges", vmin=0, vmax=9)
+    fig.suptitle("col2im adds every row back onto the pixels it was copied from:\n"
+                 "on a matrix of ones, each 6x6 pixel counts the 3x3 receptive fields that hold it",
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, out / "col2im.png")
+
+
+def figure_maxpool(out):
+    """2x2 max-pooling of a 4x4 input: a plain window, a tie, a window whose maximum is negative.
+    Backward routes each window's upstream gradient to its winner; the fused ReLU version drops
+    the gradient of a window whose maximum is not > 0."""
+    x = np.array([[1.0, 3.0, 2.0, 2.0],
+                  [0.5, 2.0, 0.0, 1.0],
+                  [-1.0, -2.0, 4.0, 0.0],
+                  [-3.0, -0.5, 1.0, 4.0]]).reshape(1, 4, 4, 1)
+    dout = np.array([[10.0, 20.0], [30.0, 40.0]]).reshape(1, 2, 2, 1)
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [4, 2, 4, 4]})
+    draw_grid(axes[0], x[0, :, :, 0], "input x (4x4), windows 2x2", cmap="coolwarm", vmin=-4, vmax=4)
+    _, argmax = maxpool_forward_reference(x, 2, 2)
+    for flat in argmax.ravel():
+        box(axes[0], flat // 4, flat % 4)
+    axes[0].axhline(1.5, color="black", linewidth=1)  # the window borders
+    axes[0].axvline(1.5, color="black", linewidth=1)
+    draw_grid(axes[1], dout[0, :, :, 0], "upstream dout (2x2)", cmap="Greens", vmin=0, vmax=60)
+    for ax, relu in ((axes[2], False), (axes[3], True)):
+        _, argmax = maxpool_forward_reference(x, 2, 2, relu=relu)
+        dx = maxpool_backward_reference(dout, argmax, x.shape)[0, :, :, 0]
+        name = "ReLUMaxPool2D (fused)" if relu else "MaxPool2D"
+        draw_grid(ax, dx, f"dx, {name}", cmap="Greens", vmin=0, vmax=60)
+        ax.axhline(1.5, color="black", linewidth=1)
+        ax.axvline(1.5, color="black", linewidth=1)
+    fig.suptitle("Red: each window's winner. Top right: a tie (2, 2), the first in row-major order "
+                 "wins. Bottom left: the maximum -0.5 < 0,\nso the fused ReLU outputs 0 and sends "
+                 "no gradient. Bottom right: a tie of 4s, again the first wins.", fontsize=10)
+    fig.tight_layout()
+    save(fig, out / "maxpool.png")
+
+
+def figure_lenet(out):
+    """The LeNet's layers and output shapes, from a forward pass of one shipped sample image."""
+    sample = load_sample()
+    model = lenet(len(sample.classes), rng=np.random.default_rng(0))
+    x = to_float(sample.images[:1])
+    rows = [("input", "", x.shape, 0)]
+    for layer in model.layers:
+        x = layer.forward(x, train=False)
+        n_params = sum(p.size for p in layer.params.values())
+        rows.append((layer.name, type(layer).__name__, x.shape, n_params))
+    fig = Figure(figsize=(9, 0.55 * len(rows) + 1.2))
+    ax_img, ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 5]})
+    ax_img.imshow(sample.images[0], cmap="gray")
+    ax_img.set_title(f"input: '{sample.classes[sample.labels[0]]}'\n(1, 28, 28)", fontsize=9)
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    ax.set_xlim(0, 10)
+    ax.set_ylim(len(rows), 0)
+    ax.axis("off")
+    ax.text(0.1, -0.2, "layer", fontsize=9, weight="bold")
+    ax.text(2.0, -0.2, "class in tinynet.layers", fontsize=9, weight="bold")
+    ax.text(5.5, -0.2, "output shape (one image)", fontsize=9, weight="bold")
+    ax.text(8.6, -0.2, "parameters", fontsize=9, weight="bold")
+    for i, (name, kind, shape, n_params) in enumerate(rows):
+        y = i + 0.5
+        ax.add_patch(Rectangle((0, i + 0.1), 10, 0.8, facecolor="#eef3fb" if i % 2 else "#dde7f6",
+                               edgecolor="none"))
+        ax.text(0.1, y, name, va="center", fontsize=9, family="monospace")
+        ax.text(2.0, y, kind, va="center", fontsize=9, family="monospace")
+        ax.text(5.5, y, str(tuple(shape[1:])), va="center", fontsize=9, family="monospace")
+        ax.text(8.6, y, f"{n_params:,}" if n_params else "", va="center", fontsize=9)
+    total = sum(r[3] for r in rows)
+    fig.suptitle(f"tinynet.model.lenet(): {len(model.layers)} layers, {total:,} parameters "
+                 "(ReLU and max-pool fused into ReLUMaxPool2D)", fontsize=10)
+    fig.tight_layout()
+    save(fig, out / "lenet.png")
+
+
+def figure_confused_pairs(out, unseen_dir, pairs=12):
+    """The bundled model on emnist-balanced-unseen: its most confused pairs as a confusion matrix
+    over the classes involved (counts), and one misread image of each pair."""
+    from tinynet.inference import BUNDLED_MODEL, Predictor
+    from tinynet.predict import confusion_matrix, most_confused
+
+    data = load_split(unseen_dir, "emnist-balanced-unseen", "test")
+    predictor = Predictor.from_checkpoint(BUNDLED_MODEL, threads=1)
+    predicted = predictor.predict(data.images)
+    k = len(data.classes)
+    confusion = confusion_matrix(data.labels, predicted, k)
+    top = most_confused(confusion, pairs)
+    involved = sorted({c for t, p, _ in top for c in (t, p)}, key=lambda c: data.classes[c])
+    sub = confusion[np.ix_(involved, involved)]
+    names = [data.classes[c] for c in involved]
+    mistakes = int(len(data.labels) - np.trace(confusion))
+    in_pairs = sum(n for _, _, n in top)
+
+    fig = Figure(figsize=(11, 6.2))
+    grid = fig.add_gridspec(2, pairs // 2, height_ratios=[1, 1], width_ratios=[1] * (pairs // 2),
+                            left=0.04, right=0.98, wspace=0.3)
+    ax = fig.add_subplot(grid[:, : pairs // 2 - 2])
+    rates = sub / np.maximum(confusion[involved].sum(axis=1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (r, c), v in np.ndenumerate(sub):
+        if v:
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if rates[r, c] > 0.6 else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"counts among the classes of the {pairs} most confused pairs", fontsize=9)
+    for i, (t, p, n) in enumerate(top[:4]):
+        cell = fig.add_subplot(grid[i // 2, pairs // 2 - 2 + i % 2])
+        wrong = np.flatnonzero((data.labels == t) & (predicted == p))
+        cell.imshow(data.images[wrong[0]], cmap="gray")
+        cell.set_title(f"true '{data.classes[t]}' read '{data.classes[p]}'\n({n} times)", fontsize=9)
+        cell.set_xticks([])
+        cell.set_yticks([])
+    fig.suptitle(f"The bundled model on emnist-balanced-unseen ({len(data.labels):,} images): "
+                 f"{mistakes} mistakes, {in_pairs} of them in these {pairs} pairs", fontsize=10)
+    save(fig, out / "confused_pairs.png")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "img",
+                   help="folder to write the PNGs to (default: docs/img)")
+    p.add_argument("--unseen", type=Path, metavar="DIR", default=None,
+                   help="folder of the emnist-balanced-unseen set: also draw confused_pairs.png")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    figure_im2col(args.out)
+    figure_col2im(args.out)
+    figure_maxpool(args.out)
+    figure_lenet(args.out)
+    if args.unseen is None:
+        print("skipped confused_pairs.png: it needs --unseen DIR (the emnist-balanced-unseen set)")
+    else:
+        figure_confused_pairs(args.out, args.unseen)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
