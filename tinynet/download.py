@@ -39,8 +39,8 @@ TIMEOUT_S = 60
 CHUNK = 1 << 20
 
 # sha256 of the files inside the official gzip.zip. The balanced files, the
-# bymerge test files and the mapping are the values published with this
-# project's issue (the copies in ../shared/data match them). The others come
+# bymerge test files and the mapping are the values published with the
+# official release (the test suite checks real copies against them). The others come
 # from the checksum table of the `mnists` package (github.com/notwa/mnists,
 # mnists/hashes.py), which agrees with every one of those published values;
 # its letters, digits and mnist values are also pinned, independently, by other
