@@ -28,7 +28,7 @@ import numpy as np
 
 from .data import to_float
 from .layers import Conv2D
-from .plots import draw_filters, plt, tile
+from .plots import draw_filters, new_figure, tile
 from .predict import softmax, top_k_indices
 
 TOP_K = 5
@@ -96,7 +96,7 @@ def save_explanation(explanation, path):
     """One PNG: the input, the top-5 bars, the saliency map, conv1's filters and the conv1 and
     conv2 feature maps, each with a caption saying what it is."""
     e = explanation
-    fig = plt.figure(figsize=(13, 8.5))
+    fig = new_figure(figsize=(13, 8.5))
     grid = fig.add_gridspec(2, 4, height_ratios=(1, 1.35), hspace=0.35, wspace=0.3)
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(e.image, cmap="gray", vmin=0, vmax=255)
@@ -132,4 +132,3 @@ def save_explanation(explanation, path):
                      fontsize=9)
         ax.axis("off")
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

@@ -153,14 +153,26 @@ class Predictor:
     """A trained model and its classes; every method takes images as :func:`as_images` does and
     predicts them in batches of ``batch_size``, each batch split over ``threads`` threads (None:
     every core; see ``tinynet/parallel.py``). With ``tta``, every probability is the average over
-    the image and slightly rotated copies of it (``tinynet.tta``)."""
+    the image and slightly rotated copies of it (``tinynet.tta``).
+
+    It owns a thread pool: ``close()`` it when done, or use it as a context manager
+    (``with Predictor.from_checkpoint(path) as predictor: ...``)."""
 
     def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None, tta=False):
         self.model, self.classes = model, tuple(classes)
         self.checkpoint, self.batch_size = checkpoint, batch_size
-        self.net = DataParallel(model, threads)
-        if tta:
-            self.net = TTA(self.net)
+        self.parallel = DataParallel(model, threads)
+        self.net = TTA(self.parallel) if tta else self.parallel
+
+    def close(self):
+        """Shut down the prediction threads (the Predictor cannot predict afterwards)."""
+        self.parallel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @classmethod
     def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None, tta=False):

@@ -311,6 +311,20 @@ class LogitAdjustment(Layer):
         return super().astype(dtype)
 
 
+def _shifted_exp(logits):
+    """``(z - max z, exp(z - max z), the row sums of that exp)`` of logits z (N, K): the stable
+    core of the softmax, shared by :func:`softmax` and :class:`SoftmaxCrossEntropy`."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return shifted, e, e.sum(axis=1, keepdims=True)
+
+
+def softmax(logits):
+    """Row-wise softmax probabilities (N, K): p = exp(z - max z) / sum_k exp(z_k - max z)."""
+    _, e, total = _shifted_exp(logits)
+    return e / total
+
+
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy fused into one numerically stable loss.
 
@@ -330,9 +344,9 @@ class SoftmaxCrossEntropy:
     def forward(self, logits, labels):
         """Returns the mean loss (a Python float); keeps the probabilities in ``self.probs``."""
         N, K = logits.shape
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        self.probs = np.exp(log_p)
+        shifted, _, total = _shifted_exp(logits)
+        log_p = shifted - np.log(total)
+        self.probs = np.exp(log_p)  # (not e / total: these bits keep every earlier run resumable exactly)
         self.labels = labels
         eps = self.label_smoothing
         nll = -log_p[np.arange(N), labels]

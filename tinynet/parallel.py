@@ -6,7 +6,9 @@ count, and runs each slice on its own replica of a ``Sequential``; ``threads`` t
 process take the slices one after another (1 thread runs both, 2 threads one each).
 Replicas share the parameter arrays (read-only during forward and backward) and have their own
 caches, scratch buffers and gradients. Inside a replica everything runs single-threaded: the Numba
-kernels (which release the GIL) and the BLAS matmuls (limited to one thread here).
+kernels (which release the GIL) and the BLAS matmuls (limited to one thread while tinynet's work
+runs, by :data:`one_blas_thread`, and restored afterwards: the user's own ``a @ b`` keeps every
+core). A ``DataParallel`` owns a thread pool: ``close()`` it, or use it as a context manager.
 
 Why not make each kernel and each matmul parallel instead? A training step is a chain of ~25 short
 operations, alternating Numba kernels and BLAS calls. Split inside each one, the cores are handed
@@ -44,10 +46,11 @@ import contextvars
 import copy
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .layers import Dropout
 
@@ -55,15 +58,49 @@ SLICES = 2  # slices per batch, whatever the thread count (see the module docstr
 
 
 def resolve_threads(threads=None):
-    """The thread count to use: ``threads``, or every core this process may run on when None. Also
-    limits BLAS to one thread per call, since the threads already keep every core busy."""
+    """The thread count to use: ``threads``, or every core this process may run on when None."""
     if threads is None:
         cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
         threads = len(cores)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
-    threadpool_limits(1, user_api="blas")
     return threads
+
+
+class OneBlasThread:
+    """A context manager that limits BLAS to one thread per call while tinynet's threads already
+    keep every core busy, and puts the previous limits back when the last user leaves.
+
+    Counted: any number of threads may be inside at once (a trainer's fit, the server's requests,
+    each ``DataParallel`` call); the limit is set when the first enters and restored when the last
+    leaves, so an inner or concurrent use never restores too early. Entering costs ~10 us the first
+    time (threadpoolctl's ``ThreadpoolController``, built once, sets the limit) and well under 1 us
+    inside another use."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._controller = None
+        self._limiter = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+one_blas_thread = OneBlasThread()  # the process's one counter (see OneBlasThread)
 
 
 def replicate(model):
@@ -99,6 +136,18 @@ class DataParallel:
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.used = 1  # slices of the last forward pass
 
+    def close(self):
+        """Shut the thread pool down (waiting for nothing: no call is running between calls)."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @property
     def layers(self):
         return self.model.layers
@@ -133,11 +182,14 @@ class DataParallel:
                     errors[s] = e
 
         helpers = min(self.threads, len(parts)) - 1
-        futures = [self.pool.submit(contextvars.copy_context().run, work) for _ in range(helpers)]
-        try:
-            work()
-        finally:  # no slice may still be running afterwards
-            wait(futures)
+        if helpers and self.pool is None:
+            raise RuntimeError("this DataParallel is closed")
+        with one_blas_thread:
+            futures = [self.pool.submit(contextvars.copy_context().run, work) for _ in range(helpers)]
+            try:
+                work()
+            finally:  # no slice may still be running afterwards
+                wait(futures)
         for e in errors:
             if e is not None:
                 raise e

@@ -1,11 +1,17 @@
-"""PNG plots of results people would rather see than read (matplotlib, no screen needed)."""
+"""PNG plots of results people would rather see than read (matplotlib, no screen needed).
 
-import matplotlib
+Drawn with matplotlib's object-oriented API (a ``Figure`` of its own, saved with ``savefig``), never
+pyplot: no backend is chosen and no global figure is made, so a notebook's own figures and backend
+stay as they were."""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def new_figure(**kwargs):
+    """A ``Figure`` outside pyplot (saved with ``fig.savefig``; garbage-collected, nothing to close)."""
+    return Figure(**kwargs)
 
 
 def plot_curves(history, path):
@@ -13,7 +19,8 @@ def plot_curves(history, path):
     value is NaN: no validation split), the external validation set and the balanced validation
     accuracy when the records have them."""
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     has_val = not all(np.isnan(r["val_loss"]) for r in history)
     curves = [("train", "train")] + [("val", "validation")] * has_val
     if all("external_loss" in r for r in history):
@@ -32,7 +39,6 @@ def plot_curves(history, path):
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion(confusion, classes, path):
@@ -43,7 +49,8 @@ def plot_confusion(confusion, classes, path):
     """
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(12, 11))
+    fig = new_figure(figsize=(12, 11))
+    ax = fig.subplots()
     image = ax.imshow(np.log10(rates + 1e-3), cmap="viridis", vmin=-3, vmax=0)
     ax.set_xticks(range(k), classes, fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
@@ -51,13 +58,13 @@ def plot_confusion(confusion, classes, path):
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="log10(fraction of true class)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_image_grid(images, titles, path, columns=10):
     """A grid of upright uint8 (N, 28, 28) images with a title each, drawn light ink on dark."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.4), squeeze=False)
+    fig = new_figure(figsize=(columns * 1.2, rows * 1.4))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, title in zip(axes.ravel(), images, titles):
@@ -65,7 +72,6 @@ def plot_image_grid(images, titles, path, columns=10):
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def tile(maps, columns, pad=1):
@@ -90,10 +96,10 @@ def draw_filters(ax, weights, columns=5):
 
 def plot_filters(weights, path):
     """conv1's filters (C_out, 1, kH, kW) as one PNG (see :func:`draw_filters`)."""
-    fig, ax = plt.subplots(figsize=(5, 4.4))
+    fig = new_figure(figsize=(5, 4.4))
+    ax = fig.subplots()
     draw_filters(ax, weights)
     ax.set_title(f"conv1's {len(weights)} learned {weights.shape[2]}x{weights.shape[3]} filters\n"
                  f"(red: positive weight, blue: negative; white: 0)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -5,7 +5,7 @@ inference)."""
 import numpy as np
 
 from .data import to_float
-from .layers import SoftmaxCrossEntropy
+from .layers import SoftmaxCrossEntropy, softmax  # softmax: also imported from here
 
 CONFUSED_PAIRS = 10  # most confused pairs in a report
 
@@ -20,16 +20,13 @@ def predict_logits(model, images, batch_size=1024):
         yield start, model.forward(to_float(images[start:start + batch_size]), train=False)
 
 
-def softmax(logits):
-    """Row-wise softmax probabilities (N, K), computed stably (maximum subtracted)."""
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def predict_proba(model, images, batch_size=1024):
-    """Class probabilities (N, K) float32 for uint8 images (N, 28, 28)."""
+    """Class probabilities (N, K) float32 for uint8 images (N, 28, 28); (0, K) for no images."""
     out = [softmax(logits) for _, logits in predict_logits(model, images, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.layers[-1].params["b"].size), np.float32)
+    if out:
+        return np.concatenate(out)
+    blank = np.zeros((1, 28, 28), np.uint8)  # the model's class count: from its answer to one image
+    return softmax(model.forward(to_float(blank), train=False))[:0]
 
 
 def evaluate(model, images, labels, batch_size=256):

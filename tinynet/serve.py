@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from .explain import TOP_K, explain, first_conv, scaled_maps
-from .parallel import replicate, resolve_threads
+from .parallel import one_blas_thread, replicate, resolve_threads
 from .preprocess import ImageError, decode_image, preprocess
 
 DEFAULT_HOST = "127.0.0.1"
@@ -124,7 +124,7 @@ class PageServer(ThreadingHTTPServer):
         self.model_info = json.dumps(model_json(model, classes, checkpoint_name)).encode()
         self.decode_lock = threading.Lock()
         self.replicas = queue.Queue()
-        for _ in range(resolve_threads()):  # also limits BLAS to one thread
+        for _ in range(resolve_threads()):
             self.replicas.put(replicate(model))
         self.socket_timeout = timeout
         self.pages = {path: ((STATIC / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
@@ -150,7 +150,8 @@ class PageServer(ThreadingHTTPServer):
                 image = preprocess(gray)
             except ImageError as e:  # no ink
                 raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"request body: {e}") from None
-            return prediction_json(explain(replica, image, self.classes, self.top_k))
+            with one_blas_thread:  # the requests' threads keep the cores busy
+                return prediction_json(explain(replica, image, self.classes, self.top_k))
         finally:
             self.replicas.put(replica)
 
