@@ -7,30 +7,33 @@ value types they share.
 
 import argparse
 
+from ..values import value_problem
+
+
+def _checked(value, kind):
+    """``value`` if it is a ``kind`` of value (``tinynet.training.VALUE_KINDS``: the same wording
+    as a TrainConfig's errors), else the argparse error."""
+    problem = value_problem(kind, value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
 
 def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    return _checked(int(text), "positive_int")
+
+
+def non_negative_int(text):
+    return _checked(int(text), "non_negative_int")
 
 
 def non_negative_float(text):
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _checked(float(text), "non_negative_float")
 
 
 def fraction(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return _checked(float(text), "fraction")
 
 
 def positive_float(text):
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    return _checked(float(text), "positive_float")

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..optim import SCHEDULES
-from ..training import BEST_BY, RECIPES, TrainConfig, TrainingError, train
-from . import fraction, non_negative_float, positive_float, positive_int
+from ..training import BEST_BY, CLASS_BALANCE, INITS, RECIPES, ConfigError, TrainConfig, TrainingError, resume_config, train
+from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def from_recipe(field):
@@ -80,7 +80,7 @@ def build_parser(prog=None):
     g.add_argument("--augment-strength", type=positive_float, default=None,
                    help="scale of every augmentation range (2: shifts +-4 px, rotations +-20 deg, "
                         f"...) {from_recipe('augment_strength')}")
-    g.add_argument("--class-balance", choices=("none", "prior", "sample"), default=None,
+    g.add_argument("--class-balance", choices=CLASS_BALANCE, default=None,
                    help="for a model used on balanced classes: prior = correct the logits by the "
                         "training set's class frequencies (logit adjustment; stored in the checkpoint "
                         "and applied by every prediction); sample = draw every class equally often "
@@ -90,11 +90,11 @@ def build_parser(prog=None):
                         f"{from_recipe('label_smoothing')}")
     g.add_argument("--dropout", type=fraction, default=None,
                    help=f"dropout probability before the last layer, 0 = none {from_recipe('dropout')}")
-    g.add_argument("--init", choices=("glorot", "he"), default=None,
+    g.add_argument("--init", choices=INITS, default=None,
                    help="weight initialisation (the output layer is always Glorot) "
                         f"{from_recipe('init')}")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed for every random choice of the run (default: %(default)s)")
     g.add_argument("--name", default=None,
                    help="run folder name under --runs-dir (default: date-time and recipe)")
@@ -110,18 +110,11 @@ def build_parser(prog=None):
 
 
 def config_from_args(args):
-    """The TrainConfig that the parsed arguments describe (recipe first, explicit options on top)."""
-    config = replace(TrainConfig(), **RECIPES[args.recipe])
+    """The TrainConfig that the parsed arguments describe (recipe first, explicit options on top).
+    ConfigError (worded for the command line by ``as_options()``) for values training cannot use."""
     overrides = {k: v for k, v in vars(args).items()
                  if k in TrainConfig.__dataclass_fields__ and v is not None}
-    config = replace(config, **overrides)
-    if config.nesterov and not config.momentum:
-        raise argparse.ArgumentTypeError("--nesterov needs --momentum > 0")
-    if bool(config.val_data) != bool(config.val_dataset):
-        raise argparse.ArgumentTypeError("--val-data and --val-dataset go together")
-    if config.best_by == "external" and not config.val_data:
-        raise argparse.ArgumentTypeError("--best-by external needs --val-data")
-    return config
+    return TrainConfig(**{**RECIPES[args.recipe], **overrides})
 
 
 def main(argv=None, prog=None):
@@ -130,12 +123,15 @@ def main(argv=None, prog=None):
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except argparse.ArgumentTypeError as e:
-        parser.error(str(e))
+    except ConfigError as e:
+        parser.error(e.as_options())
     if args.resume:
         run_dir = Path(args.resume)
-        if args.epochs is None:
-            config = None  # keep the saved run's epochs
+        try:  # the saved run's configuration; --epochs and --threads replace its own when given
+            config = resume_config(run_dir, args.epochs, args.threads)
+        except TrainingError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     else:
         name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.recipe}"
         run_dir = Path(args.runs_dir) / name
