@@ -128,7 +128,7 @@ class TrainConfig:
                 continue
             problem = value_problem(kind, value)
             if problem:
-                raise ConfigError("{} " + problem, name)
+                raise ConfigError("{}: " + problem, name)
             if kind == "path":
                 setattr(self, name, os.fspath(value))  # a pathlib.Path is welcome; config.json holds text
             elif kind in ("positive_float", "non_negative_float", "fraction"):
