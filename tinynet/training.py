@@ -426,19 +426,26 @@ class Trainer:
         """The current epoch's remaining steps (with a progress bar), then :meth:`end_epoch`; returns
         the epoch's record, or None when Ctrl-C stopped it during :meth:`fit`."""
         state = self.state
-        bar = tqdm(total=self.batches_per_epoch, initial=state["batch"], disable=not self.progress,
-                   desc=f"epoch {state['epoch'] + 1}/{self.config.epochs}", unit="batch", leave=False)
-        with bar:
+        bar = None  # (not even a disabled tqdm: any tqdm starts tqdm's monitor thread for good)
+        if self.progress:
+            bar = tqdm(total=self.batches_per_epoch, initial=state["batch"], unit="batch", leave=False,
+                       desc=f"epoch {state['epoch'] + 1}/{self.config.epochs}")
+        try:
             while state["batch"] < self.batches_per_epoch:
                 if self._stop.requested:
                     return None
                 self.step()
-                bar.update()
-                if self.progress and state["batch"] % 16 == 0:  # formatting it costs ~25 us: not every batch
-                    t = self._tally
-                    bar.set_postfix(loss=f"{t['loss_sum'] / t['seen']:.4f}", acc=f"{t['correct'] / t['seen']:.4f}",
-                                    img_s=f"{t['seen'] / (time.perf_counter() - t['start']):.0f}",
-                                    refresh=False)
+                if bar is not None:
+                    bar.update()
+                    if state["batch"] % 16 == 0:  # formatting it costs ~25 us: not every batch
+                        t = self._tally
+                        bar.set_postfix(loss=f"{t['loss_sum'] / t['seen']:.4f}",
+                                        acc=f"{t['correct'] / t['seen']:.4f}",
+                                        img_s=f"{t['seen'] / (time.perf_counter() - t['start']):.0f}",
+                                        refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
         return self.end_epoch()
 
     def evaluate(self, images=None, labels=None):
