@@ -175,3 +175,21 @@ def test_map_rows_equals_the_unsplit_function():
     expected = augment_batch(x, np.random.default_rng(5))
     threaded = augment_batch(x, np.random.default_rng(5), map_rows=net.map_rows)
     np.testing.assert_array_equal(threaded, expected)
+
+
+def test_one_blas_thread_is_counted_and_restores_the_limits():
+    """BLAS runs on one thread while any tinynet work is inside; the limits come back only when
+    the last one leaves (nested or concurrent uses never restore early)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tinynet.parallel import one_blas_thread
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):
+        with one_blas_thread:
+            with one_blas_thread:
+                assert blas_threads() == {1}
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}

@@ -196,3 +196,20 @@ def test_softmax_is_written_once():
     assert tinynet.predict.softmax is tinynet.layers.softmax
     z = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
     np.testing.assert_allclose(tinynet.layers.softmax(z).sum(axis=1), 1.0)
+
+
+def test_the_main_api_is_importable_from_tinynet_and_loaded_only_when_used():
+    import subprocess
+    import sys
+
+    import tinynet
+    for name in tinynet.__all__:
+        assert getattr(tinynet, name) is not None, name
+    assert tinynet.Trainer is Trainer and tinynet.train is train and "Predictor" in dir(tinynet)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        tinynet.nothing  # noqa: B018
+    code = ("import sys, tinynet; before = sorted(m for m in sys.modules if m.startswith('tinynet.'));"
+            "tinynet.Predictor; print(before, 'tinynet.training' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    assert out.split() == ["[]", "False"], out
