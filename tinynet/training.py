@@ -73,11 +73,13 @@ class ConfigError(ValueError):
     :meth:`as_options` names them as the command line does (``--nesterov needs --momentum > 0``)."""
 
     def __init__(self, template, *names):
+        """``template``: the message, with a ``{}`` for each field named in ``names``."""
         self.template, self.names = template, names
-        super().__init__(template.format(*names))
+        super().__init__(template.format(*names) if names else template)
 
     def as_options(self):
-        return self.template.format(*("--" + n.replace("_", "-") for n in self.names))
+        options = ("--" + n.replace("_", "-") for n in self.names)
+        return self.template.format(*options) if self.names else self.template
 
 
 FIELD_KINDS = {
@@ -128,7 +130,7 @@ class TrainConfig:
                 continue
             problem = value_problem(kind, value)
             if problem:
-                raise ConfigError("{}: " + problem, name)
+                raise ConfigError("{}: " + problem.replace("{", "{{").replace("}", "}}"), name)
             if kind == "path":
                 setattr(self, name, os.fspath(value))  # a pathlib.Path is welcome; config.json holds text
             elif kind in ("positive_float", "non_negative_float", "fraction"):
