@@ -8,28 +8,12 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from tinynet.checkpoint import load_checkpoint
 from tinynet.cli.train import main as train_main
 from tinynet.data import Split, load_sample, train_val_split
 from tinynet.model import build_model
 from tinynet.predict import predict_proba
 from tinynet.training import RECIPES, ConfigError, TrainConfig, Trainer, TrainingError, train
-from toydata import write_toy_dataset
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    return TrainConfig(data_dir=str(write_toy_dataset(tmp_path / "data")), dataset="tiny", epochs=2,
-                       batch_size=32, lr=0.05, momentum=0.9, augment=True, dropout=0.3,
-                       lr_schedule="cosine", val_fraction=0.2, seed=3)
-
-
-def quiet(*args):
-    pass
-
-
-def weights(path):
-    return load_checkpoint(path)[0].state_dict()
+from test_training import quiet, tiny, weights  # noqa: F401 (tiny: the toy run's fixture)
 
 
 def same_weights(a, b):
