@@ -225,7 +225,7 @@ class _StopFlag:
 class Callbacks:
     """Observers of a run (``train(..., callbacks=[...])``), e.g. the ``--watch`` recorder.
 
-    A callback is any object with some of these methods; each gets the running trainer, whose
+    A callback is any object with some of these methods; each gets the running :class:`Trainer`, whose
     attributes ``run_dir``, ``config``, ``model`` (the ``Sequential``; ``model.forward(x,
     train=False)`` predicts), ``classes``, ``val_images`` (uint8, upright), ``val_labels``,
     ``batches_per_epoch``, ``total_steps`` and ``state`` (``epoch``, ``step``, ``batch``) it may read
@@ -291,10 +291,12 @@ class Trainer:
     it as a context manager.
     """
 
-    def __init__(self, config=None, run_dir="runs/run", *, resume=False, download=True, progress=True,
+    def __init__(self, config, run_dir, *, resume=False, download=True, progress=True,
                  log=print, callbacks=(), train_data=None, test_data=None):
         self.run_dir, self.progress, self.log = Path(run_dir), progress, log
-        config = _resume_config(self.run_dir, config) if resume else config or TrainConfig()
+        config = _resume_config(self.run_dir, config) if resume else config
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig (None only with resume), not {type(config).__name__}")
         self.config = config
         self.started = time.perf_counter()
         self._load_data(download, train_data, test_data)
@@ -511,12 +513,14 @@ class Trainer:
     def fit(self):
         """Train the remaining epochs, then :meth:`finish`; returns the summary (``status``
         ``finished``, or ``interrupted`` after a Ctrl-C, which saves ``last.npz`` first)."""
-        with one_blas_thread, _StopFlag() as self._stop:
-            self.start()
-            while self.state["epoch"] < self.config.epochs:
-                if self.run_epoch() is None:
-                    return self._interrupted()
-        self._stop = _StopFlag()
+        try:
+            with one_blas_thread, _StopFlag() as self._stop:
+                self.start()
+                while self.state["epoch"] < self.config.epochs:
+                    if self.run_epoch() is None:
+                        return self._interrupted()
+        finally:
+            self._stop = _StopFlag()  # a later run_epoch() in a notebook starts unstopped
         return self.finish()
 
     def _interrupted(self):
