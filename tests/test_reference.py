@@ -1,13 +1,13 @@
 """The plain reference layers (tinynet/reference.py): gradient-checked like the fast ones, equal to
-them layer by layer, and the fast LeNet equals the reference LeNet on a real EMNIST batch."""
+them layer by layer, and the fast LeNet equals the reference LeNet on a real EMNIST batch (the
+sample shipped with tinynet, so the check runs on any clone)."""
 
 import numpy as np
 import pytest
 
-from conftest import require_resplit
 from tinynet import layers as fast
 from tinynet import reference
-from tinynet.data import load_split, to_float
+from tinynet.data import load_sample, to_float
 from tinynet.gradcheck import check_layer, distinct_values, relative_error
 from tinynet.model import lenet
 
@@ -88,13 +88,11 @@ def test_reference_lenet_starts_with_the_fast_lenets_weights():
 
 def test_fast_lenet_equals_reference_lenet_on_a_real_batch(rng):
     """The whole fast LeNet (channels-last memory, im2col, fused ReLU + pool, reused buffers) and the
-    plain one, same float64 weights, 64 real EMNIST test images: logits, loss and every parameter
-    gradient agree to a relative error <= 1e-10. (conv1 of the fast LeNet skips its input gradient,
-    so only parameter gradients are compared.)"""
-    data = require_resplit()
-    images = load_split(data, "emnist-bymerge-resplit", "test").images[:64]
-    labels = load_split(data, "emnist-bymerge-resplit", "test").labels[:64]
-    x = to_float(images).astype(np.float64)
+    plain one, same float64 weights, 64 real EMNIST images (the first 64 of the shipped sample):
+    logits, loss and every parameter gradient agree to a relative error <= 1e-10. (conv1 of the fast
+    LeNet skips its input gradient, so only parameter gradients are compared.)"""
+    sample = load_sample()
+    x, labels = to_float(sample.images[:64]).astype(np.float64), sample.labels[:64]
     quick = lenet(47, rng=np.random.default_rng(0)).astype(np.float64)
     plain = reference.reference_lenet(47, rng=np.random.default_rng(1)).astype(np.float64)
     weights = {name: p + (0.05 * rng.standard_normal(p.shape) if name.endswith(".b") else 0)
