@@ -1,8 +1,8 @@
 """The training loop: repeatable, resumable (also after Ctrl-C), and safe when the loss diverges.
 
 These tests train on a tiny synthetic EMNIST-format dataset written to a temporary folder, so they
-run anywhere in seconds; learning real characters is tested in test_model.py and, for
-docs/minimal_train.py, at the end of this file.
+run anywhere in seconds; learning real characters (the sample shipped with tinynet) is tested in
+test_model.py and, for docs/minimal_train.py, at the end of this file.
 """
 
 import json
@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_resplit
 from tinynet.checkpoint import load_checkpoint
 from tinynet.cli.train import main as train_main
 from tinynet.data import DataError
 from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
-from toydata import write_toy_dataset
+from toydata import write_sample_dataset, write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,14 +246,14 @@ def test_help_describes_every_option(capsys):
         assert option in out
 
 
-def test_the_minimal_example_learns_on_real_data():
-    """docs/minimal_train.py (train_step and the data loader, nothing else) on a small slice of the
-    real data: 40 steps on the first 3,000 training images lift test accuracy far above chance
-    (1/47; the largest class holds under 10% of the test images)."""
-    data = require_resplit()
+def test_the_minimal_example_learns_on_real_data(tmp_path):
+    """docs/minimal_train.py (train_step and the data loader, nothing else) on real characters: the
+    sample shipped with tinynet split into 3,008 training and 752 test images (so this runs on any
+    clone). 80 steps lift test accuracy far above chance (1/47, the classes being equal; measured 0.53)."""
+    data = write_sample_dataset(tmp_path / "data")
     proc = subprocess.run([sys.executable, str(ROOT / "docs" / "minimal_train.py"), "--data-dir", str(data),
-                           "--dataset", "emnist-bymerge-resplit", "--steps", "40", "--train-images", "3000",
-                           "--test-images", "500"], capture_output=True, text=True, timeout=600)
+                           "--dataset", "sample", "--steps", "80", "--test-images", "500"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     accuracy = float(re.search(r"test accuracy ([0-9.]+) on 500 images", proc.stdout).group(1))
     assert accuracy > 0.2, proc.stdout
