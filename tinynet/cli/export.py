@@ -1,30 +1,59 @@
-"""The command line ``python3 -m tinynet.cli.export CHECKPOINT [--output FILE]``: write an
-inference-only copy of a checkpoint (``tinynet.checkpoint.export_checkpoint``); without
-``--output`` it replaces the model bundled with tinynet (``tinynet/models/lenet-emnist47.npz``;
-README: "The bundled model")."""
+"""The command line ``tinynet export`` (also ``python3 -m tinynet.cli.export``): write a checkpoint
+for use elsewhere.
+
+- ``tinynet export CHECKPOINT [--output FILE]``: an inference-only ``.npz`` copy of a checkpoint
+  (``tinynet.checkpoint.export_checkpoint``); without ``--output`` it replaces the model bundled with
+  tinynet (``tinynet/models/lenet-emnist47.npz``; README: "The bundled model").
+- ``tinynet export --onnx OUT [CHECKPOINT]``: an ONNX model (``tinynet.onnx_io.export_onnx``, needs
+  ``tinynet[onnx]``); the checkpoint defaults to the one ``inference.py`` would use (the latest
+  run's best under ``--runs-dir``, else the bundled model). docs/onnx.md describes the file.
+"""
 
 import argparse
 import sys
 
 from ..checkpoint import CheckpointError, export_checkpoint
-from ..inference import BUNDLED_MODEL
+from ..inference import BUNDLED_MODEL, default_checkpoint
 
 
 def main(argv=None, prog="python3 -m tinynet.cli.export"):
     """``tinynet export`` (also ``python3 -m tinynet.cli.export``); returns the exit status."""
     p = argparse.ArgumentParser(prog=prog,
-                                description="Write an inference-only copy of a checkpoint (no "
-                                            "optimiser state, no resume data, compressed).")
-    p.add_argument("checkpoint", help="the checkpoint to export, e.g. runs/<run>/best.npz")
-    p.add_argument("--output", metavar="FILE", default=str(BUNDLED_MODEL),
-                   help="where to write it (default: the bundled model, %(default)s)")
+                                description="Write a checkpoint for use elsewhere: an inference-only "
+                                            "copy (.npz: no optimiser state, no resume data, "
+                                            "compressed), or an ONNX model (--onnx).")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="the checkpoint to export, e.g. runs/<run>/best.npz (required for the .npz "
+                        "copy; with --onnx the default is the one inference.py would use: the latest "
+                        "run's best under --runs-dir, else the bundled model)")
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help=f"where to write the .npz copy (default, when --onnx is not given: the bundled "
+                        f"model, {BUNDLED_MODEL})")
+    p.add_argument("--onnx", metavar="OUT", default=None,
+                   help="write an ONNX model (opset 13, float32 input 'image' (N, 1, 28, 28), outputs "
+                        "'logits' and 'probabilities'; needs pip install 'tinynet[onnx]')")
+    p.add_argument("--runs-dir", metavar="DIR", default="runs",
+                   help="where to look for the latest run when --onnx is given without a checkpoint "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
+    if args.onnx is None and args.checkpoint is None:
+        p.error("give the checkpoint to export (or --onnx OUT to write an ONNX model)")
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint, origin = default_checkpoint(args.runs_dir)
+        print(f"checkpoint {checkpoint}: {origin}")
     try:
-        size = export_checkpoint(args.checkpoint, args.output)
-    except (CheckpointError, OSError) as e:
+        if args.onnx is not None:
+            from ..onnx_io import export_onnx
+            size = export_onnx(checkpoint, args.onnx)
+            print(f"wrote {args.onnx} ({size} bytes, ONNX) from {checkpoint}")
+        if args.output is not None or args.onnx is None:
+            output = args.output if args.output is not None else str(BUNDLED_MODEL)
+            size = export_checkpoint(checkpoint, output)
+            print(f"wrote {output} ({size / 1e6:.2f} MB) from {checkpoint}")
+    except (CheckpointError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {args.output} ({size / 1e6:.2f} MB) from {args.checkpoint}")
     return 0
 
 
