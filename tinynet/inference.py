@@ -176,10 +176,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None, tta=False):
-        """Load ``path`` (None: :func:`default_checkpoint` of ``runs_dir``); raises
-        ``CheckpointError`` for a file that is not an intact tinynet checkpoint."""
+        """Load ``path`` (None: :func:`default_checkpoint` of ``runs_dir``): a tinynet checkpoint,
+        or an ONNX model (a ``.onnx`` file, read by ``tinynet.onnx_io.load_onnx``; needs
+        ``tinynet[onnx]``). Raises ``CheckpointError`` for a file that is neither intact."""
         path = Path(path) if path is not None else default_checkpoint(runs_dir)[0]
-        model, meta, _, _ = load_checkpoint(path)
+        if path.suffix.lower() == ".onnx":
+            from .onnx_io import load_onnx  # only here: the onnx package is optional
+            model, meta = load_onnx(path)
+        else:
+            model, meta, _, _ = load_checkpoint(path)
         return cls(model, meta["classes"], path, batch_size, threads, tta)
 
     def predict_proba(self, images):

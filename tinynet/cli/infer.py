@@ -259,8 +259,9 @@ def build_parser(prog=None):
     p.add_argument("--port", metavar="N", type=port_number, default=None,
                    help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="checkpoint to use (default: best.npz of the latest run under --runs-dir; "
-                        "with no run there, the model bundled with tinynet)")
+                   help="checkpoint to use, or an ONNX model (a .onnx file, docs/onnx.md) (default: "
+                        "best.npz of the latest run under --runs-dir; with no run there, the model "
+                        "bundled with tinynet)")
     p.add_argument("--runs-dir", metavar="DIR", default="runs",
                    help="where to look for the latest run when --checkpoint is not given "
                         "(default: %(default)s)")
