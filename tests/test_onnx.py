@@ -644,3 +644,16 @@ def test_tinynet_works_without_onnx_installed():
     assert proc.returncode == 0, proc.stderr
     assert "export: ONNX export and import needs the onnx package: pip install 'tinynet[onnx]'" in proc.stdout
     assert "import: model.onnx: reading an ONNX model needs the onnx package" in proc.stdout
+
+
+@pytest.mark.parametrize("shape, accepted", [([1, 48], True), ([0, -1], True), ([1, -1], True),
+                                             ([-1, 48], True), ([2, 24], False), ([-1, -1], False)])
+def test_reshape_to_n_features_with_a_fixed_batch(shape, accepted, tmp_path):
+    """The small torch-style model's input has a fixed batch of 1 and 3 x 4 x 4 = 48 features."""
+    path = write(edited(set_reshape(shape)), tmp_path / "m.onnx")
+    if accepted:
+        model, _ = load_onnx(path)
+        assert any(isinstance(layer, Flatten) for layer in model.layers)
+    else:
+        with pytest.raises(OnnxError, match="reshapes to"):
+            load_onnx(path)

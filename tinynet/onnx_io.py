@@ -393,8 +393,10 @@ class _Importer:
         t = x.type.tensor_type if x.type.HasField("tensor_type") else None
         if t is None or t.elem_type != self.onnx.TensorProto.FLOAT:
             raise _Refused(f"input {x.name!r} is not a float32 tensor")
+        self.batch = None  # the input's fixed batch size, if it has one
         if t.HasField("shape"):
             dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            self.batch = dims[0] if dims and dims[0] else None
             if len(dims) != 4 or any(d is not None and d != want for d, want in zip(dims[1:], IMAGE_SHAPE)):
                 shown = ["?" if d is None else d for d in dims]
                 raise _Refused(f"input {x.name!r} has shape {shown}; tinynet models take "
@@ -606,8 +608,8 @@ class _Importer:
             need(attrs["allowzero"] == 0, "allowzero 1 is not supported")
             F = math.prod(shape)
             first, second = (int(v) for v in target)
-            need(first in (-1, 0) and (second == F or (second == -1 and first == 0))
-                 or (first == -1 and second == F),
+            batch = first in (0, self.batch)  # 0 copies the batch size; a fixed batch may be spelled out
+            need(batch and second in (F, -1) or first == -1 and second == F,
                  f"reshapes to {[first, second]}; tinynet imports a reshape of (N, {', '.join(map(str, shape))}) "
                  f"to (N, {F})")
             return (("flatten", {}, ()) if len(shape) > 1 else None), (F,)
