@@ -657,3 +657,41 @@ def test_reshape_to_n_features_with_a_fixed_batch(shape, accepted, tmp_path):
     else:
         with pytest.raises(OnnxError, match="reshapes to"):
             load_onnx(path)
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n >> 7 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def test_deeply_nested_protobuf_is_refused(tmp_path):
+    """5,000 graphs nested in node attributes (ModelProto.graph = 7, GraphProto.node = 1,
+    NodeProto.attribute = 5, AttributeProto.g = 6): protobuf's depth limit, reported as ours."""
+    field = lambda number, payload: varint(number << 3 | 2) + varint(len(payload)) + payload  # noqa: E731
+    graph = b""
+    for _ in range(5000):
+        graph = field(1, field(5, field(6, graph)))
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(field(7, graph))
+    with pytest.raises(OnnxError, match="not an ONNX model"):
+        load_onnx(path)
+
+
+def test_dropout_is_skipped_at_evaluation_but_not_in_training_mode(tmp_path):
+    def with_dropout(training):
+        def edit(proto):
+            n = node(proto, "/Relu_2")
+            n.output[0] = "/Relu_2_pre"
+            proto.graph.initializer.extend([numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
+                                            numpy_helper.from_array(np.array(training), "mode")])
+            proto.graph.node.insert(list(proto.graph.node).index(n) + 1, helper.make_node(
+                "Dropout", ["/Relu_2_pre", "ratio", "mode"], ["/Relu_2_output_0"], name="/dropout"))
+        return edit
+    model, meta = load_onnx(write(edited(with_dropout(False)), tmp_path / "eval.onnx"))
+    assert meta["architecture"] is None and len(model.layers) == 8
+    with pytest.raises(OnnxError, match="Dropout in training mode"):
+        load_onnx(write(edited(with_dropout(True)), tmp_path / "train.onnx"))

@@ -273,7 +273,7 @@ _ATTRIBUTES = {
              "group": 1, "auto_pad": b"NOTSET"},
     "MaxPool": {"kernel_shape": None, "strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1],
                 "ceil_mode": 0, "storage_order": 0, "auto_pad": b"NOTSET"},
-    "Relu": {}, "Identity": {}, "Dropout": {"ratio": 0.5, "seed": 0, "is_test": 0},
+    "Relu": {}, "Identity": {}, "Dropout": {"ratio": 0.5, "seed": 0},
     "Flatten": {"axis": 1}, "Reshape": {"allowzero": 0},
     "Gemm": {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0},
     "Add": {}, "Sub": {}, "Softmax": {"axis": None}, "LogSoftmax": {"axis": None},
@@ -299,12 +299,13 @@ class _Importer:
                            f"outside the model file (save the model with its weights inside)")
         if tensor.HasField("segment"):
             raise _Refused(f"{where} is a segment of a tensor, which tinynet does not read")
-        dtypes = {TP.FLOAT: (np.dtype("<f4"), "float_data"), TP.INT64: (np.dtype("<i8"), "int64_data")}
+        dtypes = {TP.FLOAT: (np.dtype("<f4"), "float_data"), TP.INT64: (np.dtype("<i8"), "int64_data"),
+                  TP.BOOL: (np.dtype("?"), "int32_data")}
         if tensor.data_type not in dtypes:
             name = TP.DataType.Name(tensor.data_type) if tensor.data_type in TP.DataType.values() \
                 else str(tensor.data_type)
             raise _Refused(f"{where} has element type {name}; tinynet imports float32 weights "
-                           f"(and int64 shapes)")
+                           f"(and int64 shapes, bool flags)")
         dims = list(tensor.dims)
         if len(dims) > 8 or any(d < 0 for d in dims):
             raise _Refused(f"{where} has an invalid shape {dims}")
@@ -593,7 +594,9 @@ class _Importer:
             return ("pool", {"size": k, "stride": s}, ()), (shape[0], oh, ow)
         if op == "Relu":
             return ("relu", {}, ()), shape
-        if op in ("Identity", "Dropout"):  # Dropout's ratio/training_mode inputs are ignored: eval
+        if op in ("Identity", "Dropout"):  # the identity at evaluation, which is what tinynet runs
+            training = self.const(n, 2, where, "training_mode") if op == "Dropout" else None
+            need(training is None or not training.any(), "a Dropout in training mode is not an inference graph")
             return None, shape
         if op == "Flatten":
             if len(shape) == 1:
