@@ -695,3 +695,30 @@ def test_dropout_is_skipped_at_evaluation_but_not_in_training_mode(tmp_path):
     assert meta["architecture"] is None and len(model.layers) == 8
     with pytest.raises(OnnxError, match="Dropout in training mode"):
         load_onnx(write(edited(with_dropout(True)), tmp_path / "train.onnx"))
+
+
+def test_conv_without_kernel_shape_takes_it_from_the_weight(tmp_path):
+    def edit(proto):
+        n = node(proto, "/conv1/Conv")
+        keep = [a for a in n.attribute if a.name != "kernel_shape"]
+        del n.attribute[:]
+        n.attribute.extend(keep)
+    model, meta = load_onnx(write(edited(edit), tmp_path / "m.onnx"))
+    assert model.layers[0].params["W"].shape == (2, 1, 5, 5)
+    assert meta["input"]["shape"] == ["N", 1, 28, 28]  # no metadata: what tinynet's models take
+
+
+def test_external_data_is_refused_without_opening_any_other_file(tmp_path, monkeypatch):
+    secret = tmp_path / "weights.bin"
+    secret.write_bytes(np.zeros(4 * 47, np.float32).tobytes())
+
+    def edit(proto):
+        set_external(proto)
+        init(proto, "fc1.weight").external_data[0].value = str(secret)
+    path = write(edited(edit), tmp_path / "m.onnx")
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    with pytest.raises(OnnxError, match="keeps its data in an external file"):
+        load_onnx(path)
+    assert opened == [str(path)]

@@ -372,8 +372,8 @@ class _Importer:
         model, architecture = self.build(specs, props)
         K = _out_features(model)
         labels = self.labels(props, classes, K)
-        return model, {"classes": labels, "architecture": architecture,
-                       "input": props.get("input", ONNX_INPUT), "onnx_metadata": props}
+        return model, {"classes": labels, "architecture": architecture, "input": _stated_input(props),
+                       "onnx_metadata": props}
 
     def check_opset(self):
         versions = {o.domain: o.version for o in self.proto.opset_import}
@@ -571,9 +571,11 @@ class _Importer:
             return oh, ow
 
         if op == "Conv":
+            W = self.const(n, 1, where, "weight")
+            if attrs["kernel_shape"] is None and W is not None:  # optional: the weight's shape says it
+                attrs["kernel_shape"] = list(W.shape[2:])
             k, s, p = window(attrs, "Conv")
             need(attrs["group"] == 1, f"group {attrs['group']}: tinynet imports ungrouped convolutions")
-            W = self.const(n, 1, where, "weight")
             need(W is not None and W.dtype == np.float32 and W.ndim == 4 and W.shape[2:] == (k, k),
                  f"weight must be float32 (C_out, C_in, {k}, {k})")
             c_out, c_in = W.shape[:2]
@@ -685,6 +687,15 @@ class _Importer:
             layers.append(layer)
         generic = Sequential(layers)
         return _as_lenet(generic, props)
+
+
+def _stated_input(props):
+    """The ``input`` metadata (a JSON object) when the file has it, else what tinynet's models take."""
+    try:
+        stated = json.loads(props.get("input", "null"))
+    except ValueError:
+        stated = None
+    return stated if isinstance(stated, dict) else dict(ONNX_INPUT)
 
 
 def _fuse_relu_pool(specs):
