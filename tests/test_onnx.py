@@ -18,6 +18,7 @@ ort = pytest.importorskip("onnxruntime", reason="checking exports needs onnxrunt
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from tinynet.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from tinynet.cli.main import main as tinynet_main  # noqa: E402
@@ -32,6 +33,14 @@ from tinynet.optim import SGD  # noqa: E402
 from tinynet.step import train_step  # noqa: E402
 
 TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small matmuls (batches of 32) run many times slower with a multi-threaded BLAS on a busy
+    machine; the limit is lifted again after each test."""
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="module")
