@@ -731,3 +731,31 @@ def test_external_data_is_refused_without_opening_any_other_file(tmp_path, monke
     with pytest.raises(OnnxError, match="keeps its data in an external file"):
         load_onnx(path)
     assert opened == [str(path)]
+
+
+def test_the_drawing_page_serves_an_imported_model(sample, tmp_path):
+    import threading
+    import urllib.request
+
+    from PIL import Image
+
+    from tinynet.serve import make_server
+    proto, _ = torch_style_lenet(np.random.default_rng(2), widths=(6, 16, 120), padding=2, flatten="Flatten")
+    path = write(proto, tmp_path / "lenet5.onnx")
+    model, meta = load_onnx(path)
+    Image.fromarray(255 - sample.images[0]).save(tmp_path / "a.png")
+    server = make_server(model, meta["classes"], path, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        info = json.loads(urllib.request.urlopen(f"{url}/api/model", timeout=60).read())
+        request = urllib.request.Request(f"{url}/api/predict", data=(tmp_path / "a.png").read_bytes(),
+                                         method="POST")
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert info["checkpoint"] == "lenet5.onnx" and info["classes"] == [str(i) for i in range(10)]
+    assert len(answer["top_k"]) == 5 and set(answer["feature_maps"]) == {"conv1", "conv2"}
