@@ -757,3 +757,17 @@ def test_the_drawing_page_serves_an_imported_model(sample, tmp_path):
         thread.join()
     assert info["checkpoint"] == "lenet5.onnx" and info["classes"] == [str(i) for i in range(10)]
     assert len(answer["top_k"]) == 5 and set(answer["feature_maps"]) == {"conv1", "conv2"}
+
+
+def test_too_many_nodes_or_too_large_a_file_is_refused(tmp_path, monkeypatch):
+    def many_identities(proto):
+        g = proto.graph
+        g.node[-1].output[0] = "chain0"
+        g.node.extend(helper.make_node("Identity", [f"chain{i}"], [f"chain{i + 1}"]) for i in range(1000))
+        g.node[-1].output[0] = "output"
+    with pytest.raises(OnnxError, match="has 1011 nodes, more than the 1000"):
+        load_onnx(write(edited(many_identities), tmp_path / "many.onnx"))
+    path = write(small_torch(), tmp_path / "small.onnx")
+    monkeypatch.setattr("tinynet.onnx_io.MAX_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(OnnxError, match="larger than the"):
+        load_onnx(path)
