@@ -421,7 +421,8 @@ class _Importer:
             if not isinstance(labels, list) or not all(isinstance(c, str) for c in labels):
                 raise _Refused("metadata 'classes' is not a list of strings")
             if len(labels) != K:
-                raise _Refused(f"metadata 'classes' names {len(labels)} classes but the model has {K} outputs")
+                raise _Refused(f"metadata 'classes' names {len(labels)} classes but the model has "
+                               f"{K} outputs")
             return labels
         if classes is not None:
             labels = [str(c) for c in classes]
@@ -555,7 +556,8 @@ class _Importer:
             need(isinstance(s, list) and len(s) == 2 and s[0] == s[1] and 1 <= s[0] <= MAX_SIDE,
                  f"strides {s}: tinynet imports equal strides from 1 to {MAX_SIDE}")
             p = attrs["pads"]
-            need(attrs["auto_pad"] in (b"NOTSET", b"VALID"), f"auto_pad {attrs['auto_pad']!r} is not supported")
+            need(attrs["auto_pad"] in (b"NOTSET", b"VALID"),
+                 f"auto_pad {attrs['auto_pad']!r} is not supported")
             need(isinstance(p, list) and len(p) == 4 and len(set(p)) == 1 and 0 <= p[0] <= MAX_SIDE,
                  f"pads {p}: tinynet imports the same padding on every side")
             if attrs["auto_pad"] == b"VALID":
@@ -598,7 +600,8 @@ class _Importer:
             return ("relu", {}, ()), shape
         if op in ("Identity", "Dropout"):  # the identity at evaluation, which is what tinynet runs
             training = self.const(n, 2, where, "training_mode") if op == "Dropout" else None
-            need(training is None or not training.any(), "a Dropout in training mode is not an inference graph")
+            need(training is None or not training.any(),
+                 "a Dropout in training mode is not an inference graph")
             return None, shape
         if op == "Flatten":
             if len(shape) == 1:
@@ -615,7 +618,8 @@ class _Importer:
             first, second = (int(v) for v in target)
             batch = first in (0, self.batch)  # 0 copies the batch size; a fixed batch may be spelled out
             need(batch and second in (F, -1) or first == -1 and second == F,
-                 f"reshapes to {[first, second]}; tinynet imports a reshape of (N, {', '.join(map(str, shape))}) "
+                 f"reshapes to {[first, second]}; tinynet imports a reshape of "
+                 f"(N, {', '.join(map(str, shape))}) "
                  f"to (N, {F})")
             return (("flatten", {}, ()) if len(shape) > 1 else None), (F,)
         if op == "Gemm":
@@ -667,7 +671,8 @@ class _Importer:
                 layer.params = {"W": W, "b": b}
             elif op in ("pool", "relupool"):
                 count["stage"] += 1
-                layer = (ReLUMaxPool2D if op == "relupool" else MaxPool2D)(name=f"pool{count['stage']}", **attrs)
+                kind = ReLUMaxPool2D if op == "relupool" else MaxPool2D
+                layer = kind(name=f"pool{count['stage']}", **attrs)
             elif op == "relu":
                 count["stage"] += 1
                 layer = ReLU(name=f"relu{count['stage']}")
