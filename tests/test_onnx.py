@@ -609,12 +609,15 @@ def hostile_edits(draw):
             elif kind == "attr":
                 name = draw(st.sampled_from(["kernel_shape", "strides", "pads", "axis", "transB", "group",
                                              "alpha", "value"]))
-                value = draw(st.one_of(INTS, st.lists(INTS, max_size=5), st.floats(-3, 3)))
+                value = draw(st.one_of(INTS, st.lists(INTS, min_size=1, max_size=5), st.floats(-3, 3)))
                 keep = [a for a in n.attribute if a.name != name]
                 del n.attribute[:]
                 n.attribute.extend(keep + [helper.make_attribute(name, value)])
             elif kind == "input":
-                n.input.append(draw(NAMES)) if draw(st.booleans()) else n.input.__setitem__(0, draw(NAMES))
+                if n.input and draw(st.booleans()):
+                    n.input[0] = draw(NAMES)
+                else:
+                    n.input.append(draw(NAMES))
             elif kind == "output":
                 n.output[0] = draw(NAMES)
             else:
