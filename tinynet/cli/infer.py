@@ -11,8 +11,10 @@ It takes three kinds of ``--input``:
 - a ``.npy`` array (N, 28, 28) or (28, 28), uint8 (0..255) or float (0..1): prints each image's
   top-k.
 
-``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.explain``);
-``--serve`` instead serves the drawing page (``tinynet.serve``).
+``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.explain``).
+``python3 inference.py --serve [--host A] [--port N]`` serves the drawing page instead: the same as
+``tinynet serve`` (``tinynet.cli.serve``), kept under ``inference.py`` (and ``tinynet-infer``) as the
+README shows it; ``tinynet infer`` has only the prediction options.
 
 The library under it is ``tinynet.inference`` (``Predictor``) and ``tinynet.predict`` (metrics).
 """
@@ -35,11 +37,13 @@ from ..inference import (BUNDLED_MODEL, InputError, Predictor, check_fits, defau
 from ..layers import LogitAdjustment
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
-from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
+from ..serve import DEFAULT_HOST, DEFAULT_PORT
 from . import positive_int
+from . import serve as serve_cli
 
 IDX_SUFFIXES = ("idx3-ubyte", "idx3-ubyte.gz")
 IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())  # every format Pillow can open
+BATCH_SIZE = 1024  # images per forward pass unless --batch-size says otherwise
 ERRORS_SHOWN = 100  # misclassified images drawn in errors.png (the first ones, in data order)
 
 
@@ -199,14 +203,6 @@ def input_kind(path, dataset=None):
     return "idx" if path.name.endswith(IDX_SUFFIXES) else "images"
 
 
-def port_number(text):
-    """argparse type: a TCP port, 0..65535 (0: any free port)."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
-    return value
-
-
 def predictions_file(text):
     """argparse type: a path ending in .csv or .json."""
     if Path(text).suffix.lower() not in (".csv", ".json"):
@@ -228,9 +224,8 @@ input kinds:
 
 exit status:
   0  at least one input was predicted (unreadable or blank image files are reported on stderr,
-     one line each, and skipped); with --serve, the server was stopped with Ctrl-C
-  1  nothing could be predicted, or the checkpoint or data is unusable or they do not match, or
-     --serve cannot listen on its address
+     one line each, and skipped){serve_stopped}
+  1  nothing could be predicted, or the checkpoint or data is unusable or they do not match{serve_fails}
   2  invalid options
 
 examples:
@@ -238,26 +233,38 @@ examples:
   python3 inference.py --input photos/ --output predictions.json --save-preprocessed seen/
   python3 inference.py --input digits.npy --checkpoint runs/my-run/best.npz --top-k 3
   python3 inference.py --input my_letter.png --explain why/   (saliency, feature maps: why/my_letter.png)
+"""
+SERVE_EPILOG = """\
   python3 inference.py --serve                      (the drawing page at http://127.0.0.1:8000/)
 """
 
 
-def build_parser(prog=None):
+def build_parser(prog=None, serve=None):
+    """The parser of ``prog`` (None: ``inference.py``). ``serve`` (default: when ``prog`` is None)
+    adds ``--serve``, ``--host`` and ``--port``, the drawing page's options that ``inference.py``
+    has always had; ``tinynet infer`` leaves them to ``tinynet serve``."""
+    serve = prog is None if serve is None else serve
     p = argparse.ArgumentParser(
-        prog=prog,
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG.format(
+            serve_stopped="; with --serve, the server was stopped with Ctrl-C" if serve else "",
+            serve_fails=", or\n     --serve cannot listen on its address" if serve else "")
+        + (SERVE_EPILOG if serve else ""),
         description="Predict EMNIST characters with a trained tinynet checkpoint: evaluate a test\n"
                     "set, or read your own images or arrays.")
-    p.add_argument("--input", metavar="PATH", default=None,
+    p.add_argument("--input", metavar="PATH", default=None, required=not serve,
                    help="data folder, IDX images file, image file, folder of images, or .npy array "
-                        "(see input kinds below); or, instead, --serve")
-    p.add_argument("--serve", action="store_true",
-                   help="serve the drawing page instead: draw a character in the browser and see the "
-                        "top-k, the 28x28 input, feature maps, filters and saliency (Ctrl-C stops)")
-    p.add_argument("--host", metavar="ADDRESS", default=None,
-                   help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this machine only)")
-    p.add_argument("--port", metavar="N", type=port_number, default=None,
-                   help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
+                        "(see input kinds below)" + ("; or, instead, --serve" if serve else ""))
+    if serve:
+        p.add_argument("--serve", action="store_true",
+                       help="serve the drawing page instead (as tinynet serve does): draw a character "
+                            "in the browser and see the top-k, the 28x28 input, feature maps, filters "
+                            "and saliency (Ctrl-C stops)")
+        p.add_argument("--host", metavar="ADDRESS", default=None,
+                       help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this "
+                            f"machine only)")
+        p.add_argument("--port", metavar="N", type=serve_cli.port_number, default=None,
+                       help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="checkpoint to use, or an ONNX model (a .onnx file, docs/onnx.md) (default: "
                         "best.npz of the latest run under --runs-dir; with no run there, the model "
@@ -271,8 +278,9 @@ def build_parser(prog=None):
     p.add_argument("--split", choices=("train", "test"), default=None,
                    help="data folder only: which split to read (default: test)")
     p.add_argument("--top-k", type=positive_int, default=5, metavar="K",
-                   help="how many of the most probable characters to list (with --serve: to answer "
-                        "and show), and k of top-k accuracy (default: %(default)s)")
+                   help="how many of the most probable characters to list"
+                        + (" (with --serve: to answer and show)" if serve else "")
+                        + ", and k of top-k accuracy (default: %(default)s)")
     p.add_argument("--output", metavar="FILE", type=predictions_file, default=None,
                    help="also write the predictions to FILE: CSV or JSON, by its extension "
                         "(default: none)")
@@ -289,10 +297,10 @@ def build_parser(prog=None):
                         "(default: none)")
     p.add_argument("--tta", action="store_true", default=None,
                    help="test-time augmentation: average each image's probabilities over the image "
-                        "and copies rotated by -5 and +5 degrees (3 forward passes; not with --serve "
-                        "or --explain)")
-    p.add_argument("--batch-size", type=positive_int, default=1024, metavar="N",
-                   help="images per forward pass (default: %(default)s)")
+                        "and copies rotated by -5 and +5 degrees (3 forward passes; not with "
+                        + ("--serve or " if serve else "") + "--explain)")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help=f"images per forward pass (default: {BATCH_SIZE})")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="threads, each running the network on a slice of every batch (default: all cores)")
     return p
@@ -302,26 +310,27 @@ def main(argv=None, prog=None):
     """``python3 inference.py`` / ``tinynet infer``; returns the exit status (see the --help epilog)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.serve == (args.input is not None):
+    serving = getattr(args, "serve", False)
+    if serving == (args.input is not None):  # (only inference.py has --serve; else --input is required)
         parser.error("give either --input PATH or --serve")
-    source = Path(args.input) if args.input is not None else "--serve"
+    if serving:
+        return serve_page(parser, args)
+    source = Path(args.input)
     try:
-        kind = "serve" if args.serve else input_kind(source, args.dataset)
+        kind = input_kind(source, args.dataset)
         folder_data = kind == "idx" and source.is_dir()
         for option, applies in (("--dataset", folder_data), ("--split", folder_data),
-                                ("--output-dir", kind == "idx"), ("--output", kind != "serve"),
+                                ("--output-dir", kind == "idx"),
                                 ("--save-preprocessed", kind == "images"),
-                                ("--explain", kind == "images"),
-                                ("--host", kind == "serve"), ("--port", kind == "serve"),
-                                ("--tta", kind != "serve")):
-            if getattr(args, option[2:].replace("-", "_")) is not None and not applies:
+                                ("--explain", kind == "images"), ("--host", False), ("--port", False)):
+            if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
                 parser.error(f"{option} does not apply to {source}")
         if args.tta and args.explain:
             parser.error("--tta and --explain do not go together (an explanation is of one image)")
         path, origin = ((args.checkpoint, None) if args.checkpoint is not None
                         else default_checkpoint(args.runs_dir))
-        predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size, args.threads,
-                                              bool(args.tta))
+        predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size or BATCH_SIZE,
+                                              args.threads, bool(args.tta))
         if args.top_k > len(predictor.classes):
             parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
                          f"got {args.top_k}")
@@ -330,10 +339,6 @@ def main(argv=None, prog=None):
               + (", class-prior corrected" if corrected else "")
               + (", test-time augmentation" if args.tta else "") + ")"
               + (f": {origin}" if origin else ""))
-        if kind == "serve":
-            return serve(predictor.model, predictor.classes, predictor.checkpoint,
-                         args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port,
-                         args.top_k)
         if kind == "idx":
             images_path = (find_idx_images(source, args.dataset, args.split or "test")
                            if folder_data else source)
@@ -345,9 +350,19 @@ def main(argv=None, prog=None):
     except (InputError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a folder that cannot be listed, an output that cannot be written, a port in use
+    except OSError as e:  # a folder that cannot be listed, an output that cannot be written
         print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 1
     if not done:
         print("error: nothing could be predicted", file=sys.stderr)
     return 0 if done else 1
+
+
+def serve_page(parser, args):
+    """``inference.py --serve``: ``tinynet serve`` with the options that apply to it."""
+    for option in ("--dataset", "--split", "--output", "--output-dir", "--save-preprocessed",
+                   "--explain", "--tta", "--batch-size", "--threads"):
+        if getattr(args, option[2:].replace("-", "_")) is not None:
+            parser.error(f"{option} does not apply to --serve")
+    return serve_cli.run(parser, args.checkpoint, args.runs_dir, args.host or DEFAULT_HOST,
+                         DEFAULT_PORT if args.port is None else args.port, args.top_k)

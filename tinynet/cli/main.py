@@ -17,6 +17,7 @@ from .. import __version__
 COMMANDS = {
     "train": ("train", "train the LeNet on EMNIST IDX files (python3 train.py)"),
     "infer": ("infer", "predict characters: a test set, image files or a .npy array (python3 inference.py)"),
+    "serve": ("serve", "the drawing page: draw a character, see what the model makes of it (inference.py --serve)"),
     "export": ("export", "write a checkpoint for use elsewhere: inference-only .npz, or ONNX (--onnx)"),
     "download": ("download", "get EMNIST data files, verified, from NIST or an archive you have"),
 }
