@@ -19,7 +19,6 @@ or run code.
 
 import json
 import lzma
-import math
 import struct
 import tokenize
 import zipfile
@@ -31,6 +30,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_write
 from .model import build_model
+from .npyfile import NpyHeaderError, read_npy_data, read_npy_header
 
 FORMAT = "tinynet-checkpoint"
 FORMAT_VERSION = 1
@@ -84,31 +84,23 @@ def export_checkpoint(source, target):
 
 
 def _read_member(zf, member, path, expected_shape=None, kinds="f", max_bytes=None):
-    """Read one ``.npy`` member after checking its header (and its size against ``max_bytes``);
-    never unpickles."""
+    """Read one ``.npy`` member after checking its header (``tinynet.npyfile``) and its size
+    against ``max_bytes``; never unpickles."""
+    name = member[:-4]
     with zf.open(member) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        name = member[:-4]
-        if dtype.hasobject or dtype.kind not in kinds:
-            raise CheckpointError(f"{path}: array {name!r} has dtype {dtype}, expected kind {kinds!r}")
-        if expected_shape is not None and tuple(shape) != tuple(expected_shape):
-            raise CheckpointError(f"{path}: array {name!r} has shape {tuple(shape)}, "
-                                  f"the architecture needs {tuple(expected_shape)}")
-        count = math.prod(shape)  # Python ints: a huge shape cannot overflow to a small count
-        if count < 0:
-            raise CheckpointError(f"{path}: array {name!r} has an invalid shape {tuple(shape)}")
-        if max_bytes is not None and count * dtype.itemsize > max_bytes:
-            raise CheckpointError(f"{path}: array {name!r} of shape {tuple(shape)} would take "
-                                  f"{count * dtype.itemsize} bytes, more than the {max_bytes} allowed")
-        data = f.read(count * dtype.itemsize + 1)
-        if len(data) != count * dtype.itemsize:
-            raise CheckpointError(f"{path}: array {name!r} is truncated or has trailing bytes")
-        array = np.frombuffer(data, dtype=dtype)
-        return (array.reshape(shape[::-1]).T if fortran else array.reshape(shape)).copy()
+        try:
+            shape, fortran, dtype, nbytes = read_npy_header(f)
+            if dtype.hasobject or dtype.kind not in kinds:
+                raise CheckpointError(f"{path}: array {name!r} has dtype {dtype}, expected kind {kinds!r}")
+            if expected_shape is not None and shape != tuple(expected_shape):
+                raise CheckpointError(f"{path}: array {name!r} has shape {shape}, "
+                                      f"the architecture needs {tuple(expected_shape)}")
+            if max_bytes is not None and nbytes > max_bytes:
+                raise CheckpointError(f"{path}: array {name!r} of shape {shape} would take "
+                                      f"{nbytes} bytes, more than the {max_bytes} allowed")
+            return read_npy_data(f, shape, fortran, dtype, nbytes)
+        except NpyHeaderError as e:
+            raise CheckpointError(f"{path}: array {name!r}: {e}") from None
 
 
 def load_checkpoint(path):

@@ -164,17 +164,25 @@ def load_split(data_dir, name, split):
     paths = dataset_paths(data_dir, name, split)
     first, classes = parse_mapping(paths["mapping"])
     images = read_idx_images(paths["images"])
-    labels = read_idx_labels(paths["labels"])
-    if len(images) != len(labels):
-        raise DataError(f"{paths['labels']}: count mismatch: {len(labels)} labels but "
-                        f"{paths['images']} holds {len(images)} images")
-    if len(labels):
+    labels = read_labels_of(paths["labels"], paths["images"], len(images), first, classes, paths["mapping"])
+    return Split(images, labels, classes, str(paths["images"]))
+
+
+def read_labels_of(labels_path, images_path, count, first=0, classes=None, mapping_path=None):
+    """The labels of the ``count`` images of ``images_path``, from the IDX file ``labels_path``,
+    shifted to start at 0 (``first`` is the mapping's first label); DataError when the counts
+    differ or, given the mapping's ``classes``, when a label is outside its range."""
+    labels = read_idx_labels(labels_path)
+    if len(labels) != count:
+        raise DataError(f"{labels_path}: count mismatch: {len(labels)} labels but "
+                        f"{images_path} holds {count} images")
+    if classes is not None and len(labels):
         low, high = int(labels.min()), int(labels.max())
         if low < first or high >= first + len(classes):
             bad = low if low < first else high
-            raise DataError(f"{paths['labels']}: label {bad} out of range: {paths['mapping']} "
+            raise DataError(f"{labels_path}: label {bad} out of range: {mapping_path} "
                             f"maps labels {first}..{first + len(classes) - 1}")
-    return Split(images, labels - first, classes, str(paths["images"]))
+    return labels - first
 
 
 def load_sample():

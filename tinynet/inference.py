@@ -18,17 +18,16 @@ uint8). A (28, 28) array is a batch of one. Image files instead go through
 The command line over it, ``python3 inference.py`` / ``tinynet-infer``, is ``tinynet.cli.infer``.
 """
 
-import math
 import os
 import re
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .data import DataError, parse_mapping, read_idx_images, read_idx_labels
+from .data import parse_mapping, read_idx_images, read_labels_of
+from .npyfile import NpyHeaderError, read_npy_data, read_npy_header
 from .parallel import DataParallel
 from .predict import predict_proba as model_proba
 from .predict import top_k_indices
@@ -68,42 +67,19 @@ def as_images(array, source="images"):
 
 def load_npy(path):
     """A ``.npy`` file -> uint8 (N, 28, 28) via :func:`as_images`; never unpickles, and checks the
-    header's shape against the file's size before NumPy allocates the array."""
+    header's shape against the file's size before NumPy allocates the array (``tinynet.npyfile``)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            if f.read(6) != b"\x93NUMPY":
-                raise InputError(f"{path}: not a .npy file (no NumPy header)")
-            f.seek(0)
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0), (3, 0)):
-                raise InputError(f"{path}: corrupt .npy file (unknown format version {version})")
-            size = os.fstat(f.fileno()).st_size
-            if version != (1, 0):  # a 4-byte header length: check it before anything reads that much
-                length = int.from_bytes(f.read(4), "little")
-                if length > size - 12:
-                    raise InputError(f"{path}: corrupt .npy file (its {length}-byte header would end "
-                                     f"past the end of the {size}-byte file)")
-                f.seek(8)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
-            count = math.prod(shape)
-            held = size - f.tell()
-            if count < 0 or (not dtype.hasobject and count * dtype.itemsize > held):
-                raise InputError(f"{path}: corrupt .npy file (its header says shape {shape} of "
-                                 f"{dtype}, but {held} bytes of data follow it)")
-            f.seek(0)
-            array = np.load(f, allow_pickle=False)
-    except InputError:
-        raise
+            shape, fortran, dtype, nbytes = read_npy_header(f, os.fstat(f.fileno()).st_size)
+            if dtype.hasobject:
+                raise InputError(f"{path}: holds pickled Python objects, refused (save a plain uint8 "
+                                 f"or float array)")
+            array = read_npy_data(f, shape, fortran, dtype, nbytes)
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as e:  # a damaged header
-        if "allow_pickle" in str(e):
-            raise InputError(f"{path}: holds pickled Python objects, refused (save a plain uint8 "
-                             f"or float array)") from None
-        raise InputError(f"{path}: corrupt .npy file ({' '.join(str(e).split())})") from None
+    except NpyHeaderError as e:
+        raise InputError(f"{path}: {e}") from None
     return as_images(array, path)
 
 
@@ -270,12 +246,7 @@ def load_idx_input(images_path):
         mapping_path = None
     images = read_idx_images(images_path)
     first, classes = parse_mapping(mapping_path) if mapping_path else (0, None)
-    labels = None
-    if labels_path:
-        labels = read_idx_labels(labels_path) - first
-        if len(labels) != len(images):
-            raise DataError(f"{labels_path}: count mismatch: {len(labels)} labels but "
-                            f"{images_path} holds {len(images)} images")
+    labels = read_labels_of(labels_path, images_path, len(images), first) if labels_path else None
     return IdxInput(images, labels, classes, stem.removesuffix("-images-idx3-ubyte"),
                     labels_path, mapping_path)
 
