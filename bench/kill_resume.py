@@ -4,6 +4,7 @@ and check that nothing is ever lost.
 
     python3 bench/kill_resume.py                       # 25 kills over a 6-epoch run (a few minutes)
     python3 bench/kill_resume.py --kills 60 --epochs 10 --seed 7
+    python3 bench/kill_resume.py --epochs 3 --plan write:2 --plan training:0.2 --json stats.json
 
 What it does: writes a tiny EMNIST-format data set to a temporary folder, trains on it once without
 interruption (the reference), then trains the same configuration again as ``python3 train.py``
@@ -39,15 +40,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT, ROOT / "tests"):  # tinynet, and the tests' helpers (toydata)
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
 from tinynet.atomic import TEMP_PREFIX  # noqa: E402  (temporary files are TEMP_PREFIX + random + -name)
 from tinynet.cli import positive_int  # noqa: E402
-from toydata import write_toy_dataset  # noqa: E402
+from tinynet.testing import write_toy_dataset  # noqa: E402
 
 TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9",
                  "--augment", "--dropout", "0.3", "--lr-schedule", "cosine", "--val-fraction", "0.2",
@@ -62,6 +62,20 @@ def fraction(text):
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
+
+
+def kill_plan(text):
+    """argparse type: KIND:ARG[:DELAY], see --plan's help -> a plan tuple."""
+    kind, _, rest = text.partition(":")
+    try:
+        values = [float(v) for v in rest.split(":")] if rest else []
+    except ValueError:
+        values = None
+    if kind == "write" and values and len(values) <= 2 and values[0] == int(values[0]) >= 0:
+        return ("write", int(values[0]), values[1] if len(values) == 2 else 0.0)
+    if kind in ("time", "training") and values and len(values) == 1 and values[0] >= 0:
+        return (kind, values[0])
+    raise argparse.ArgumentTypeError(f"expected write:N[:DELAY], time:S or training:S, got {text}")
 
 
 def build_parser():
@@ -84,6 +98,15 @@ def build_parser():
     p.add_argument("--n-train", type=positive_int, default=600, metavar="N",
                    help="training images in the synthetic data set; fewer means shorter epochs and "
                         "more frequent checkpoint writes (default: %(default)s)")
+    p.add_argument("--n-test", type=positive_int, default=200, metavar="N",
+                   help="test images in the synthetic data set (default: %(default)s)")
+    p.add_argument("--plan", type=kill_plan, action="append", metavar="KIND:ARG",
+                   help="a kill to make, in order, instead of --kills random ones (repeatable): "
+                        "write:N[:DELAY] as the (N+1)-th checkpoint write of a process starts (DELAY "
+                        "seconds later), time:S S seconds after a process starts, training:S S seconds "
+                        "after it starts training")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the statistics to FILE as JSON (default: none)")
     p.add_argument("--timeout", type=positive_int, default=600, metavar="S",
                    help="seconds one train.py process may run before it counts as hung "
                         "(default: %(default)s)")
@@ -161,11 +184,8 @@ class Soak:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         return proc, out
 
-    def reference(self, reference_run=None):
-        """The uninterrupted run (``train.py`` as a subprocess, unless one is given)."""
-        if reference_run is not None:
-            self.reference_run = Path(reference_run)
-            return
+    def reference(self):
+        """The uninterrupted run (``train.py`` as a subprocess)."""
         started = time.monotonic()
         proc, out = self.launch(train_argv(self.data, self.runs, "reference", self.epochs))
         first_epoch = None
@@ -352,17 +372,16 @@ class Soak:
 
 
 def run_soak(workdir, *, kills, epochs, seed, write_fraction=0.5, n_train=600, n_test=200, timeout=600,
-             reference_run=None, log=print, plans=None):
+             log=print, plans=None):
     """Run one soak in ``workdir``; returns its statistics (``failures`` lists what went wrong).
 
     ``plans``: the kills to make, in order, instead of random ones (then ``kills`` is ignored):
     ``("write", n, delay)`` kills ``delay`` seconds after the (n+1)-th checkpoint temporary file of a
     process appears; ``("time", seconds)`` kills that long after the process starts; ``("training",
-    seconds)`` that long after it logs that training starts.
-    ``reference_run``: a finished run folder of the same configuration, instead of training one."""
+    seconds)`` that long after it logs that training starts."""
     soak = Soak(workdir, kills=kills, epochs=epochs, seed=seed, write_fraction=write_fraction,
                 n_train=n_train, n_test=n_test, timeout=timeout, log=log, plans=plans)
-    soak.reference(reference_run)
+    soak.reference()
     soak.soak()
     return soak.stats
 
@@ -371,10 +390,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="tinynet-kill-resume-"))
     started = time.monotonic()
-    print(f"kill_resume.py: seed {args.seed}, {args.kills} kills ({args.write_fraction:.0%} aimed at "
+    print(f"kill_resume.py: seed {args.seed}, {len(args.plan) if args.plan else args.kills} kills ({args.write_fraction:.0%} aimed at "
           f"checkpoint writes), {args.epochs} epochs, {args.n_train} training images; work folder {workdir}")
     stats = run_soak(workdir, kills=args.kills, epochs=args.epochs, seed=args.seed,
-                     write_fraction=args.write_fraction, n_train=args.n_train, timeout=args.timeout)
+                     write_fraction=args.write_fraction, n_train=args.n_train, n_test=args.n_test,
+                     timeout=args.timeout, plans=args.plan)
+    if args.json:
+        Path(args.json).write_text(json.dumps(stats, indent=1) + "\n")
     print()
     rows = [("kills (SIGKILL)", stats["kills"]),
             ("  aimed at a checkpoint write", stats["kills_aimed_at_writes"]),

@@ -14,7 +14,7 @@ from tinynet.layers import LogitAdjustment
 from tinynet.model import lenet
 from tinynet.predict import evaluate
 from tinynet.training import TrainConfig, TrainingError, train
-from toydata import write_toy_dataset
+from tinynet.testing import write_toy_dataset
 
 
 def quiet(*args):

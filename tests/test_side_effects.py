@@ -64,7 +64,7 @@ preprocess_file(path)
 seen["decode"] = snapshot()
 
 sys.path.insert(0, sys.argv[2])
-from toydata import write_toy_dataset
+from tinynet.testing import write_toy_dataset
 from tinynet.training import TrainConfig, train
 config = TrainConfig(data_dir=str(write_toy_dataset(sys.argv[1] + "/data")), dataset="tiny", epochs=1,
                      batch_size=32, limit=96, threads=2)

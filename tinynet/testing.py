@@ -1,12 +1,12 @@
-"""A tiny synthetic data set in EMNIST's format: a helper for the tests and the benchmarks
-(``bench/`` puts this folder on ``sys.path``), not part of the library. IDX files are written by
-``tinynet.data.write_idx``."""
+"""Data sets in EMNIST's format for tests, benchmarks and quick experiments that must run anywhere
+(no download): a tiny synthetic one a network learns in seconds, and the real sample shipped with
+tinynet (``tinynet.data.load_sample()``) written as a data folder."""
 
 from pathlib import Path
 
 import numpy as np
 
-from tinynet.data import SAMPLE_DIR, SAMPLE_NAME, load_sample, train_val_split, write_idx
+from .data import SAMPLE_DIR, SAMPLE_NAME, load_sample, train_val_split, write_idx
 
 
 def write_toy_dataset(folder, n_train=600, n_test=200, classes=5, seed=0, gz=True):
