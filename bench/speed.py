@@ -25,7 +25,7 @@ How it is measured
   steady-state throughput (N2 - N1) / (t(N2) - t(N1)) from their wall times, so start-up, loading,
   checkpoints and the test evaluation cancel out; median of the per-round ratios.
 - Memory: a subprocess ``python3 train.py`` on a synthetic EMNIST-Balanced-sized data set
-  (112,800 train / 18,800 test images, IDX files written with ``tests/toydata.py``'s ``write_idx``); its
+  (112,800 train / 18,800 test images, IDX files written with ``tinynet.data.write_idx``); its
   peak RSS comes from ``os.wait4`` (the child's own ``ru_maxrss``, what
   ``getrusage(RUSAGE_CHILDREN)`` reports when it is the only child) and its ``VmHWM`` is sampled
   at the end of each epoch to show whether memory grows from one epoch to the next.
@@ -438,7 +438,6 @@ def interleaved(workers, cmd, rounds, images_per_call, meter, budget, **kw):
 
 def write_balanced_sized_dataset(folder, rng, n_train=112_800, n_test=18_800):
     """A synthetic EMNIST-Balanced-sized data set (IDX, uncompressed, as tinynet.data reads it)."""
-    sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers
     from tinynet.data import write_idx
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
