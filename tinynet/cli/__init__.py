@@ -1,8 +1,9 @@
-"""tinynet's command lines: ``train`` (``train.py``, ``tinynet-train``), ``infer`` (``inference.py``,
-``tinynet-infer``) and ``download`` (``python3 -m tinynet download``).
+"""tinynet's command lines, the subcommands of ``tinynet`` (``main.py``): ``train`` (also ``train.py``,
+``tinynet-train``), ``infer`` (also ``inference.py``, ``tinynet-infer``), ``serve`` (also
+``inference.py --serve``), ``export`` and ``download``.
 
 They are a leaf: they import the library, and no library module imports them. Below: the argparse
-value types they share.
+value types and options they share.
 """
 
 import argparse
@@ -37,3 +38,14 @@ def fraction(text):
 
 def positive_float(text):
     return _checked(float(text), "positive_float")
+
+
+def add_checkpoint_options(p, what="checkpoint to use"):
+    """--checkpoint (its help starting with ``what``) and --runs-dir, which pick the model
+    (``tinynet.inference.default_checkpoint``)."""
+    p.add_argument("--checkpoint", metavar="FILE", default=None,
+                   help=f"{what} (default: best.npz of the latest run under --runs-dir; with no run "
+                        "there, the model bundled with tinynet)")
+    p.add_argument("--runs-dir", metavar="DIR", default="runs",
+                   help="where to look for the latest run when --checkpoint is not given "
+                        "(default: %(default)s)")

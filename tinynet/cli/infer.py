@@ -38,7 +38,7 @@ from ..layers import LogitAdjustment
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
 from ..serve import DEFAULT_HOST, DEFAULT_PORT
-from . import positive_int
+from . import add_checkpoint_options, positive_int
 from . import serve as serve_cli
 
 IDX_SUFFIXES = ("idx3-ubyte", "idx3-ubyte.gz")
@@ -265,13 +265,7 @@ def build_parser(prog=None, serve=None):
                             f"machine only)")
         p.add_argument("--port", metavar="N", type=serve_cli.port_number, default=None,
                        help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
-    p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="checkpoint to use, or an ONNX model (a .onnx file, docs/onnx.md) (default: "
-                        "best.npz of the latest run under --runs-dir; with no run there, the model "
-                        "bundled with tinynet)")
-    p.add_argument("--runs-dir", metavar="DIR", default="runs",
-                   help="where to look for the latest run when --checkpoint is not given "
-                        "(default: %(default)s)")
+    add_checkpoint_options(p, "checkpoint to use, or an ONNX model (a .onnx file, docs/onnx.md)")
     p.add_argument("--dataset", metavar="NAME", default=None,
                    help="data folder only: which dataset's files to read (default: the only one "
                         "in the folder)")

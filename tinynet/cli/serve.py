@@ -13,7 +13,7 @@ from ..explain import TOP_K
 from ..inference import default_checkpoint
 from ..layers import LogitAdjustment
 from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
-from . import positive_int
+from . import add_checkpoint_options, positive_int
 
 
 def port_number(text):
@@ -34,12 +34,7 @@ def build_parser(prog=None):
                "  2  invalid options\n\n"
                "examples:\n  tinynet serve                             (http://127.0.0.1:8000/)\n"
                "  tinynet serve --host 0.0.0.0 --port 8080  (reachable from other machines)")
-    p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="checkpoint to serve (default: best.npz of the latest run under --runs-dir; "
-                        "with no run there, the model bundled with tinynet)")
-    p.add_argument("--runs-dir", metavar="DIR", default="runs",
-                   help="where to look for the latest run when --checkpoint is not given "
-                        "(default: %(default)s)")
+    add_checkpoint_options(p, "checkpoint to serve")
     p.add_argument("--host", metavar="ADDRESS", default=DEFAULT_HOST,
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 "
                         "for every network interface)")
