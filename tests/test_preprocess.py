@@ -3,6 +3,7 @@
 import gzip
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw, features
 
+import tinynet.preprocess as preprocess_module
 from tinynet.preprocess import ImageError, load_image, preprocess, preprocess_file
 
 EMNIST_IMAGES = (
@@ -253,12 +255,19 @@ def test_bad_files_raise_image_error_naming_the_file(tmp_path):
         load_image(tmp_path / "bomb.png")
 
 
-def test_pixel_limit_is_refused_below_pillows_error_threshold(tmp_path, monkeypatch):
-    """Images between MAX_IMAGE_PIXELS and twice that (where Pillow only warns) are refused too."""
+def test_images_over_tinynets_pixel_limit_are_refused_from_their_header(tmp_path, monkeypatch):
+    """An image declaring more than MAX_PIXELS pixels is refused before it is decoded (so without
+    allocating it), below Pillow's own limit, where Pillow neither warns nor refuses."""
     _glyph().save(tmp_path / "g.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200 * 150 - 1)
-    with pytest.raises(ImageError, match="too many pixels"):
-        load_image(tmp_path / "g.png")
+    monkeypatch.setattr(preprocess_module, "MAX_PIXELS", 200 * 150 - 1)
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning either
+        with pytest.raises(ImageError, match=r"too many pixels: 200x150 is 0\.0 megapixels, more than"):
+            load_image(tmp_path / "g.png")
+    assert decoded == []
+    assert preprocess_module.MAX_PIXELS < Image.MAX_IMAGE_PIXELS
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 3, 3)), np.zeros((0, 5)), np.full((4, 4), np.nan)])

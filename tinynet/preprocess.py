@@ -42,13 +42,13 @@ Assumes one character on a fairly evenly lit background: a strong shadow, the ed
 or a second mark counts as ink and widens the crop.
 """
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # output side (pixels)
+MAX_PIXELS = 4096 * 4096  # larger images are refused (a 12-megapixel phone photo fits)
 CONTENT = 24  # pixels spanned by the character's longer side: EMNIST's 2-pixel border
 WORK_SIZE = 128  # NIST scan side, the scale at which EMNIST blurred
 BLUR_SIGMA = 1.0  # EMNIST's Gaussian blur, in pixels at WORK_SIZE
@@ -74,8 +74,8 @@ def load_image(path):
     Transparent pixels (RGBA, LA, palette or colour-key transparency) are composited on white
     paper. 16-bit and 32-bit integer images are scaled by 1/65535, float images taken as is;
     both are clipped to [0, 1]. Raises `ImageError` naming `path` for a missing, empty,
-    unreadable, corrupt or truncated file, a directory, a non-image, or an image with more pixels
-    than `PIL.Image.MAX_IMAGE_PIXELS` (a possible decompression bomb, refused before decoding).
+    unreadable, corrupt or truncated file, a directory, a non-image, or an image with more than
+    `MAX_PIXELS` pixels (a possible decompression bomb, refused before decoding).
     """
     path = Path(path)
 
@@ -95,27 +95,30 @@ def load_image(path):
 
 def decode_image(source, name):
     """`load_image` for an open binary file or a path: the image as grayscale float32 (H, W) in
-    [0, 1]; `ImageError` naming `name` for anything that is not a decodable, finite image.
+    [0, 1]; `ImageError` naming `name` for anything that is not a decodable, finite image, or that
+    declares more than `MAX_PIXELS` pixels (refused from its header, before decoding).
 
-    Not thread-safe (`warnings.catch_warnings` changes process-wide state): callers that decode in
-    several threads take turns.
+    Thread-safe, and it leaves the warnings filters alone: Pillow's own warnings (corrupt metadata
+    it skips; images over its `MAX_IMAGE_PIXELS`, which tinynet refuses anyway) reach the caller's
+    filters like any library's. The command lines silence them (`tinynet.cli.pillow_quiet`).
     """
 
     def fail(problem):
         return ImageError(f"{name}: {problem}")
 
     try:
-        with warnings.catch_warnings():
-            # Corrupt metadata (EXIF...) is skipped, not printed as a Python warning on stderr.
-            warnings.simplefilter("ignore", UserWarning)
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                image.load()
-                gray = _to_gray(ImageOps.exif_transpose(image))
+        with Image.open(source) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise fail(f"refused, too many pixels: {width}x{height} is {width * height / 1e6:.1f} "
+                           f"megapixels, more than tinynet's limit of {MAX_PIXELS / 1e6:.1f}")
+            image.load()
+            gray = _to_gray(ImageOps.exif_transpose(image))
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise fail("not an image file (format not recognised)") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # over twice Pillow's MAX_IMAGE_PIXELS
         raise fail(f"refused, too many pixels: {_one_line(error)}") from None
     except Exception as error:  # Pillow's decoders raise many exception types on malformed data
         raise fail(f"cannot decode image ({_one_line(error)})") from None

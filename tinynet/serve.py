@@ -40,8 +40,7 @@ the forward and backward pass, the answer's arrays) needs one of a pool of repli
 one per core (``tinynet.parallel.replicate``: the same weights, each its own caches and scratch
 buffers); requests wait for one, mostly in arrival order (``queue.Queue`` wakes the longest
 waiter first), so a burst of clients queues instead of having every thread contend for the GIL
-and the cores at once. Decoding also takes turns under a lock (it changes process-wide warning
-filters). BLAS runs single-threaded: for one image at a time, its threads cost more than they
+and the cores at once. BLAS runs single-threaded: for one image at a time, its threads cost more than they
 save. Every socket has a timeout, so a client that sends half a request and stalls holds its
 thread for at most :data:`SOCKET_TIMEOUT` seconds per read. Binds 127.0.0.1 (this machine only) unless told otherwise.
 """
@@ -52,7 +51,6 @@ import json
 import queue
 import re
 import sys
-import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -113,8 +111,7 @@ def model_json(model, classes, checkpoint_name):
 
 class PageServer(ThreadingHTTPServer):
     """The page's server: ``model`` (a ``Sequential``) and its ``classes``, the page's files, and
-    the decoding lock and the pool of model replicas requests take turns at (see the module
-    docstring)."""
+    the pool of model replicas requests take turns at (see the module docstring)."""
 
     daemon_threads = True  # Ctrl-C does not wait for connections still open
     request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
@@ -122,7 +119,6 @@ class PageServer(ThreadingHTTPServer):
     def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT, top_k=TOP_K):
         self.model, self.classes, self.top_k = model, tuple(classes), top_k
         self.model_info = json.dumps(model_json(model, classes, checkpoint_name)).encode()
-        self.decode_lock = threading.Lock()
         self.replicas = queue.Queue()
         for _ in range(resolve_threads()):
             self.replicas.put(replicate(model))
@@ -142,8 +138,7 @@ class PageServer(ThreadingHTTPServer):
         replica = self.replicas.get()
         try:
             try:
-                with self.decode_lock:
-                    gray = decode_image(io.BytesIO(body), "request body")
+                gray = decode_image(io.BytesIO(body), "request body")
             except ImageError as e:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
             try:

@@ -7,6 +7,8 @@ value types and options they share.
 """
 
 import argparse
+import contextlib
+import warnings
 
 from ..values import value_problem
 
@@ -49,3 +51,14 @@ def add_checkpoint_options(p, what="checkpoint to use"):
     p.add_argument("--runs-dir", metavar="DIR", default="runs",
                    help="where to look for the latest run when --checkpoint is not given "
                         "(default: %(default)s)")
+
+
+@contextlib.contextmanager
+def pillow_quiet():
+    """Around a command line's work (a command line owns its process; the library never touches
+    the warnings filters): Pillow's warnings (corrupt metadata it skips, an image over its pixel
+    limit that tinynet refuses anyway) are not printed, since every problem with an image is
+    reported as one ``error:`` line. Usable as a decorator."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+        yield

@@ -38,7 +38,7 @@ from ..layers import LogitAdjustment
 from ..plots import plot_confusion, plot_image_grid
 from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
 from ..serve import DEFAULT_HOST, DEFAULT_PORT
-from . import add_checkpoint_options, positive_int
+from . import add_checkpoint_options, pillow_quiet, positive_int
 from . import serve as serve_cli
 
 IDX_SUFFIXES = ("idx3-ubyte", "idx3-ubyte.gz")
@@ -300,6 +300,7 @@ def build_parser(prog=None, serve=None):
     return p
 
 
+@pillow_quiet()
 def main(argv=None, prog=None):
     """``python3 inference.py`` / ``tinynet infer``; returns the exit status (see the --help epilog)."""
     parser = build_parser(prog)

@@ -13,7 +13,7 @@ from ..explain import TOP_K
 from ..inference import default_checkpoint
 from ..layers import LogitAdjustment
 from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
-from . import add_checkpoint_options, positive_int
+from . import add_checkpoint_options, pillow_quiet, positive_int
 
 
 def port_number(text):
@@ -46,6 +46,7 @@ def build_parser(prog=None):
     return p
 
 
+@pillow_quiet()
 def run(parser, checkpoint, runs_dir, host, port, top_k):
     """Load the checkpoint and serve it until Ctrl-C; the exit status. ``parser`` reports a
     --top-k larger than the checkpoint's classes."""
