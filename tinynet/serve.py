@@ -50,15 +50,13 @@ import io
 import json
 import queue
 import re
-import sys
-import traceback
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
 from .explain import TOP_K, explain, first_conv, scaled_maps
+from .httpjson import JSONHandler, JSONServer, RequestError, listen
 from .parallel import one_blas_thread, replicate, resolve_threads
 from .preprocess import ImageError, decode_image, preprocess
 
@@ -72,14 +70,6 @@ PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 PREDICT = "/api/predict"
 MODEL = "/api/model"
-
-
-class RequestError(Exception):
-    """A request that gets a 4xx answer: ``status``, a one-line ``message``, extra ``headers``."""
-
-    def __init__(self, status, message, headers=()):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 def signed_unit(a):
@@ -109,12 +99,9 @@ def model_json(model, classes, checkpoint_name):
             "filters_scale": filters_scale}
 
 
-class PageServer(ThreadingHTTPServer):
+class PageServer(JSONServer):
     """The page's server: ``model`` (a ``Sequential``) and its ``classes``, the page's files, and
     the pool of model replicas requests take turns at (see the module docstring)."""
-
-    daemon_threads = True  # Ctrl-C does not wait for connections still open
-    request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
 
     def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT, top_k=TOP_K):
         self.model, self.classes, self.top_k = model, tuple(classes), top_k
@@ -122,14 +109,8 @@ class PageServer(ThreadingHTTPServer):
         self.replicas = queue.Queue()
         for _ in range(resolve_threads()):
             self.replicas.put(replicate(model))
-        self.socket_timeout = timeout
         self.pages = {path: ((STATIC / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
-        super().__init__(address, PageHandler)
-
-    @property
-    def url(self):
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        super().__init__(address, PageHandler, timeout)
 
     def predict(self, body):
         """Image file bytes -> the JSON answer (a dict); RequestError for an unusable image.
@@ -151,48 +132,9 @@ class PageServer(ThreadingHTTPServer):
             self.replicas.put(replica)
 
 
-class PageHandler(BaseHTTPRequestHandler):
+class PageHandler(JSONHandler):
     """One connection: the page's files, ``GET /api/model``, ``POST /api/predict``, and JSON errors
     for everything else."""
-
-    server_version = "tinynet"
-    # Answers carry a status line even to requests too broken to say their HTTP version (http.server
-    # would otherwise answer those the HTTP/0.9 way: a bare body).
-    default_request_version = "HTTP/1.0"
-
-    def setup(self):
-        self.timeout = self.server.socket_timeout  # StreamRequestHandler applies it to the socket
-        super().setup()
-
-    def handle(self):
-        try:
-            super().handle()
-        except (ConnectionError, TimeoutError):  # the client went away or stalled mid-answer
-            pass
-
-    def send_json(self, status, payload, headers=()):
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in headers:
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def send_error(self, code, message=None, detail=None):
-        """http.server's own errors (a request it cannot parse, a method with no ``do_`` handler),
-        as JSON. Its 5xx answers are about the request (an unknown method, HTTP/2 or later), so
-        they become 405 (or 404 for an unknown path) and 400: bad input never gets a 5xx."""
-        self.close_connection = True
-        if code == HTTPStatus.NOT_IMPLEMENTED:  # a method with no do_ handler
-            self.refuse()
-            return
-        if code >= 500:
-            code = HTTPStatus.BAD_REQUEST
-        self.send_json(code, {"error": message or HTTPStatus(code).phrase})
 
     def route(self):
         """The request's path without query; RequestError 404 for an unknown one."""
@@ -201,26 +143,8 @@ class PageHandler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {path[:200]}")
         return path
 
-    def not_allowed(self, path):
-        allowed = "POST" if path == PREDICT else "GET, HEAD"
-        raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed on {path} "
-                           f"(only {allowed})", [("Allow", allowed)])
-
-    def answer(self, handler):
-        """Run ``handler()``, turning a RequestError into its JSON error (and anything else into
-        a 500 with the traceback on stderr)."""
-        try:
-            handler()
-        except RequestError as e:
-            self.close_connection = True
-            self.send_json(e.status, {"error": e.message}, e.headers)
-        except (ConnectionError, TimeoutError):
-            raise
-        except Exception:  # a bug: say so, keep serving
-            self.log_error("internal error on %s %s", self.command, self.path[:200])
-            traceback.print_exc(file=sys.stderr)
-            self.close_connection = True
-            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (a bug in tinynet)"})
+    def allowed(self, path):
+        return "POST" if path == PREDICT else "GET, HEAD"
 
     def do_GET(self):
         def handler():
@@ -229,12 +153,7 @@ class PageHandler(BaseHTTPRequestHandler):
                 self.not_allowed(path)
             body, kind = ((self.server.model_info, "application/json") if path == MODEL
                           else self.server.pages[path])
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            self.send_body(HTTPStatus.OK, body, kind)
         self.answer(handler)
 
     do_HEAD = do_GET
@@ -248,10 +167,7 @@ class PageHandler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.OK, payload)
         self.answer(handler)
 
-    def refuse(self):
-        self.answer(lambda: self.not_allowed(self.route()))
-
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = JSONHandler.refuse
 
     def read_body(self):
         """The request body, checked against its Content-Length before anything is read."""
@@ -286,10 +202,8 @@ def make_server(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT
     """A :class:`PageServer` listening on ``host:port`` (port 0: any free one; see ``.url``),
     answering the ``top_k`` most probable characters; an ``OSError`` naming the address when it
     cannot listen there."""
-    try:
-        return PageServer((host, port), model, classes, Path(checkpoint).name, timeout, top_k)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot listen there ({e.strerror or e})", f"{host}:{port}") from None
+    return listen(lambda: PageServer((host, port), model, classes, Path(checkpoint).name, timeout, top_k),
+                  host, port)
 
 
 def serve(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT, top_k=TOP_K):
