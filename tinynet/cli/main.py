@@ -20,6 +20,7 @@ COMMANDS = {
     "serve": ("serve", "the drawing page: draw a character, see what the model makes of it (inference.py --serve)"),
     "export": ("export", "write a checkpoint for use elsewhere: inference-only .npz, or ONNX (--onnx)"),
     "download": ("download", "get EMNIST data files, verified, from NIST or an archive you have"),
+    "watch": ("watch", "serve a live page of training runs: curves, filters, predictions, runs compared"),
 }
 
 

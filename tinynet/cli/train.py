@@ -12,7 +12,12 @@ from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..optim import SCHEDULES
 from ..training import BEST_BY, CLASS_BALANCE, INITS, RECIPES, ConfigError, TrainConfig, TrainingError, resume_config, train
+from ..runlog import Recorder
+from ..tensorboard import TensorBoardLog, TensorBoardUnavailable
+from ..watch import DEFAULT_HOST as WATCH_HOST, DEFAULT_PORT as WATCH_PORT
+from ..watch import make_server as make_watch_server, serve_in_background
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .serve import port_number
 
 
 def from_recipe(field):
@@ -106,7 +111,38 @@ def build_parser(prog=None):
                    help="threads sharing the fixed slices of every batch; results do not depend "
                         "on it (default: all cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    add_watch_options(p)
     return p
+
+
+def add_watch_options(p):
+    """Watching a run: the live training page and TensorBoard (docs/watch.md)."""
+    g = p.add_argument_group("watching")
+    g.add_argument("--watch", action="store_true",
+                   help="serve a live page of this run (and the others in --runs-dir) while it "
+                        "trains; prints its address")
+    g.add_argument("--watch-port", metavar="PORT", type=port_number, default=WATCH_PORT,
+                   help="--watch's port, 0 for any free one (default: %(default)s)")
+    g.add_argument("--watch-host", metavar="HOST", default=WATCH_HOST,
+                   help="--watch's address (default: %(default)s, this machine only)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into RUN_DIR/tensorboard (needs "
+                        "tensorboardX: pip install \"tinynet[tensorboard]\")")
+
+
+def start_watching(args, run_dir):
+    """The callbacks ``--watch`` / ``--tensorboard`` ask for, and the page's server (or None),
+    already serving in a background thread. Raises OSError (port in use) or
+    TensorBoardUnavailable before any training."""
+    callbacks, server = [], None
+    if args.tensorboard:
+        callbacks.append(TensorBoardLog())
+    if args.watch:
+        server = make_watch_server(run_dir.parent, args.watch_host, args.watch_port, focus=run_dir.name)
+        serve_in_background(server)
+        print(f"watch this run at {server.url}", flush=True)
+        callbacks.append(Recorder())
+    return callbacks, server
 
 
 def config_from_args(args):
@@ -138,9 +174,21 @@ def main(argv=None, prog=None):
         if (run_dir / "last.npz").exists():
             parser.error(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --name")
     try:
+        callbacks, server = start_watching(args, run_dir)
+    except TensorBoardUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # --watch-port in use
+        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
         result = train(config, run_dir, resume=bool(args.resume), download=not args.no_download,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, callbacks=callbacks)
     except (DataError, TrainingError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0 if result["status"] == "finished" else 130
