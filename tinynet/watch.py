@@ -104,6 +104,10 @@ class WatchHandler(JSONHandler):
             self.send_json(HTTPStatus.OK, answer)
         self.answer(handler)
 
+    def log_request(self, code="-", size="-"):
+        """No line per request: the page polls every 2 s, beside a training run's own output
+        (errors are still logged)."""
+
     do_HEAD = do_GET
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = JSONHandler.refuse
 
