@@ -1,0 +1,85 @@
+"""The training page in a real browser (Debian's Chromium through /usr/bin/chromedriver, as
+tests/test_browser.py): ``train.py --watch`` on the real sample that ships with tinynet, the page
+opened while it trains; the loss curve gains points, conv1's filters and the grid of predictions
+appear, the browser's console has no errors; then Ctrl-C stops the run (status ``stopped``).
+
+The screenshot is saved to the test's tmp folder, and also to the path in the environment
+variable TINYNET_SCREENSHOT when set: that is how docs/img/watch.png is made
+(``TINYNET_SCREENSHOT=docs/img/watch.png python3 -m pytest tests/test_watch_browser.py``; then the
+test waits for 12 epochs, for a page worth looking at). Skipped with the reason where Chromium,
+chromedriver or Selenium is missing.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_browser import browser
+from tinynet.data import SAMPLE_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_data_folder(folder):
+    """The shipped sample as a data folder ``emnist-sample`` whose train and test splits are both
+    the sample (a demonstration: its test accuracy means nothing)."""
+    folder.mkdir()
+    for f in SAMPLE_DIR.iterdir():
+        if f.name.startswith("emnist-sample-"):
+            (folder / f.name).symlink_to(f)
+            if "-test-" in f.name:
+                (folder / f.name.replace("-test-", "-train-")).symlink_to(f)
+    return folder
+
+
+def test_watch_a_run_learn_in_chromium(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser(tmp_path)
+    data = sample_data_folder(tmp_path / "data")
+    screenshot = os.environ.get("TINYNET_SCREENSHOT")
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "--data-dir", str(data), "--dataset", "emnist-sample", "--no-download",
+         "--recipe", "strong", "--epochs", "30", "--batch-size", "32", "--runs-dir", str(tmp_path / "runs"),
+         "--name", "sample-strong", "--watch", "--watch-port", "0", "--no-progress"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        url = re.fullmatch(r"watch this run at (http://127\.0\.0\.1:\d+/)\n", process.stdout.readline())[1]
+        driver.get(url)
+        wait = WebDriverWait(driver, 120, poll_frequency=0.2)
+
+        def points(d):
+            return int(d.find_element(By.ID, "loss-chart").get_attribute("data-points") or 0)
+        first = wait.until(lambda d: points(d) or None)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 20)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid figure")) == 48)
+        wait.until(lambda d: points(d) > first)  # the curve gains points while the run goes on
+        assert process.poll() is None, "the run ended before the page saw it grow"
+        assert driver.find_element(By.CSS_SELECTOR, "#runs tr.focus").get_attribute("data-run") == "sample-strong"
+        assert "running" in driver.find_element(By.ID, "run-status").text
+        if screenshot:  # a page worth showing: a dozen epochs in, validation points on the curves
+            driver.set_window_size(1400, 2100)
+            WebDriverWait(driver, 600, poll_frequency=0.5).until(
+                lambda d: re.match(r"(1[2-9]|2\d)/30", d.find_element(By.ID, "stats").text.split("epoch ")[1]))
+        driver.save_screenshot(str(tmp_path / "watch.png"))
+        if screenshot:
+            driver.save_screenshot(screenshot)
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+        process.send_signal(signal.SIGINT)  # Ctrl-C: the run stops, saved, status "stopped"
+        assert process.wait(120) == 130
+        status = json.loads((tmp_path / "runs" / "sample-strong" / "status.json").read_text())
+        assert status["status"] == "stopped"
+    finally:
+        driver.quit()
+        process.kill()
+        process.wait()
+    assert (tmp_path / "watch.png").stat().st_size > 10_000
