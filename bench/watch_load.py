@@ -72,7 +72,7 @@ def make_runs(folder):
     runs = folder / "runs"
     config = TrainConfig(data_dir=str(data), dataset="tiny", epochs=2, batch_size=16)
     train(config, runs / "good", download=False, progress=False, log=lambda *a: None,
-          callbacks=[Recorder(every=2, snapshot_every=5, sample=40, grid=12)])
+          callbacks=[Recorder(every=2, snapshot_every=5, sample=40, grid=12, budget=None)])
     damaged = runs / "damaged"
     damaged.mkdir()
     for name in ("config.json", "metrics.jsonl", "summary.json", "status.json"):

@@ -49,7 +49,7 @@ def config(data, **changes):
 
 
 def recorder():
-    return Recorder(every=2, snapshot_every=5, sample=40, grid=12)
+    return Recorder(every=2, snapshot_every=5, sample=40, grid=12, budget=None)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,23 @@ def test_sample_indices_are_spread_and_fixed():
     assert len(sample) == 20 and sample[0] == 0 and sample[-1] == 99
     assert sorted(set(labels[sample[grid[:4]]])) == [0, 1, 2, 3] and len(set(grid)) == 6
     assert sample_indices(labels[:3], size=20, grid=6)[0].tolist() == [0, 1, 2]
+
+
+def test_snapshots_between_epochs_keep_within_the_budget(tmp_path):
+    """A snapshot that took 1 s (faked) waits for 1 / budget = 200 s of training before the next."""
+    taken = []
+
+    class Paced(Recorder):
+        def snapshot(self, trainer):
+            taken.append(trainer.state["step"])
+            self.snapshot_cost = 1.0
+    recorder = Paced(every=10, snapshot_every=10, budget=0.005)
+    recorder.meter = type("Meter", (), {"add": lambda self, record: None})()
+    trainer = type("Trainer", (), {"state": {}})()
+    for step in range(1, 501):  # one step per second
+        trainer.state["step"] = step
+        recorder.on_step(trainer, {"step": step, "seconds": float(step)})
+    assert taken == [10, 210, 410]
 
 
 # ---------------------------------------------------------------------------------------------

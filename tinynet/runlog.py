@@ -10,17 +10,19 @@ trainer's own ``config.json``, ``metrics.jsonl`` and ``summary.json``:
   and ``seconds`` (since this process started training). Appended and flushed, never rewritten: a
   run killed mid-line leaves a truncated last line, which readers skip. After a resume, records
   may repeat steps already logged; the later ones count.
-- ``snapshot.json``: written atomically (``tinynet.atomic``) at the start, every ``snapshot_every``
-  steps, after each epoch and at the end: conv1's filters, the predictions on a fixed grid of
-  validation images, and the per-class recall and most confused pairs on a fixed sample of a few
-  hundred validation images (see :func:`snapshot`).
+- ``snapshot.json``: written atomically (``tinynet.atomic``) at the start, after each epoch and
+  every ``snapshot_every`` steps in between, but never more often than keeps the snapshots within
+  ``budget`` (0.5%) of the training time: a snapshot that took 0.2 s waits for 40 s of training
+  before the next one. It holds conv1's filters, the predictions on a fixed grid of validation
+  images, and the per-class recall and most confused pairs on a fixed sample of a few hundred
+  validation images (see :func:`snapshot`).
 - ``status.json``: written atomically at the start (``"running"``, with the process id and host)
   and at the end (``"finished"``, ``"stopped"`` for Ctrl-C or ``"failed"`` with the ``error``),
   with ``recorder_seconds``: the time the recorder itself took.
 
 Costs: a step record is a few additions and, every ``every`` steps, one ``write``; a snapshot is
-a forward pass over the sample (:data:`SAMPLE` images) and a small JSON file, every
-``snapshot_every`` steps: on the 2-core machine under 1% of training time (docs/watch.md).
+a forward pass over the sample (:data:`SAMPLE` images, 0.1 to 0.3 s on the 2-core machine) and a
+small JSON file, paced by ``budget``. Measured: docs/watch.md.
 """
 
 import base64
@@ -37,7 +39,8 @@ from .predict import confusion_matrix, most_confused, per_class_metrics, predict
 from .serve import signed_unit
 
 STEP_EVERY = 20  # steps between step records
-SNAPSHOT_EVERY = 500  # steps between snapshots
+SNAPSHOT_EVERY = 100  # steps between snapshots, at least (see BUDGET)
+BUDGET = 0.005  # snapshots between epochs take at most this share of the training time
 SAMPLE = 400  # validation images a snapshot predicts
 GRID = 48  # of them, shown on the page with their predictions
 STEPS_FILE, SNAPSHOT_FILE, STATUS_FILE = "steps.jsonl", "snapshot.json", "status.json"
@@ -117,11 +120,14 @@ def write_json(path, payload):
 class Recorder:
     """The training callback that keeps the run folder's live record (see the module docstring)."""
 
-    def __init__(self, every=STEP_EVERY, snapshot_every=SNAPSHOT_EVERY, sample=SAMPLE, grid=GRID):
+    def __init__(self, every=STEP_EVERY, snapshot_every=SNAPSHOT_EVERY, sample=SAMPLE, grid=GRID, budget=BUDGET):
+        """``budget``: None for a snapshot every ``snapshot_every`` steps whatever it costs."""
         self.every, self.snapshot_every, self.sample_size, self.grid_size = every, snapshot_every, sample, grid
+        self.budget = budget
         self.seconds = 0.0  # spent in this recorder
         self.steps_file = None
         self.snapped = None  # the step of the last snapshot
+        self.snapped_at = self.snapshot_cost = 0.0  # when (on_step's clock) and how long it took
 
     def _timed(method):
         def timed(self, *args):
@@ -142,9 +148,11 @@ class Recorder:
     def snapshot(self, trainer):
         if not len(self.labels) or trainer.state["step"] == self.snapped:
             return
+        started = time.perf_counter()
         self.snapped = trainer.state["step"]
         write_json(trainer.run_dir / SNAPSHOT_FILE, snapshot(
             trainer.model, self.images, self.labels, self.grid, trainer.classes, trainer.state))
+        self.snapshot_cost = time.perf_counter() - started
 
     @_timed
     def on_start(self, trainer):
@@ -161,8 +169,10 @@ class Recorder:
         if out is not None:
             self.steps_file.write(json.dumps(out) + "\n")
             self.steps_file.flush()
-        if record["step"] % self.snapshot_every == 0:
+        if record["step"] % self.snapshot_every == 0 and (
+                self.budget is None or (record["seconds"] - self.snapped_at) * self.budget >= self.snapshot_cost):
             self.snapshot(trainer)
+            self.snapped_at = record["seconds"]
 
     @_timed
     def on_epoch(self, trainer, record):
