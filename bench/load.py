@@ -236,6 +236,37 @@ def percentile(values, q):
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
+def report_stalls(stalled, count, timeout, failed):
+    """Print how many of the ``count`` stalled clients the server cut off within its socket
+    ``timeout`` (+5 s), from their times in ``stalled``; a miss goes into ``failed``."""
+    cut = [s for s in stalled if s <= timeout + 5]
+    print(f"stalled clients: {len(cut)} of {count} cut off by the server "
+          f"(after {min(stalled, default=0):.1f}-{max(stalled, default=0):.1f} s; its socket "
+          f"timeout is {timeout:g} s)")
+    if len(cut) != count:
+        failed.append("stalled clients not cut off")
+
+
+def stop_server(process, log, failed):
+    """Ctrl-C (SIGINT) the server: it must exit with status 0 within 30 s, and its stderr (the
+    file ``log``) must hold no traceback; a miss goes into ``failed``."""
+    started = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    try:
+        status = process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        status = "killed after 30 s"
+    print(f"Ctrl-C: the server exited with status {status} in {time.perf_counter() - started:.1f} s")
+    if status != 0:
+        failed.append("no clean stop")
+    log.seek(0)
+    tracebacks = log.read().count("Traceback")
+    print(f"server stderr: {tracebacks} tracebacks")
+    if tracebacks:
+        failed.append("tracebacks on the server")
+
+
 def run(args):
     rng = random.Random(args.seed)
     drawings = [drawing(rng) for _ in range(64)]
@@ -315,14 +346,9 @@ def run(args):
                 print(f"  {kind:28s} {outcome}: {n}")
             for item in not_json[:5]:
                 print(f"  not JSON: {item}")
-            cut = [s for s in stalled if s <= SOCKET_TIMEOUT + 5]
-            print(f"stalled clients: {len(cut)} of {args.stalls} cut off by the server "
-                  f"(after {min(stalled, default=0):.1f}-{max(stalled, default=0):.1f} s; its socket "
-                  f"timeout is {SOCKET_TIMEOUT:g} s)")
+            report_stalls(stalled, args.stalls, SOCKET_TIMEOUT, failed)
             if five or not_json or not alive:
                 failed.append("5xx, non-JSON errors or a crash")
-            if len(cut) != args.stalls:
-                failed.append("stalled clients not cut off")
 
             # 3. after
             latency, error = predict(port, drawings[0])
@@ -330,21 +356,7 @@ def run(args):
             if error:
                 failed.append("no normal answer afterwards")
         finally:
-            stop_started = time.perf_counter()
-            process.send_signal(signal.SIGINT)
-            try:
-                status = process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                status = "killed after 30 s"
-        print(f"Ctrl-C: the server exited with status {status} in {time.perf_counter() - stop_started:.1f} s")
-        if status != 0:
-            failed.append("no clean stop")
-        log.seek(0)
-        tracebacks = log.read().count("Traceback")
-        print(f"server stderr: {tracebacks} tracebacks")
-        if tracebacks:
-            failed.append("tracebacks on the server")
+            stop_server(process, log, failed)
     print(f"total {time.monotonic() - started_all:.0f} s; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("all targets met" if not failed else f"TARGETS MISSED: {'; '.join(failed)}")

@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -235,33 +234,15 @@ def run(args):
                   f"with the outside file's text; server {'alive' if alive else 'CRASHED'}")
             for item in not_json[:5]:
                 print(f"  not JSON: {item}")
-            cut = [s for s in stalled if s <= SOCKET_TIMEOUT + 5]
-            print(f"stalled clients: {len(cut)} of {args.stalls} cut off by the server (after "
-                  f"{min(stalled, default=0):.1f}-{max(stalled, default=0):.1f} s; socket timeout "
-                  f"{SOCKET_TIMEOUT:g} s)")
+            load.report_stalls(stalled, args.stalls, SOCKET_TIMEOUT, failed)
             if five or not_json or leaks or not alive:
                 failed.append("5xx, non-JSON errors, a leak or a crash")
-            if len(cut) != args.stalls:
-                failed.append("stalled clients not cut off")
             latency, error = get(port, *plan[1])
             print(f"after: {f'FAILED: {error}' if error else f'answered in {latency * 1000:.0f} ms'}")
             if error:
                 failed.append("no normal answer afterwards")
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                status = process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                status = "killed after 30 s"
-        print(f"Ctrl-C: the server exited with status {status}")
-        if status != 0:
-            failed.append("no clean stop")
-        log.seek(0)
-        tracebacks = log.read().count("Traceback")
-        print(f"server stderr: {tracebacks} tracebacks")
-        if tracebacks:
-            failed.append("tracebacks on the server")
+            load.stop_server(process, log, failed)
     print(f"total {time.monotonic() - started_all:.0f} s")
     print("all targets met" if not failed else f"TARGETS MISSED: {'; '.join(failed)}")
     return 1 if failed else 0

@@ -127,3 +127,15 @@ class JSONHandler(BaseHTTPRequestHandler):
     def refuse(self):
         """A method this server does not take: 405 (404 for an unknown path)."""
         self.answer(lambda: self.not_allowed(self.route()))
+
+
+def serve_until_ctrl_c(server, what):
+    """Print ``serving WHAT at URL``, serve until Ctrl-C, close. Returns 0 (an exit status)."""
+    print(f"serving {what} at {server.url}  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0

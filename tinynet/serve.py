@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from .explain import TOP_K, explain, first_conv, scaled_maps
-from .httpjson import JSONHandler, JSONServer, RequestError, listen
+from .httpjson import JSONHandler, JSONServer, RequestError, listen, serve_until_ctrl_c
 from .parallel import one_blas_thread, replicate, resolve_threads
 from .preprocess import ImageError, decode_image, preprocess
 
@@ -208,12 +208,5 @@ def make_server(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT
 
 def serve(model, classes, checkpoint, host=DEFAULT_HOST, port=DEFAULT_PORT, top_k=TOP_K):
     """Serve the page until Ctrl-C; prints the URL. Returns 0 (an exit status)."""
-    server = make_server(model, classes, checkpoint, host, port, top_k=top_k)
-    print(f"serving the drawing page at {server.url}  (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped")
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_ctrl_c(make_server(model, classes, checkpoint, host, port, top_k=top_k),
+                              "the drawing page")

@@ -32,7 +32,7 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
-from .httpjson import JSONHandler, JSONServer, RequestError, listen
+from .httpjson import JSONHandler, JSONServer, RequestError, listen, serve_until_ctrl_c
 from .runs import Runs
 
 DEFAULT_HOST = "127.0.0.1"
@@ -132,12 +132,4 @@ def serve_in_background(server):
 
 def serve(runs_dir, host=DEFAULT_HOST, port=DEFAULT_PORT):
     """Serve the page until Ctrl-C; prints the URL. Returns 0 (an exit status)."""
-    server = make_server(runs_dir, host, port)
-    print(f"serving the training page of {runs_dir} at {server.url}  (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped")
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_ctrl_c(make_server(runs_dir, host, port), f"the training page of {runs_dir}")
