@@ -267,6 +267,18 @@ def stop_server(process, log, failed):
         failed.append("tracebacks on the server")
 
 
+def set_deadline(seconds):
+    """After ``seconds``, kill the servers started and end this process with status 1."""
+    def abandon():
+        print(f"deadline of {seconds} s passed: abandoned", flush=True)
+        for process in SERVERS:
+            process.kill()
+        os._exit(1)
+    timer = threading.Timer(seconds, abandon)
+    timer.daemon = True
+    timer.start()
+
+
 def run(args):
     rng = random.Random(args.seed)
     drawings = [drawing(rng) for _ in range(64)]
@@ -376,14 +388,7 @@ def main(argv=None):
     p.add_argument("--deadline", type=positive_int, default=900,
                    help="seconds after which the whole run is abandoned (default: 900)")
     args = p.parse_args(argv)
-    def abandon():
-        print(f"deadline of {args.deadline} s passed: abandoned", flush=True)
-        for process in SERVERS:
-            process.kill()
-        os._exit(1)
-    timer = threading.Timer(args.deadline, abandon)
-    timer.daemon = True
-    timer.start()
+    set_deadline(args.deadline)
     return run(args)
 
 

@@ -266,15 +266,7 @@ def main(argv=None):
     p.add_argument("--deadline", type=load.positive_int, default=900,
                    help="seconds after which the whole run is abandoned (default: 900)")
     args = p.parse_args(argv)
-
-    def abandon():
-        print(f"deadline of {args.deadline} s passed: abandoned", flush=True)
-        for process in load.SERVERS:
-            process.kill()
-        os._exit(1)
-    timer = threading.Timer(args.deadline, abandon)
-    timer.daemon = True
-    timer.start()
+    load.set_deadline(args.deadline)
     return run(args)
 
 
