@@ -1,7 +1,8 @@
 """The training page in a real browser (Debian's Chromium through /usr/bin/chromedriver, as
 tests/test_browser.py): ``train.py --watch`` on the real sample that ships with tinynet, the page
 opened while it trains; the loss curve gains points, conv1's filters and the grid of predictions
-appear, the browser's console has no errors; then Ctrl-C stops the run (status ``stopped``).
+appear, the browser's console has no errors; then Ctrl-C stops the run (status ``stopped``). And
+``tinynet watch``'s page comparing two finished runs.
 
 The screenshot is saved to the test's tmp folder, and also to the path in the environment
 variable TINYNET_SCREENSHOT when set: that is how docs/img/watch.png is made
@@ -83,3 +84,43 @@ def test_watch_a_run_learn_in_chromium(tmp_path):
         process.kill()
         process.wait()
     assert (tmp_path / "watch.png").stat().st_size > 10_000
+
+
+def test_compare_two_finished_runs_in_chromium(tmp_path):
+    """``tinynet watch``'s page over two finished runs (one trained without the recorder): tick
+    the second, its curves join the legend and the configurations show the differing lr marked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tinynet.runlog import Recorder
+    from tinynet.training import TrainConfig, train
+    from tinynet.watch import make_server, serve_in_background
+    from toydata import write_toy_dataset
+
+    driver = browser(tmp_path)
+    data = write_toy_dataset(tmp_path / "data", n_train=200, n_test=40)
+    quiet = dict(download=False, progress=False, log=lambda *a: None)
+    for name, lr, callbacks in (("a-lr0.01", 0.01, [Recorder(every=2)]), ("b-lr0.05", 0.05, [])):
+        train(TrainConfig(data_dir=str(data), dataset="tiny", epochs=2, batch_size=16, lr=lr),
+              tmp_path / "runs" / name, callbacks=callbacks, **quiet)
+    server = make_server(tmp_path / "runs", port=0)
+    serve_in_background(server)
+    try:
+        driver.get(server.url + "?run=a-lr0.01")
+        wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) == 2)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 20)
+        assert "finished" in driver.find_element(By.ID, "run-status").text
+        driver.find_element(By.CSS_SELECTOR, '#runs tr[data-run="b-lr0.05"] input').click()
+        wait.until(lambda d: "b-lr0.05: validation" in d.find_element(By.ID, "legend").text)
+        differing = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#config td.differs")]
+        assert differing == ["0.01", "0.05"]
+        # the run trained without --watch: curves per epoch, and the page says why no snapshot
+        driver.find_element(By.CSS_SELECTOR, '#runs tr[data-run="b-lr0.05"] button').click()
+        wait.until(lambda d: "without --watch" in d.find_element(By.ID, "snapshot-at").text)
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
