@@ -188,15 +188,19 @@ def run(args):
 
             def client(c):
                 return [get(port, *plan[(c + i) % len(plan)]) for i in range(args.requests)]
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), load.cpu_seconds(process.pid)
             with ThreadPoolExecutor(args.clients) as pool:
                 results = [r for rs in pool.map(client, range(args.clients)) for r in rs]
-            seconds = time.perf_counter() - t0
+            seconds, cpu1 = time.perf_counter() - t0, load.cpu_seconds(process.pid)
             latencies = [t for t, _ in results]
             errors = Counter(e for _, e in results if e)
             print(f"load: {args.clients} clients x {args.requests} requests in {seconds:.1f} s "
                   f"({len(results) / seconds:.0f} requests/s): {sum(errors.values())} failures; latency "
                   f"p50 {load.percentile(latencies, 50):.0f} ms, p99 {load.percentile(latencies, 99):.0f} ms")
+            if cpu0 is not None:  # what the page's polling costs a training process: 3 requests / 2 s
+                per_request = (cpu1 - cpu0) / len(results)
+                print(f"  server CPU time {per_request * 1000:.1f} ms per request: an open page (3 "
+                      f"requests every 2 s) would take {per_request * 3 / 2:.2%} of a core")
             for e, n in errors.most_common(5):
                 print(f"  {n} x {e}")
             if errors:
