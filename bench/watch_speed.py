@@ -16,8 +16,9 @@ Reported per run: training images/s (the epochs' images over their seconds, as `
 counts them: the training loop with its callbacks, not the evaluations) and, for watched runs, the
 recorder's own time as a share of the training time: between steps (``status.json``'s
 ``recorder_step_seconds``: what slows the loop) and in all (``recorder_seconds``: also the
-snapshots at the start and after each epoch, outside the timed loop, one per epoch); then
-the medians, and the median of the rounds' watched / plain ratios. Exit status 0 when that ratio
+snapshots at the start and after each epoch, outside the timed loop, one per epoch); and the
+process's CPU time for the whole run (all threads, the server's too; less sensitive to other
+processes than wall time). Then the medians, and the medians of the rounds' watched / plain ratios. Exit status 0 when that ratio
 is >= 0.97.
 """
 
@@ -66,8 +67,10 @@ def one_run(argv, run_dir, watched):
         callbacks, server = train_cli.start_watching(args, run_dir)
         poller = threading.Thread(target=poll, args=(server.server_address[1], run_dir.name, stop), daemon=True)
         poller.start()
+    cpu = time.process_time()
     try:
         summary = train(config, run_dir, download=False, progress=False, log=lambda *a: None, callbacks=callbacks)
+        cpu = time.process_time() - cpu
     finally:
         stop.set()
         if server is not None:
@@ -81,7 +84,7 @@ def one_run(argv, run_dir, watched):
     if watched:
         status = json.loads((run_dir / "status.json").read_text())
         share = (status["recorder_step_seconds"] / seconds, status["recorder_seconds"] / seconds)
-    return images / seconds, share
+    return images / seconds, share, cpu
 
 
 def main(argv=None):
@@ -101,7 +104,7 @@ def main(argv=None):
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores; "
           f"train.py {' '.join(base)} [--watch]")
     results = {False: [], True: []}
-    ratios = []
+    ratios, cpu_ratios = [], []
     with tempfile.TemporaryDirectory(prefix="tinynet-watch-speed-") as tmp:
         one_run(base, Path(tmp) / "warm-up", False)
         for r in range(args.rounds):
@@ -112,19 +115,23 @@ def main(argv=None):
                 got[watched] = one_run(base, Path(tmp) / f"r{r}-{'watch' if watched else 'plain'}", watched)
                 results[watched].append(got[watched])
                 share = got[watched][1]
-                print(f"round {r + 1} {'watched' if watched else 'plain  '}: {got[watched][0]:7.0f} images/s"
+                print(f"round {r + 1} {'watched' if watched else 'plain  '}: {got[watched][0]:7.0f} images/s, "
+                      f"CPU {got[watched][2]:.1f} s"
                       + (f", recorder {share[0]:.2%} of the training time between steps, {share[1]:.2%} "
                          f"with its snapshots at the start and after the epochs" if watched else "")
                       + f"  ({time.perf_counter() - started:.0f} s)", flush=True)
             ratios.append(got[True][0] / got[False][0])
-    plain = statistics.median(s for s, _ in results[False])
-    watched = statistics.median(s for s, _ in results[True])
-    share = statistics.median(x[0] for _, x in results[True])
-    total = statistics.median(x[1] for _, x in results[True])
+            cpu_ratios.append(got[True][2] / got[False][2])
+    plain = statistics.median(s for s, _, _ in results[False])
+    watched = statistics.median(s for s, _, _ in results[True])
+    share = statistics.median(x[0] for _, x, _ in results[True])
+    total = statistics.median(x[1] for _, x, _ in results[True])
+    cpu_ratio = statistics.median(cpu_ratios)
     ratio = statistics.median(ratios)
     print(f"median: plain {plain:.0f} images/s, watched {watched:.0f} images/s; median ratio of the rounds "
           f"{ratio:.3f} ({(1 - ratio):+.1%} slower); the recorder's own time {share:.2%} of training between steps, {total:.2%} "
-          f"with the snapshots at the start and after the epochs; load average "
+          f"with the snapshots at the start and after the epochs; CPU time of the whole run (all threads, "
+          f"evaluations included) watched / plain: median of the rounds {cpu_ratio:.3f}; load average "
           f"now {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0 if ratio >= 0.97 else 1
 
