@@ -164,7 +164,7 @@ class Runs:
         quiet = time.time() - self.updated(folder) > STALE_SECONDS
         if isinstance(recorded, dict) and recorded.get("status") == "running":
             pid = recorded.get("pid")
-            if recorded.get("host") == socket.gethostname() and isinstance(pid, int) and not alive(pid):
+            if recorded.get("host") == socket.gethostname() and type(pid) is int and not alive(pid):
                 return "stopped", problems + ["the training process is gone"]
             return ("stopped" if quiet else "running"), problems
         summary, problem = self.read_json(folder, "summary.json")
@@ -231,11 +231,13 @@ class Runs:
 
 
 def alive(pid):
-    """Whether process ``pid`` exists on this machine."""
+    """Whether process ``pid`` (> 0) exists on this machine."""
+    if pid <= 0:  # 0 and negative numbers would name process groups
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except PermissionError:  # someone else's process
+        return True
+    except (ProcessLookupError, OverflowError):
         return False
-    except (PermissionError, OverflowError, ValueError):
-        return True if pid > 0 else False
-    return pid > 0
+    return True
