@@ -482,6 +482,13 @@ def test_tinynet_watch_prints_the_address_and_stops_on_ctrl_c(runs_dir):
         process.wait()
 
 
+def test_tinynet_watch_given_one_run_opens_it(runs_dir, monkeypatch):
+    served = []
+    monkeypatch.setattr(watch_cli, "serve", lambda *args: served.append(args) or 0)
+    assert watch_cli.main([str(runs_dir / "good"), "--port", "0"]) == 0
+    assert served == [(runs_dir.resolve(), "127.0.0.1", 0, "good")]
+
+
 def test_tinynet_watch_errors(tmp_path, capsys):
     assert watch_cli.main([str(tmp_path / "none")]) == 1
     assert "no such folder" in capsys.readouterr().err

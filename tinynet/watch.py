@@ -130,6 +130,6 @@ def serve_in_background(server):
     return thread
 
 
-def serve(runs_dir, host=DEFAULT_HOST, port=DEFAULT_PORT):
+def serve(runs_dir, host=DEFAULT_HOST, port=DEFAULT_PORT, focus=None):
     """Serve the page until Ctrl-C; prints the URL. Returns 0 (an exit status)."""
-    return serve_until_ctrl_c(make_server(runs_dir, host, port), f"the training page of {runs_dir}")
+    return serve_until_ctrl_c(make_server(runs_dir, host, port, focus), f"the training page of {runs_dir}")

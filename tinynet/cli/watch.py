@@ -16,7 +16,8 @@ def build_parser(prog=None):
                     "learning rate, speed, conv1's filters and predictions as it trains (runs "
                     "trained with --watch), and several runs' curves overlaid with their configs.")
     p.add_argument("runs_dir", metavar="RUNS_DIR", nargs="?", default="runs",
-                   help="the folder holding run folders (default: %(default)s)")
+                   help="the folder holding run folders, or one run's folder (then the page opens "
+                        "it, beside the other runs of its folder) (default: %(default)s)")
     p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                    help="port to listen on; 0 for any free one (default: %(default)s)")
     p.add_argument("--host", default=DEFAULT_HOST,
@@ -31,8 +32,11 @@ def main(argv=None, prog=None):
     if not runs_dir.is_dir():
         print(f"error: {runs_dir}: no such folder (train a run first: python3 train.py ...)", file=sys.stderr)
         return 1
+    focus = None
+    if (runs_dir / "config.json").is_file():  # one run's folder
+        runs_dir, focus = runs_dir.resolve().parent, runs_dir.resolve().name
     try:
-        return serve(runs_dir, args.host, args.port)
+        return serve(runs_dir, args.host, args.port, focus)
     except OSError as e:
         print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 1
