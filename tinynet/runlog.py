@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from .atomic import atomic_write
+from .parallel import one_blas_thread
 from .explain import first_conv
 from .predict import confusion_matrix, most_confused, per_class_metrics, predict_logits
 from .serve import signed_unit
@@ -99,7 +100,8 @@ def snapshot(model, images, labels, grid, classes, state):
     ``grid``: ``{"images": base64 of the uint8 (n, 28, 28) images, "labels", "predicted"}``;
     on the sample of ``len(labels)`` images: ``accuracy``, ``recall`` (per class; null for a class
     absent from the sample), ``support`` and ``confused`` ([true, predicted, count], most first)."""
-    predicted = np.concatenate([logits.argmax(axis=1) for _, logits in predict_logits(model, images, 256)])
+    with one_blas_thread:  # as in training: single-threaded BLAS beats threads on small matmuls
+        predicted = np.concatenate([logits.argmax(axis=1) for _, logits in predict_logits(model, images, 256)])
     confusion = confusion_matrix(labels, predicted, len(classes))
     _, recall, _, support = per_class_metrics(confusion)
     filters, scale = signed_unit(first_conv(model).params["W"][:, 0])
