@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinynet import runlog
 from tinynet import runs as runs_module
 from tinynet.cli import train as train_cli
 from tinynet.cli import watch as watch_cli
@@ -112,21 +113,27 @@ def test_sample_indices_are_spread_and_fixed():
     assert sample_indices(labels[:3], size=20, grid=6)[0].tolist() == [0, 1, 2]
 
 
-def test_snapshots_between_epochs_keep_within_the_budget(tmp_path):
-    """A snapshot that took 1 s (faked) waits for 1 / budget = 200 s of training before the next."""
-    taken = []
+def test_snapshots_keep_within_the_budget(monkeypatch):
+    """A snapshot that took 1 s (faked) waits for 1 / budget = 200 s of training before the next,
+    between steps and after epochs alike."""
+    taken, clock = [], [0.0]
+    monkeypatch.setattr(runlog.time, "perf_counter", lambda: clock[0])
 
     class Paced(Recorder):
         def snapshot(self, trainer):
             taken.append(trainer.state["step"])
-            self.snapshot_cost = 1.0
+            self.snapped_at, self.snapshot_cost = clock[0], 1.0
     recorder = Paced(every=10, snapshot_every=10, budget=0.005)
     recorder.meter = type("Meter", (), {"add": lambda self, record: None})()
     trainer = type("Trainer", (), {"state": {}})()
-    for step in range(1, 501):  # one step per second
+    for step in range(1, 501):  # one step per second, an epoch every 150 steps
+        clock[0] = float(step)
         trainer.state["step"] = step
-        recorder.on_step(trainer, {"step": step, "seconds": float(step)})
+        recorder.on_step(trainer, {"step": step})
+        if step % 150 == 0:
+            recorder.on_epoch(trainer, {})
     assert taken == [10, 210, 410]
+    assert Paced(budget=None).due()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ trainer's own ``config.json``, ``metrics.jsonl`` and ``summary.json``:
   and ``seconds`` (since this process started training). Appended and flushed, never rewritten: a
   run killed mid-line leaves a truncated last line, which readers skip. After a resume, records
   may repeat steps already logged; the later ones count.
-- ``snapshot.json``: written atomically (``tinynet.atomic``) at the start, after each epoch and
-  every ``snapshot_every`` steps in between, but never more often than keeps the snapshots within
-  ``budget`` (0.5%) of the training time: a snapshot that took 0.2 s waits for 40 s of training
-  before the next one. It holds conv1's filters, the predictions on a fixed grid of validation
+- ``snapshot.json``: written atomically (``tinynet.atomic``) at the start and at the end, and in
+  between every ``snapshot_every`` steps and after each epoch, but never more often than keeps
+  those snapshots within ``budget`` (0.5%) of the run's time: a snapshot that took 0.1 s waits
+  for 20 s of training before the next one. It holds conv1's filters, the predictions on a fixed grid of validation
   images, and the per-class recall and most confused pairs on a fixed sample of a few hundred
   validation images (see :func:`snapshot`).
 - ``status.json``: written atomically at the start (``"running"``, with the process id and host)
@@ -131,7 +131,7 @@ class Recorder:
         self.step_seconds = 0.0  # of which in on_step (inside the training loop)
         self.steps_file = None
         self.snapped = None  # the step of the last snapshot
-        self.snapped_at = self.snapshot_cost = 0.0  # when (on_step's clock) and how long it took
+        self.snapped_at = self.snapshot_cost = 0.0  # when (perf_counter) and how long it took
 
     def _timed(method):
         def timed(self, *args):
@@ -157,7 +157,12 @@ class Recorder:
         self.snapped = trainer.state["step"]
         write_json(trainer.run_dir / SNAPSHOT_FILE, snapshot(
             trainer.model, self.images, self.labels, self.grid, trainer.classes, trainer.state))
-        self.snapshot_cost = time.perf_counter() - started
+        self.snapped_at = time.perf_counter()
+        self.snapshot_cost = self.snapped_at - started
+
+    def due(self):
+        """Whether a snapshot now keeps within the budget (see the module docstring)."""
+        return self.budget is None or (time.perf_counter() - self.snapped_at) * self.budget >= self.snapshot_cost
 
     @_timed
     def on_start(self, trainer):
@@ -181,14 +186,13 @@ class Recorder:
         if out is not None:
             self.steps_file.write(json.dumps(out) + "\n")
             self.steps_file.flush()
-        if record["step"] % self.snapshot_every == 0 and (
-                self.budget is None or (record["seconds"] - self.snapped_at) * self.budget >= self.snapshot_cost):
+        if record["step"] % self.snapshot_every == 0 and self.due():
             self.snapshot(trainer)
-            self.snapped_at = record["seconds"]
 
     @_timed
     def on_epoch(self, trainer, record):
-        self.snapshot(trainer)
+        if self.due():
+            self.snapshot(trainer)
 
     @_timed
     def on_end(self, trainer, summary):
