@@ -42,9 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT, ROOT / "tests"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
 load = importlib.util.module_from_spec(spec)
@@ -53,7 +52,7 @@ spec.loader.exec_module(load)
 from tinynet.runlog import Recorder  # noqa: E402
 from tinynet.training import TrainConfig, train  # noqa: E402
 from tinynet.watch import SOCKET_TIMEOUT  # noqa: E402
-from toydata import write_toy_dataset  # noqa: E402
+from tinynet.testing import write_toy_dataset  # noqa: E402
 
 HOST = load.HOST
 SECRET = "tinynet-secret-7f3a: this file is outside the runs folder"

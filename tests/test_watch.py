@@ -30,7 +30,7 @@ from tinynet.runlog import Recorder, sample_indices
 from tinynet.runs import Runs
 from tinynet.training import TrainConfig, train
 from tinynet.watch import make_server, serve_in_background
-from toydata import write_toy_dataset
+from tinynet.testing import write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_watch_load", ROOT / "bench" / "watch_load.py")

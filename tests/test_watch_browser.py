@@ -22,21 +22,9 @@ from pathlib import Path
 import pytest
 
 from test_browser import browser
-from tinynet.data import SAMPLE_DIR
+from tinynet.testing import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sample_data_folder(folder):
-    """The shipped sample as a data folder ``emnist-sample`` whose train and test splits are both
-    the sample (a demonstration: its test accuracy means nothing)."""
-    folder.mkdir()
-    for f in SAMPLE_DIR.iterdir():
-        if f.name.startswith("emnist-sample-"):
-            (folder / f.name).symlink_to(f)
-            if "-test-" in f.name:
-                (folder / f.name.replace("-test-", "-train-")).symlink_to(f)
-    return folder
 
 
 def test_watch_a_run_learn_in_chromium(tmp_path):
@@ -44,10 +32,10 @@ def test_watch_a_run_learn_in_chromium(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser(tmp_path)
-    data = sample_data_folder(tmp_path / "data")
+    data = write_sample_dataset(tmp_path / "data")
     screenshot = os.environ.get("TINYNET_SCREENSHOT")
     process = subprocess.Popen(
-        [sys.executable, "train.py", "--data-dir", str(data), "--dataset", "emnist-sample", "--no-download",
+        [sys.executable, "train.py", "--data-dir", str(data), "--dataset", "sample", "--no-download",
          "--recipe", "strong", "--epochs", "30", "--batch-size", "32", "--runs-dir", str(tmp_path / "runs"),
          "--name", "sample-strong", "--watch", "--watch-port", "0", "--no-progress"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -63,6 +51,7 @@ def test_watch_a_run_learn_in_chromium(tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 20)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid figure")) == 48)
         wait.until(lambda d: points(d) > first)  # the curve gains points while the run goes on
+        wait.until(lambda d: not d.find_element(By.ID, "snapshot-at").text.startswith("at step 0 "))
         assert process.poll() is None, "the run ended before the page saw it grow"
         assert driver.find_element(By.CSS_SELECTOR, "#runs tr.focus").get_attribute("data-run") == "sample-strong"
         assert "running" in driver.find_element(By.ID, "run-status").text
@@ -95,7 +84,7 @@ def test_compare_two_finished_runs_in_chromium(tmp_path):
     from tinynet.runlog import Recorder
     from tinynet.training import TrainConfig, train
     from tinynet.watch import make_server, serve_in_background
-    from toydata import write_toy_dataset
+    from tinynet.testing import write_toy_dataset
 
     driver = browser(tmp_path)
     data = write_toy_dataset(tmp_path / "data", n_train=200, n_test=40)

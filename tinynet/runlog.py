@@ -13,7 +13,8 @@ trainer's own ``config.json``, ``metrics.jsonl`` and ``summary.json``:
 - ``snapshot.json``: written atomically (``tinynet.atomic``) at the start and at the end, and in
   between every ``snapshot_every`` steps and after each epoch, but never more often than keeps
   those snapshots within ``budget`` (0.5%) of the run's time: a snapshot that took 0.1 s waits
-  for 20 s of training before the next one. It holds conv1's filters, the predictions on a fixed grid of validation
+  for 20 s of training before the next one (the first, at the start, is not counted: it also
+  compiles the evaluation's kernels). It holds conv1's filters, the predictions on a fixed grid of validation
   images, and the per-class recall and most confused pairs on a fixed sample of a few hundred
   validation images (see :func:`snapshot`).
 - ``status.json``: written atomically at the start (``"running"``, with the process id and host)
@@ -172,6 +173,7 @@ class Recorder:
         self.steps_file = open(trainer.run_dir / STEPS_FILE, "a", encoding="utf-8")
         self.status(trainer, "running")
         self.snapshot(trainer)
+        self.snapshot_cost = 0.0  # the first one compiles the evaluation's kernels: not a measure
 
     @_timed
     def on_step(self, trainer, record):
