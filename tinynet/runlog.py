@@ -10,13 +10,12 @@ trainer's own ``config.json``, ``metrics.jsonl`` and ``summary.json``:
   and ``seconds`` (since this process started training). Appended and flushed, never rewritten: a
   run killed mid-line leaves a truncated last line, which readers skip. After a resume, records
   may repeat steps already logged; the later ones count.
-- ``snapshot.json``: written atomically (``tinynet.atomic``) at the start and at the end, and in
-  between every ``snapshot_every`` steps and after each epoch, but never more often than keeps
-  those snapshots within ``budget`` (0.5%) of the run's time: a snapshot that took 0.1 s waits
-  for 20 s of training before the next one (the first, at the start, is not counted: it also
-  compiles the evaluation's kernels). It holds conv1's filters, the predictions on a fixed grid of validation
-  images, and the per-class recall and most confused pairs on a fixed sample of a few hundred
-  validation images (see :func:`snapshot`).
+- ``snapshot.json``: written atomically (``tinynet.atomic``) at the start, after the first epoch
+  and at the end; in between every ``snapshot_every`` steps and after each epoch, but never more
+  often than keeps those snapshots within ``budget`` (0.5%) of the run's time: a snapshot that
+  took 0.1 s waits for 20 s of training before the next one. It holds conv1's filters, the
+  predictions on a fixed grid of validation images, and the per-class recall and most confused
+  pairs on a fixed sample of a few hundred validation images (see :func:`snapshot`).
 - ``status.json``: written atomically at the start (``"running"``, with the process id and host)
   and at the end (``"finished"``, ``"stopped"`` for Ctrl-C or ``"failed"`` with the ``error``),
   with ``recorder_seconds``: the time the recorder itself took (``recorder_step_seconds`` of it
@@ -172,8 +171,9 @@ class Recorder:
         self.meter = StepMeter(self.every, trainer.batches_per_epoch, trainer.total_steps)
         self.steps_file = open(trainer.run_dir / STEPS_FILE, "a", encoding="utf-8")
         self.status(trainer, "running")
+        with one_blas_thread:  # compile the evaluation's kernels first, so the snapshot's cost is its own
+            list(predict_logits(trainer.model, self.images[:2]))
         self.snapshot(trainer)
-        self.snapshot_cost = 0.0  # the first one compiles the evaluation's kernels: not a measure
 
     @_timed
     def on_step(self, trainer, record):
@@ -193,7 +193,7 @@ class Recorder:
 
     @_timed
     def on_epoch(self, trainer, record):
-        if self.due():
+        if self.due() or trainer.state["epoch"] == 1:  # the first epoch's end: always worth a look
             self.snapshot(trainer)
 
     @_timed
