@@ -93,8 +93,8 @@ def main(argv=None):
     p.add_argument("--data-dir", default="data", help="folder of the IDX files (default: %(default)s)")
     p.add_argument("--dataset", default="emnist-balanced", help="dataset name (default: %(default)s)")
     p.add_argument("--limit", type=int, default=102400, help="training images per epoch (default: 102400, 800 steps)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
-    p.add_argument("--rounds", type=int, default=4, help="rounds of one plain and one watched run (default: 4)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per run (default: 2)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of one plain and one watched run (default: 3)")
     p.add_argument("--threads", type=int, default=None, help="training threads (default: all cores)")
     args = p.parse_args(argv)
     base = ["--data-dir", args.data_dir, "--dataset", args.dataset, "--no-download", "--limit", str(args.limit),
