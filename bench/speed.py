@@ -550,8 +550,11 @@ def memory_run(args, tmp, epochs, timeout):
             if re.match(r"epoch \d+/\d+:", line):  # epoch done: evaluated, saved, plotted
                 epoch_hwm.append(proc_status_kb(proc.pid, "VmHWM"))
 
+    ended = threading.Event()
+
     def sampler():  # peak so far, in case the run has to be stopped
-        while proc.poll() is None:
+        # (never proc.poll(): it could reap the child before os.wait4 below reads its rusage)
+        while not ended.is_set():
             v = proc_status_kb(proc.pid, "VmHWM")
             if v:
                 samples.append(v)
@@ -572,6 +575,7 @@ def memory_run(args, tmp, epochs, timeout):
             _, status, rusage = os.wait4(proc.pid, 0)
             break
         time.sleep(0.2)
+    ended.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
     threads[0].join()
     seconds = time.perf_counter() - start
