@@ -19,6 +19,7 @@ _API = {
     "load_sample": "data", "load_split": "data", "Split": "data", "DataError": "data",
     "check_layer": "gradcheck", "train_step": "step", "SGD": "optim",
     "DataParallel": "parallel", "preprocess_file": "preprocess",
+    "export_onnx": "onnx_io", "load_onnx": "onnx_io",  # need the onnx extra when called
 }
 
 __all__ = ["__version__", *_API]
