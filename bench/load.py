@@ -56,10 +56,10 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from tinynet.cli import positive_int  # noqa: E402
 from tinynet.inference import BUNDLED_MODEL  # noqa: E402
-from tinynet.serve import MAX_BODY_BYTES, SOCKET_TIMEOUT  # noqa: E402
+from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, exchange, post_head,  # noqa: E402
+                              predict_case)
+from tinynet.serve import SOCKET_TIMEOUT  # noqa: E402
 
-HOST = "127.0.0.1"
-CLIENT_TIMEOUT = SOCKET_TIMEOUT + 20  # a client gives up on an answer after this many seconds
 P99_TARGET_MS = 250
 URL_LINE = re.compile(r"serving the drawing page at http://127\.0\.0\.1:(\d+)/")
 
@@ -75,95 +75,6 @@ def drawing(rng):
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-def blank_png():
-    out = io.BytesIO()
-    Image.new("L", (64, 64), 255).save(out, "PNG")
-    return out.getvalue()
-
-
-def post_head(length=None, extra=""):
-    """The head of a POST /api/predict request, with ``Content-Length: length`` unless None."""
-    head = f"POST /api/predict HTTP/1.1\r\nHost: {HOST}\r\n{extra}"
-    if length is not None:
-        head += f"Content-Length: {length}\r\n"
-    return (head + "\r\n").encode("latin-1")
-
-
-def malformed_case(kind, rng, png):
-    """``(bytes to send, close our sending side afterwards)`` for one broken request of ``kind``."""
-    if kind == "truncated body":
-        return post_head(len(png)) + png[:rng.randint(1, len(png) - 1)], True
-    if kind == "Content-Length too short":
-        return post_head(rng.randint(1, len(png) - 1)) + png, False
-    if kind == "Content-Length too long":
-        return post_head(len(png) + rng.randint(1, 10_000)) + png, True
-    if kind == "Content-Length absurd":
-        return post_head(rng.choice((MAX_BODY_BYTES + 1, 10**12, 10**30))), False
-    if kind == "Content-Length not a number":
-        return post_head(rng.choice(("abc", "-5", "1e3", "", " 12x", "0x10", "\u00b2"))) + png, False
-    if kind == "no Content-Length":
-        return post_head() + png, True
-    if kind == "chunked":
-        return post_head(extra="Transfer-Encoding: chunked\r\n") + b"10\r\n" + png[:16] + b"\r\n0\r\n\r\n", True
-    if kind == "oversized header line":
-        return post_head(len(png), extra=f"X-Big: {'a' * rng.randint(66_000, 200_000)}\r\n") + png, False
-    if kind == "too many headers":
-        extra = "".join(f"X-{i}: {i}\r\n" for i in range(rng.randint(101, 400)))
-        return post_head(len(png), extra=extra) + png, False
-    if kind == "oversized request line":
-        return f"GET /{'x' * rng.randint(66_000, 150_000)} HTTP/1.1\r\n\r\n".encode(), False
-    if kind == "random bytes":
-        return rng.randbytes(rng.randint(1, 5000)), True
-    if kind == "random body":
-        body = rng.randbytes(rng.randint(1, 50_000))
-        return post_head(len(body)) + body, False
-    if kind == "blank image":
-        body = blank_png()
-        return post_head(len(body)) + body, False
-    if kind == "empty body":
-        return post_head(0), False
-    if kind == "wrong method":
-        line = rng.choice(("GET /api/predict", "DELETE /api/predict", "PUT /", "POST /",
-                           "BREW /api/predict", "OPTIONS /static/app.js", "PATCH /api/predict"))
-        return f"{line} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n".encode(), False
-    if kind == "unknown path":
-        line = rng.choice(("GET /etc/passwd", "GET /static/../serve.py", "POST /api/predictx",
-                           "GET /%00", "GET /static/", "POST /api"))
-        return f"{line} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n".encode(), False
-    if kind == "bad HTTP version":
-        version = rng.choice(("HTTP/2.0", "HTTP/9.9", "HTTP/x", "HTTP/1.1.1", "SPDY/3", "HTTP/1.1 extra"))
-        return f"GET / {version}\r\n\r\n".encode(), False
-    raise AssertionError(kind)
-
-
-KINDS = ("truncated body", "Content-Length too short", "Content-Length too long",
-         "Content-Length absurd", "Content-Length not a number", "no Content-Length", "chunked",
-         "oversized header line", "too many headers", "oversized request line", "random bytes",
-         "random body", "blank image", "empty body", "wrong method", "unknown path",
-         "bad HTTP version")
-
-
-def exchange(port, data, close_send, timeout=CLIENT_TIMEOUT):
-    """Send ``data`` on a new connection and read until the server closes it: ``(status or None,
-    body bytes, how it ended)``; how: "answered", "closed" (no answer) or "reset"."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        received = b""
-        try:
-            s.sendall(data)
-            if close_send:
-                s.shutdown(socket.SHUT_WR)
-            while chunk := s.recv(65536):
-                received += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            if not received:
-                return None, b"", "reset"
-    if not received:
-        return None, b"", "closed"
-    head, _, body = received.partition(b"\r\n\r\n")
-    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", head)
-    return (int(match[1]) if match else None), body, "answered"
 
 
 def stall(port, half_headers, results):
@@ -322,11 +233,11 @@ def run(args):
                         for i in range(args.stalls)]
             for t in stallers:
                 t.start()
-            cases = [(KINDS[i % len(KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
+            cases = [(PREDICT_KINDS[i % len(PREDICT_KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
 
             def fault(case):
                 kind, case_rng = case
-                data, close_send = malformed_case(kind, case_rng, drawings[case_rng.randrange(len(drawings))])
+                data, close_send = predict_case(kind, case_rng, drawings[case_rng.randrange(len(drawings))])
                 try:
                     return kind, exchange(port, data, close_send)
                 except OSError as e:

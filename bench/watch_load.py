@@ -26,9 +26,7 @@ Exit status 0 when every target is met, 1 otherwise.
 """
 
 import argparse
-import http.client
 import importlib.util
-import json
 import os
 import random
 import re
@@ -49,114 +47,11 @@ spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "lo
 load = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(load)
 
-from tinynet.runlog import Recorder  # noqa: E402
-from tinynet.training import TrainConfig, train  # noqa: E402
+from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, SECRET, WATCH_KINDS, exchange, get,  # noqa: E402
+                              is_error_json, make_runs, watch_case, watch_checks)
 from tinynet.watch import SOCKET_TIMEOUT  # noqa: E402
-from tinynet.testing import write_toy_dataset  # noqa: E402
 
-HOST = load.HOST
-SECRET = "tinynet-secret-7f3a: this file is outside the runs folder"
 URL_LINE = re.compile(r"at http://127\.0\.0\.1:(\d+)/")
-CLIENT_TIMEOUT = SOCKET_TIMEOUT + 20
-
-
-def make_runs(folder):
-    """A runs folder for the test: ``good`` (a short toy run with the recorder), ``damaged`` (a
-    copy with a truncated step record and a corrupt snapshot) and ``escape``, a link to a folder
-    outside holding a config.json and the secret (and ``good/leak.json``, a link to that file).
-    Returns the runs folder."""
-    folder = Path(folder)
-    data = write_toy_dataset(folder / "data", n_train=300, n_test=60)
-    runs = folder / "runs"
-    config = TrainConfig(data_dir=str(data), dataset="tiny", epochs=2, batch_size=16)
-    train(config, runs / "good", download=False, progress=False, log=lambda *a: None,
-          callbacks=[Recorder(every=2, snapshot_every=5, sample=40, grid=12, budget=None)])
-    damaged = runs / "damaged"
-    damaged.mkdir()
-    for name in ("config.json", "metrics.jsonl", "summary.json", "status.json"):
-        (damaged / name).write_bytes((runs / "good" / name).read_bytes())
-    steps = (runs / "good" / "steps.jsonl").read_bytes()
-    (damaged / "steps.jsonl").write_bytes(steps + b'{"step": 999, "lo')
-    (damaged / "snapshot.json").write_bytes((runs / "good" / "snapshot.json").read_bytes()[:500])
-    outside = folder / "outside"
-    outside.mkdir()
-    (outside / "config.json").write_text(json.dumps({"secret": SECRET}))
-    (outside / "secret.txt").write_text(SECRET)
-    (runs / "escape").symlink_to(outside, target_is_directory=True)
-    (runs / "good" / "leak.json").symlink_to(outside / "config.json")
-    return runs
-
-
-TRAVERSALS = ["/api/runs/../metrics", "/api/runs/%2e%2e/metrics", "/api/runs/%2E%2E/snapshot",
-              "/api/runs/..%2F..%2Foutside/metrics", "/api/runs/%2Fetc%2Fpasswd/metrics",
-              "/api/runs//etc/passwd/metrics", "/api/runs/escape/metrics", "/api/runs/escape/snapshot",
-              "/api/runs/good%2F..%2F..%2Foutside/metrics", "/api/runs/good%00/metrics",
-              "/api/runs/%ff%fe/metrics", "/api/runs/.%2e/metrics", "/api/runs/~/metrics",
-              "/static/../../outside/secret.txt", "/static/%2e%2e/watch.py", "/..%2f..%2foutside%2fsecret.txt",
-              "/api/runs/good/../../outside/secret.txt", "/api/runs/good/leak.json",
-              "/api/runs/%5c..%5c/metrics", "/api/runs/" + "a" * 300 + "/metrics"]
-BAD_QUERIES = ["/api/runs/good/metrics?after=x", "/api/runs/good/metrics?after=1e9", "/api/runs/good/metrics?x=1",
-               "/api/runs/good/metrics?after=1&after=2&after=3&after=4&after=5", "/api/runs?x",
-               "/api/runs/good/snapshot?after=1", "/api/runs/good/metrics?%zz", "/api/runs/good/metrics?after=" + "9" * 40]
-WATCH_KINDS = ("traversal", "bad query")
-
-
-def malformed_case(kind, rng, body):
-    """``(bytes, close our sending side)`` for one broken request: bench/load.py's kinds, and
-    this server's own (path traversal, bad queries)."""
-    if kind in load.KINDS:
-        return load.malformed_case(kind, rng, body)
-    path = rng.choice(TRAVERSALS if kind == "traversal" else BAD_QUERIES)
-    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode("latin-1"), False
-
-
-KINDS = load.KINDS + WATCH_KINDS
-
-
-def get(port, path, check):
-    """One GET: ``(latency in s, None or the failure)``; ``check(body)`` says what is wrong."""
-    started = time.perf_counter()
-    try:
-        connection = http.client.HTTPConnection(HOST, port, timeout=CLIENT_TIMEOUT)
-        connection.request("GET", path)
-        response = connection.getresponse()
-        payload = response.read()
-        connection.close()
-        latency = time.perf_counter() - started
-        if response.status != 200:
-            return latency, f"{path}: status {response.status}: {payload[:200]!r}"
-        problem = check(payload)
-        return latency, problem and f"{path}: {problem}"
-    except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
-        return time.perf_counter() - started, f"{path}: {type(e).__name__}: {e}"
-
-
-def checks():
-    """``[(path, check)]``: the requests of the load test and what each answer must hold."""
-    def runs(p):
-        names = {r["name"]: r["status"] for r in json.loads(p)["runs"]}
-        return None if names == {"good": "finished", "damaged": "finished"} else f"runs {names}"
-
-    def metrics(p):
-        m = json.loads(p)
-        return None if m["epoch_records"] and m["step_records"] and m["config"] else "incomplete metrics"
-
-    def damaged(p):
-        m = json.loads(p)
-        return None if any("still being written" in x for x in m["problems"]) else "truncation not reported"
-
-    def snapshot(p):
-        return None if json.loads(p)["snapshot"]["filters"]["data"] else "no filters"
-
-    def corrupt(p):
-        s = json.loads(p)
-        return None if s["snapshot"] is None and "corrupt" in s["problem"] else "corruption not reported"
-
-    def page(p):
-        return None if b"watch.js" in p else "not the page"
-    return [("/", page), ("/api/runs", runs), ("/api/runs/good/metrics", metrics),
-            ("/api/runs/good/metrics?after=10", metrics), ("/api/runs/good/snapshot", snapshot),
-            ("/api/runs/damaged/metrics", damaged), ("/api/runs/damaged/snapshot", corrupt)]
 
 
 def start_server(runs, log):
@@ -183,7 +78,7 @@ def run(args):
         print(f"server pid {process.pid} on {HOST}:{port} over {runs}; load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         try:
-            plan = checks()
+            plan = watch_checks()
 
             def client(c):
                 return [get(port, *plan[(c + i) % len(plan)]) for i in range(args.requests)]
@@ -210,14 +105,14 @@ def run(args):
                         for i in range(args.stalls)]
             for t in stallers:
                 t.start()
-            cases = [(KINDS[i % len(KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
+            cases = [(WATCH_KINDS[i % len(WATCH_KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
             body = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
             def fault(case):
                 kind, rng = case
-                data, close_send = malformed_case(kind, rng, body)
+                data, close_send = watch_case(kind, rng, body)
                 try:
-                    return kind, load.exchange(port, data, close_send)
+                    return kind, exchange(port, data, close_send)
                 except OSError as e:
                     return kind, (None, b"", f"client error {type(e).__name__}")
             with ThreadPoolExecutor(8) as pool:
@@ -249,13 +144,6 @@ def run(args):
     print(f"total {time.monotonic() - started_all:.0f} s")
     print("all targets met" if not failed else f"TARGETS MISSED: {'; '.join(failed)}")
     return 1 if failed else 0
-
-
-def is_error_json(body):
-    try:
-        return isinstance(json.loads(body)["error"], str)
-    except (ValueError, KeyError, TypeError):
-        return False
 
 
 def main(argv=None):

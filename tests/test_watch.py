@@ -6,7 +6,6 @@ weights bit for bit with and without ``--watch``, a stalled client or a dead ser
 fault volume (16 x 100, 1,000 malformed) is bench/watch_load.py; a small version runs here."""
 
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinynet import runlog
+from tinynet import loadtest, runlog
 from tinynet import runs as runs_module
 from tinynet.cli import train as train_cli
 from tinynet.cli import watch as watch_cli
@@ -33,9 +32,6 @@ from tinynet.watch import make_server, serve_in_background
 from tinynet.testing import write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("bench_watch_load", ROOT / "bench" / "watch_load.py")
-watch_load = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(watch_load)
 quiet = dict(download=False, progress=False, log=lambda *a: None)
 
 
@@ -55,7 +51,7 @@ def recorder():
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     """The bench's runs folder: ``good`` (recorded), ``damaged``, the ``escape`` link, a secret outside."""
-    return watch_load.make_runs(tmp_path_factory.mktemp("runs"))
+    return loadtest.make_runs(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +241,7 @@ def test_damaged_files_show_as_such(server):
     assert status == 200 and snap["snapshot"] is None and "corrupt" in snap["problem"]
 
 
-@pytest.mark.parametrize("path", watch_load.TRAVERSALS)
+@pytest.mark.parametrize("path", loadtest.TRAVERSALS)
 def test_no_file_outside_the_runs_folder_is_readable(server, path):
     """Run names with ``..``, ``%2e%2e``, ``%2F``, absolute paths, NUL, non-UTF-8, a link to a
     folder outside, a link to a file outside: a 4xx JSON error, never the outside file."""
@@ -281,13 +277,13 @@ def test_load_and_malformed_requests_small(server, runs_dir):
     kinds of malformed requests (bench/load.py's and traversal / bad queries) with 0 5xx, JSON
     errors, no leak; the server still answers."""
     port = server.server_address[1]
-    plan = watch_load.checks()
+    plan = loadtest.watch_checks()
     results = []
     lock = threading.Lock()
 
     def client(c):
         for i in range(25):
-            outcome = watch_load.get(port, *plan[(c + i) % len(plan)])
+            outcome = loadtest.get(port, *plan[(c + i) % len(plan)])
             with lock:
                 results.append(outcome)
     threads = [threading.Thread(target=client, args=(c,)) for c in range(4)]
@@ -297,13 +293,13 @@ def test_load_and_malformed_requests_small(server, runs_dir):
         t.join()
     assert len(results) == 100 and [e for _, e in results if e] == []
     import random
-    for i in range(2 * len(watch_load.KINDS)):
-        kind = watch_load.KINDS[i % len(watch_load.KINDS)]
-        data, close = watch_load.malformed_case(kind, random.Random(i), b"\x89PNG" + bytes(300))
-        status, body, how = watch_load.load.exchange(port, data, close, timeout=30)
+    for i in range(2 * len(loadtest.WATCH_KINDS)):
+        kind = loadtest.WATCH_KINDS[i % len(loadtest.WATCH_KINDS)]
+        data, close = loadtest.watch_case(kind, random.Random(i), b"\x89PNG" + bytes(300))
+        status, body, how = loadtest.exchange(port, data, close, timeout=30)
         assert how == "answered" and 400 <= status < 500, (kind, status, how)
-        assert watch_load.is_error_json(body) and b"tinynet-secret" not in body, kind
-    assert watch_load.get(port, *plan[1])[1] is None
+        assert loadtest.is_error_json(body) and b"tinynet-secret" not in body, kind
+    assert loadtest.get(port, *plan[1])[1] is None
 
 
 def test_a_half_sent_request_is_cut_off_and_others_are_served(server):
