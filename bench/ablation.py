@@ -43,7 +43,7 @@ from tinynet.predict import evaluate  # noqa: E402
 from tinynet.training import TrainConfig, class_prior  # noqa: E402
 from tinynet.tta import TTA  # noqa: E402
 
-UNSEEN = ("emnist-balanced-unseen", "../shared/data/emnist-balanced-unseen")
+UNSEEN = "emnist-balanced-unseen"  # the dataset name of --unseen-dir's files
 
 # name -> extra train.py arguments (trained), or ("switch prior", other variant) (evaluated).
 VARIANTS = {
@@ -70,7 +70,7 @@ def slug(name):
 def train_command(args, name, seed):
     cmd = ["python3", "train.py", *VARIANTS[name], "--seed", str(seed),
            "--data-dir", args.data_dir, "--dataset", args.dataset,
-           "--val-data", args.unseen_dir, "--val-dataset", UNSEEN[0],
+           "--val-data", args.unseen_dir, "--val-dataset", UNSEEN,
            "--runs-dir", str(Path(args.runs_dir) / "ablation"), "--name", f"{slug(name)}-s{seed}",
            "--no-download", "--no-progress"]
     for flag in ("epochs", "limit", "threads"):
@@ -142,9 +142,9 @@ def mean_sd(values):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data/emnist-bymerge-resplit", help="training data folder")
+    p.add_argument("--data-dir", required=True, help="folder of the training data set's IDX files")
     p.add_argument("--dataset", default="emnist-bymerge-resplit", help="training dataset name")
-    p.add_argument("--unseen-dir", default=UNSEEN[1], help=f"folder of {UNSEEN[0]} (scored, never trained on)")
+    p.add_argument("--unseen-dir", required=True, help=f"folder of {UNSEEN} (scored, never trained on)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every variant")
     p.add_argument("--runs-dir", default="runs", help="run folders go to RUNS_DIR/ablation/")
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=None, help="only these variants")
@@ -179,7 +179,7 @@ def main(argv=None):
             sys.exit(f"{len(failed)} runs failed; see {', '.join(map(str, failed))}")
 
     test_set = load_split(ROOT / args.data_dir, args.dataset, "test")
-    unseen_set = load_split(ROOT / args.unseen_dir, UNSEEN[0], "test")
+    unseen_set = load_split(ROOT / args.unseen_dir, UNSEEN, "test")
     print(f"\n| recipe | resplit test acc | emnist-balanced-unseen acc | unseen acc, `--tta` | seeds | "
           f"minutes per run | command (one seed) |\n| --- | --- | --- | --- | --- | --- | --- |")
     for name in names:
