@@ -56,8 +56,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from tinynet.cli import positive_int  # noqa: E402
 from tinynet.inference import BUNDLED_MODEL  # noqa: E402
-from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, exchange, post_head,  # noqa: E402
-                              predict_case)
+from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, post_head, predict_case,  # noqa: E402
+                              send_all, tally)
 from tinynet.serve import SOCKET_TIMEOUT  # noqa: E402
 
 P99_TARGET_MS = 250
@@ -234,29 +234,11 @@ def run(args):
             for t in stallers:
                 t.start()
             cases = [(PREDICT_KINDS[i % len(PREDICT_KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
-
-            def fault(case):
-                kind, case_rng = case
-                data, close_send = predict_case(kind, case_rng, drawings[case_rng.randrange(len(drawings))])
-                try:
-                    return kind, exchange(port, data, close_send)
-                except OSError as e:
-                    return kind, (None, b"", f"client error {type(e).__name__}")
-            with ThreadPoolExecutor(8) as pool:
-                outcomes = list(pool.map(fault, cases))
+            outcomes = send_all(port, cases, lambda kind, case_rng: predict_case(
+                kind, case_rng, drawings[case_rng.randrange(len(drawings))]))
             for t in stallers:
                 t.join(CLIENT_TIMEOUT + 5)
-            statuses = Counter(status for _, (status, _, how) in outcomes if how == "answered")
-            ends = Counter(how for _, (_, _, how) in outcomes if how != "answered")
-            five = sum(n for s, n in statuses.items() if s is None or s >= 500)
-            not_json = []
-            for kind, (status, body, how) in outcomes:
-                if how == "answered" and status is not None and 400 <= status < 500:
-                    try:
-                        if not isinstance(json.loads(body)["error"], str):
-                            raise ValueError
-                    except (ValueError, KeyError, TypeError):
-                        not_json.append((kind, status, body[:80]))
+            statuses, ends, five, not_json = tally(outcomes)
             by_kind = Counter()
             for kind, (status, _, how) in outcomes:
                 by_kind[(kind, status if how == "answered" else how)] += 1

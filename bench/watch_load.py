@@ -47,8 +47,8 @@ spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "lo
 load = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(load)
 
-from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, SECRET, WATCH_KINDS, exchange, get,  # noqa: E402
-                              is_error_json, make_runs, watch_case, watch_checks)
+from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, SECRET, WATCH_KINDS, get, make_runs,  # noqa: E402
+                              send_all, tally, watch_case, watch_checks)
 from tinynet.watch import SOCKET_TIMEOUT  # noqa: E402
 
 URL_LINE = re.compile(r"at http://127\.0\.0\.1:(\d+)/")
@@ -107,24 +107,11 @@ def run(args):
                 t.start()
             cases = [(WATCH_KINDS[i % len(WATCH_KINDS)], random.Random(f"{args.seed}:{i}")) for i in range(args.malformed)]
             body = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-
-            def fault(case):
-                kind, rng = case
-                data, close_send = watch_case(kind, rng, body)
-                try:
-                    return kind, exchange(port, data, close_send)
-                except OSError as e:
-                    return kind, (None, b"", f"client error {type(e).__name__}")
-            with ThreadPoolExecutor(8) as pool:
-                outcomes = list(pool.map(fault, cases))
+            outcomes = send_all(port, cases, lambda kind, rng: watch_case(kind, rng, body))
             for t in stallers:
                 t.join(CLIENT_TIMEOUT + 5)
-            statuses = Counter(s for _, (s, _, how) in outcomes if how == "answered")
-            ends = Counter(how for _, (_, _, how) in outcomes if how != "answered")
-            five = sum(n for s, n in statuses.items() if s is None or s >= 500)
+            statuses, ends, five, not_json = tally(outcomes)
             leaks = sum(SECRET.encode() in b or b"tinynet-secret" in b for _, (_, b, _) in outcomes)
-            not_json = [(k, s, b[:80]) for k, (s, b, how) in outcomes
-                        if how == "answered" and s is not None and 400 <= s < 500 and not is_error_json(b)]
             alive = process.poll() is None
             print(f"malformed: {len(outcomes)} requests: statuses "
                   f"{dict(sorted(statuses.items(), key=lambda kv: str(kv[0])))}; without an answer "

@@ -11,6 +11,8 @@ import json
 import re
 import socket
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -111,6 +113,34 @@ def exchange(port, data, close_send, timeout=CLIENT_TIMEOUT):
     head, _, body = received.partition(b"\r\n\r\n")
     match = re.match(rb"HTTP/1\.[01] (\d{3}) ", head)
     return (int(match[1]) if match else None), body, "answered"
+
+
+def send_all(port, cases, make):
+    """Each ``(kind, rng)`` of ``cases`` sent as ``make(kind, rng)`` (bytes, close our sending
+    side) on its own connection, 8 at a time: ``[(kind, (status, body, how))]`` as ``exchange``
+    gives, with how "client error ..." where our own side failed."""
+    def one(case):
+        kind, rng = case
+        data, close_send = make(kind, rng)
+        try:
+            return kind, exchange(port, data, close_send)
+        except OSError as e:
+            return kind, (None, b"", f"client error {type(e).__name__}")
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, cases))
+
+
+def tally(outcomes):
+    """``send_all``'s outcomes counted: ``(statuses, ends, five, not_json)``, the answers' status
+    counts, how the unanswered ended, the 5xx answers (or answers without a status line), and the
+    4xx answers whose body is not an ``{"error": "..."}`` JSON object (kind, status, body's start)."""
+    statuses = Counter(s for _, (s, _, how) in outcomes if how == "answered")
+    ends = Counter(how for _, (_, _, how) in outcomes if how != "answered")
+    five = sum(n for s, n in statuses.items() if s is None or s >= 500)
+    not_json = [(k, s, b[:80]) for k, (s, b, how) in outcomes
+                if how == "answered" and s is not None and 400 <= s < 500 and not is_error_json(b)]
+    return statuses, ends, five, not_json
 
 
 def make_runs(folder):
