@@ -14,7 +14,7 @@ from ..values import value_problem
 
 
 def _checked(value, kind):
-    """``value`` if it is a ``kind`` of value (``tinynet.training.VALUE_KINDS``: the same wording
+    """``value`` if it is a ``kind`` of value (``tinynet.values.VALUE_KINDS``: the same wording
     as a TrainConfig's errors), else the argparse error."""
     problem = value_problem(kind, value)
     if problem:

@@ -11,9 +11,10 @@ from pathlib import Path
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..optim import SCHEDULES
-from ..training import BEST_BY, CLASS_BALANCE, INITS, RECIPES, ConfigError, TrainConfig, TrainingError, resume_config, train
 from ..runlog import Recorder
 from ..tensorboard import TensorBoardLog, TensorBoardUnavailable
+from ..training import (BEST_BY, CLASS_BALANCE, INITS, RECIPES, ConfigError, TrainConfig, TrainingError,
+                        resume_config, train)
 from ..watch import DEFAULT_HOST as WATCH_HOST, DEFAULT_PORT as WATCH_PORT
 from ..watch import make_server as make_watch_server, serve_in_background
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int
