@@ -25,6 +25,15 @@ def test_tinynet_serve_and_inference_py_serve_serve_the_same(served, tmp_path):
     assert served[0] == served[1] == ("Sequential", 47, str(BUNDLED_MODEL), "127.0.0.1", 8081, 3)
 
 
+def test_tinynet_serve_serves_an_onnx_model_as_inference_py_reads_one(served, tmp_path):
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx package (tinynet[onnx])")
+    from tinynet.onnx_io import export_onnx
+    path = tmp_path / "lenet.onnx"
+    export_onnx(BUNDLED_MODEL, path)
+    assert serve_cli.main(["--checkpoint", str(path), "--port", "0"], prog="tinynet serve") == 0
+    assert served == [("Sequential", 47, str(path), "127.0.0.1", 0, 5)]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--serve", "--tta"], "--tta does not apply to --serve"),
     (["--serve", "--threads", "2"], "--threads does not apply to --serve"),

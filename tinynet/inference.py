@@ -125,6 +125,18 @@ class FileResult:
         return self.top_k[0][0] if self.top_k else None
 
 
+def load_model(path):
+    """``(model, metadata)`` of a model file: a tinynet checkpoint (``load_checkpoint``), or an
+    ONNX model when its name ends in ``.onnx`` (``tinynet.onnx_io.load_onnx``; needs
+    ``tinynet[onnx]``). Raises ``CheckpointError`` for a file that is neither intact."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from .onnx_io import load_onnx  # only here: the onnx package is optional
+        return load_onnx(path)
+    model, meta, _, _ = load_checkpoint(path)
+    return model, meta
+
+
 class Predictor:
     """A trained model and its classes; every method takes images as :func:`as_images` does and
     predicts them in batches of ``batch_size``, each batch split over ``threads`` threads (None:
@@ -156,11 +168,7 @@ class Predictor:
         or an ONNX model (a ``.onnx`` file, read by ``tinynet.onnx_io.load_onnx``; needs
         ``tinynet[onnx]``). Raises ``CheckpointError`` for a file that is neither intact."""
         path = Path(path) if path is not None else default_checkpoint(runs_dir)[0]
-        if path.suffix.lower() == ".onnx":
-            from .onnx_io import load_onnx  # only here: the onnx package is optional
-            model, meta = load_onnx(path)
-        else:
-            model, meta, _, _ = load_checkpoint(path)
+        model, meta = load_model(path)
         return cls(model, meta["classes"], path, batch_size, threads, tta)
 
     def predict_proba(self, images):

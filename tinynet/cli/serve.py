@@ -8,9 +8,9 @@ checkpoint: the server keeps its own replicas, one per core, so no batch predict
 import argparse
 import sys
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError
 from ..explain import TOP_K
-from ..inference import default_checkpoint
+from ..inference import default_checkpoint, load_model
 from ..layers import LogitAdjustment
 from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
 from . import add_checkpoint_options, pillow_quiet, positive_int
@@ -34,7 +34,7 @@ def build_parser(prog=None):
                "  2  invalid options\n\n"
                "examples:\n  tinynet serve                             (http://127.0.0.1:8000/)\n"
                "  tinynet serve --host 0.0.0.0 --port 8080  (reachable from other machines)")
-    add_checkpoint_options(p, "checkpoint to serve")
+    add_checkpoint_options(p, "checkpoint to serve, or an ONNX model (a .onnx file, docs/onnx.md)")
     p.add_argument("--host", metavar="ADDRESS", default=DEFAULT_HOST,
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 "
                         "for every network interface)")
@@ -52,7 +52,7 @@ def run(parser, checkpoint, runs_dir, host, port, top_k):
     --top-k larger than the checkpoint's classes."""
     path, origin = (checkpoint, None) if checkpoint is not None else default_checkpoint(runs_dir)
     try:
-        model, meta, _, _ = load_checkpoint(path)
+        model, meta = load_model(path)  # a checkpoint, or an ONNX model
         classes = meta["classes"]
         if top_k > len(classes):
             parser.error(f"argument --top-k: the checkpoint has only {len(classes)} classes, got {top_k}")
