@@ -93,7 +93,8 @@ def assert_runs_the_same(model, classes, path, x, architecture=None):
         assert p.dtype == q.dtype and p.shape == q.shape and p.tobytes() == q.tobytes()
     if architecture is not None:
         assert a.keys() == b.keys() and meta["architecture"] == architecture
-    np.testing.assert_array_equal(tinynet_logits(back, x[:256]), ours[:256])
+    # the same batch through both: BLAS may round differently for another number of rows
+    np.testing.assert_array_equal(tinynet_logits(back, x[:256]), tinynet_logits(model, x[:256]))
     return difference
 
 
