@@ -2,7 +2,7 @@
 (data folder or IDX file), or reads your own image files or a .npy array.
 
 A thin wrapper over ``tinynet.cli.infer`` (installed as ``tinynet-infer``), the command line of
-``tinynet.inference``; every option is documented by ``--help``.
+``tinynet.predict.predictor``; every option is documented by ``--help``.
 """
 
 from tinynet.cli.infer import main

@@ -1,7 +1,7 @@
 """Train the LeNet: ``python3 train.py --epochs 20`` runs the original recipe (see README.md).
 
 A thin wrapper over ``tinynet.cli.train`` (installed as ``tinynet-train``), the command line of
-``tinynet.training.train``; every option is documented by ``--help``.
+``tinynet.training.trainer.train``; every option is documented by ``--help``.
 """
 
 from tinynet.cli.train import main

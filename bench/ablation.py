@@ -1,7 +1,7 @@
 """Accuracy ablation over seeds: every variant is a full ``train.py`` run per seed, trained on the
 resplit's train split and scored, with its final weights, on its test split and on
 ``emnist-balanced-unseen`` (genuine Balanced images that no run trains on), there also with
-test-time augmentation (``tinynet.tta``); prints mean +- sample standard deviation per variant as
+test-time augmentation (``tinynet.predict.tta``); prints mean +- sample standard deviation per variant as
 a Markdown table for the README.
 
     python3 bench/ablation.py                          # every variant, seeds 0 1 2
@@ -36,12 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tinynet.checkpoint import load_checkpoint  # noqa: E402
-from tinynet.data import load_split, train_val_split  # noqa: E402
-from tinynet.layers import LogitAdjustment  # noqa: E402
-from tinynet.predict import evaluate  # noqa: E402
-from tinynet.training import TrainConfig, class_prior  # noqa: E402
-from tinynet.tta import TTA  # noqa: E402
+from tinynet.files.checkpoint import load_checkpoint  # noqa: E402
+from tinynet.datasets.idx import load_split, train_val_split  # noqa: E402
+from tinynet.nn.layers import LogitAdjustment  # noqa: E402
+from tinynet.predict.metrics import evaluate  # noqa: E402
+from tinynet.training.trainer import TrainConfig, class_prior  # noqa: E402
+from tinynet.predict.tta import TTA  # noqa: E402
 
 UNSEEN = "emnist-balanced-unseen"  # the dataset name of --unseen-dir's files
 

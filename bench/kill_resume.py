@@ -10,7 +10,7 @@ What it does: writes a tiny EMNIST-format data set to a temporary folder, trains
 interruption (the reference), then trains the same configuration again as ``python3 train.py``
 subprocesses that it kills with SIGKILL -- after a random delay from its start or from the start of
 training (mid-epoch), or right when a checkpoint's temporary file (``.tmp-*-last.npz`` /
-``.tmp-*-best.npz``, see ``tinynet.atomic``) appears in the run folder, so that the kill lands in
+``.tmp-*-best.npz``, see ``tinynet.files.atomic``) appears in the run folder, so that the kill lands in
 the middle of the write -- and resumes each time with ``python3 train.py --resume RUN`` (or starts
 afresh when no ``last.npz`` exists yet), until the run finishes; then it starts another run, and so
 on, until ``--kills`` kills have been made.
@@ -45,9 +45,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from tinynet.atomic import TEMP_PREFIX  # noqa: E402  (temporary files are TEMP_PREFIX + random + -name)
+from tinynet.files.atomic import TEMP_PREFIX  # noqa: E402  (temporary files are TEMP_PREFIX + random + -name)
 from tinynet.cli import positive_int  # noqa: E402
-from tinynet.testing import write_toy_dataset  # noqa: E402
+from tinynet.testing.datasets import write_toy_dataset  # noqa: E402
 
 TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9",
                  "--augment", "--dropout", "0.3", "--lr-schedule", "cosine", "--val-fraction", "0.2",
@@ -123,7 +123,7 @@ def train_argv(data_dir, runs_dir, name, epochs):
 def checkpoint_epochs(run):
     """{file name: epoch} of every checkpoint (*.npz, not a temporary file being written) in ``run``;
     raises CheckpointError for a broken one."""
-    from tinynet.checkpoint import load_checkpoint
+    from tinynet.files.checkpoint import load_checkpoint
 
     return {p.name: load_checkpoint(p)[1]["training"]["epoch"] for p in sorted(run.glob("*.npz"))
             if not p.name.startswith(TEMP_PREFIX)}
@@ -342,7 +342,7 @@ class Soak:
         return last
 
     def final_checks(self):
-        from tinynet.checkpoint import load_checkpoint
+        from tinynet.files.checkpoint import load_checkpoint
 
         run, ref = self.run, self.reference_run
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}

@@ -55,10 +55,10 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from tinynet.cli import positive_int  # noqa: E402
-from tinynet.inference import BUNDLED_MODEL  # noqa: E402
-from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, post_head, predict_case,  # noqa: E402
-                              send_all, tally)
-from tinynet.serve import SOCKET_TIMEOUT  # noqa: E402
+from tinynet.predict.predictor import BUNDLED_MODEL  # noqa: E402
+from tinynet.testing.requests import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, post_head, predict_case,  # noqa: E402
+                                      send_all, tally)
+from tinynet.web.draw import SOCKET_TIMEOUT  # noqa: E402
 
 P99_TARGET_MS = 250
 URL_LINE = re.compile(r"serving the drawing page at http://127\.0\.0\.1:(\d+)/")

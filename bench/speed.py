@@ -25,7 +25,7 @@ How it is measured
   steady-state throughput (N2 - N1) / (t(N2) - t(N1)) from their wall times, so start-up, loading,
   checkpoints and the test evaluation cancel out; median of the per-round ratios.
 - Memory: a subprocess ``python3 train.py`` on a synthetic EMNIST-Balanced-sized data set
-  (112,800 train / 18,800 test images, IDX files written with ``tinynet.data.write_idx``); its
+  (112,800 train / 18,800 test images, IDX files written with ``tinynet.datasets.idx.write_idx``); its
   peak RSS comes from ``os.wait4`` (the child's own ``ru_maxrss``, what
   ``getrusage(RUSAGE_CHILDREN)`` reports when it is the only child) and its ``VmHWM`` is sampled
   at the end of each epoch to show whether memory grows from one epoch to the next.
@@ -173,11 +173,11 @@ def timed_blocks(fn, reps, max_seconds=None, warm=1):
 
 
 def tinynet_worker(args):
-    from tinynet.data import to_float
-    from tinynet.layers import SoftmaxCrossEntropy
-    from tinynet.model import lenet
-    from tinynet.optim import SGD
-    from tinynet.parallel import DataParallel
+    from tinynet.datasets.idx import to_float
+    from tinynet.nn.layers import SoftmaxCrossEntropy
+    from tinynet.nn.model import lenet
+    from tinynet.nn.optim import SGD
+    from tinynet.nn.parallel import DataParallel
 
     model = lenet(NUM_CLASSES, rng=np.random.default_rng(SEED_WEIGHTS))
     with np.load(args.weights) as w:
@@ -437,8 +437,8 @@ def interleaved(workers, cmd, rounds, images_per_call, meter, budget, **kw):
 
 
 def write_balanced_sized_dataset(folder, rng, n_train=112_800, n_test=18_800):
-    """A synthetic EMNIST-Balanced-sized data set (IDX, uncompressed, as tinynet.data reads it)."""
-    from tinynet.data import write_idx
+    """A synthetic EMNIST-Balanced-sized data set (IDX, uncompressed, as tinynet.datasets.idx reads it)."""
+    from tinynet.datasets.idx import write_idx
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
         images = synthetic_images(n, rng)
@@ -597,11 +597,11 @@ import time
 t0 = time.perf_counter()
 import sys, json
 import tinynet
-import tinynet.training  # what train.py imports (tqdm, matplotlib, the data code...)
-from tinynet.layers import SoftmaxCrossEntropy
-from tinynet.model import lenet
-from tinynet.optim import SGD
-from tinynet.parallel import DataParallel
+import tinynet.training.trainer  # what train.py imports (tqdm, matplotlib, the data code...)
+from tinynet.nn.layers import SoftmaxCrossEntropy
+from tinynet.nn.model import lenet
+from tinynet.nn.optim import SGD
+from tinynet.nn.parallel import DataParallel
 import numpy as np
 t1 = time.perf_counter()
 model = lenet(47, rng=np.random.default_rng(0))
@@ -892,7 +892,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=int, default=2,
-                   help="threads for both libraries (tinynet.parallel.DataParallel, "
+                   help="threads for both libraries (tinynet.nn.parallel.DataParallel, "
                         "torch.set_num_threads)")
     p.add_argument("--quick", action="store_true",
                    help="fewer repetitions, smaller scaling sizes, 1-epoch memory run")
@@ -967,7 +967,7 @@ def main(argv=None):
     workers = []
     try:
         # identical initial weights for both libraries: tinynet's lenet() initialisation
-        from tinynet.model import lenet
+        from tinynet.nn.model import lenet
         weights = Path(tmp) / "weights.npz"
         np.savez(weights, **lenet(NUM_CLASSES, rng=np.random.default_rng(SEED_WEIGHTS)).state_dict())
 
@@ -1108,7 +1108,7 @@ def cpu_model():
 def print_info(res):
     ti = res["tinynet_info"]
     line = (f"numpy {ti['numpy']}   numba {ti['numba']}   tinynet: {ti['threads']} threads sharing "
-            f"{ti['slices']} fixed slices of each batch (tinynet/parallel.py)")
+            f"{ti['slices']} fixed slices of each batch (tinynet/nn/parallel.py)")
     if "torch_info" in res:
         t = res["torch_info"]
         line += (f"   torch {t['torch']} ({t['threads']} threads, {t['interop_threads']} interop, "

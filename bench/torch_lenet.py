@@ -1,7 +1,7 @@
 """The tinynet LeNet in PyTorch, for the speed comparison in bench/speed.py (PyTorch is optional
 and never a dependency of tinynet).
 
-Same architecture, float32, NCHW, as ``tinynet.model.lenet`` without dropout:
+Same architecture, float32, NCHW, as ``tinynet.nn.model.lenet`` without dropout:
 
     conv 20@5x5 (valid) -> ReLU -> maxpool 2 -> conv 50@5x5 (valid) -> ReLU -> maxpool 2
     -> flatten (800, in C,H,W order) -> dense 500 -> ReLU -> dense num_classes (logits)

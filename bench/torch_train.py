@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from tinynet.data import load_split  # noqa: E402  (the same IDX reader as train.py)
+from tinynet.datasets.idx import load_split  # noqa: E402  (the same IDX reader as train.py)
 from torch_lenet import torch_lenet  # noqa: E402
 
 

@@ -47,9 +47,9 @@ spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "lo
 load = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(load)
 
-from tinynet.loadtest import (CLIENT_TIMEOUT, HOST, SECRET, WATCH_KINDS, get, make_runs,  # noqa: E402
-                              send_all, tally, watch_case, watch_checks)
-from tinynet.watch import SOCKET_TIMEOUT  # noqa: E402
+from tinynet.testing.requests import (CLIENT_TIMEOUT, HOST, SECRET, WATCH_KINDS, get, make_runs,  # noqa: E402
+                                      send_all, tally, watch_case, watch_checks)
+from tinynet.web.watch import SOCKET_TIMEOUT  # noqa: E402
 
 URL_LINE = re.compile(r"at http://127\.0\.0\.1:(\d+)/")
 

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tinynet.cli import train as train_cli  # noqa: E402
-from tinynet.training import train  # noqa: E402
+from tinynet.training.trainer import train  # noqa: E402
 
 
 def poll(port, name, stop):

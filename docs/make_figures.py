@@ -6,13 +6,13 @@
 
 Figures (each computed by the functions it illustrates, so a figure cannot drift from the code):
 
-- ``im2col.png``: ``tinynet.kernels.im2col_reference`` copies one receptive field into one row;
-- ``col2im.png``: ``tinynet.kernels.col2im_reference`` adds the rows back; on a matrix of ones it
+- ``im2col.png``: ``tinynet.nn.kernels.im2col_reference`` copies one receptive field into one row;
+- ``col2im.png``: ``tinynet.nn.kernels.col2im_reference`` adds the rows back; on a matrix of ones it
   counts how many receptive fields hold each pixel;
-- ``maxpool.png``: ``tinynet.kernels.maxpool_forward_reference`` / ``maxpool_backward_reference``
+- ``maxpool.png``: ``tinynet.nn.kernels.maxpool_forward_reference`` / ``maxpool_backward_reference``
   route each window's gradient to its winner (the first maximum on a tie; nothing when the fused
   ReLU clipped the window);
-- ``lenet.png``: the shapes of ``tinynet.model.lenet()`` layer by layer, from a forward pass of a
+- ``lenet.png``: the shapes of ``tinynet.nn.model.lenet()`` layer by layer, from a forward pass of a
   shipped sample image;
 - ``confused_pairs.png`` (only with ``--unseen DIR``, the folder of the emnist-balanced-unseen
   set): the bundled model's most confused pairs on it. The committed PNG was made from that set
@@ -35,10 +35,11 @@ from matplotlib.patches import Rectangle
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without installing
 
-from tinynet.data import load_sample, load_split, to_float  # noqa: E402
-from tinynet.kernels import (col2im_reference, im2col_reference, maxpool_backward_reference,  # noqa: E402
-                             maxpool_forward_reference)
-from tinynet.model import lenet  # noqa: E402
+from tinynet.datasets.idx import load_split, to_float  # noqa: E402
+from tinynet.datasets.load import load_sample  # noqa: E402
+from tinynet.nn.kernels import (col2im_reference, im2col_reference, maxpool_backward_reference,  # noqa: E402
+                                maxpool_forward_reference)
+from tinynet.nn.model import lenet  # noqa: E402
 
 HIGHLIGHT = "#d62728"
 
@@ -161,7 +162,7 @@ def figure_lenet(out):
     ax.set_ylim(len(rows), 0)
     ax.axis("off")
     ax.text(0.1, -0.2, "layer", fontsize=9, weight="bold")
-    ax.text(2.0, -0.2, "class in tinynet.layers", fontsize=9, weight="bold")
+    ax.text(2.0, -0.2, "class in tinynet.nn.layers", fontsize=9, weight="bold")
     ax.text(5.5, -0.2, "output shape (one image)", fontsize=9, weight="bold")
     ax.text(8.6, -0.2, "parameters", fontsize=9, weight="bold")
     for i, (name, kind, shape, n_params) in enumerate(rows):
@@ -173,7 +174,7 @@ def figure_lenet(out):
         ax.text(5.5, y, str(tuple(shape[1:])), va="center", fontsize=9, family="monospace")
         ax.text(8.6, y, f"{n_params:,}" if n_params else "", va="center", fontsize=9)
     total = sum(r[3] for r in rows)
-    fig.suptitle(f"tinynet.model.lenet(): {len(model.layers)} layers, {total:,} parameters "
+    fig.suptitle(f"tinynet.nn.model.lenet(): {len(model.layers)} layers, {total:,} parameters "
                  "(ReLU and max-pool fused into ReLUMaxPool2D)", fontsize=10)
     fig.tight_layout()
     save(fig, out / "lenet.png")
@@ -182,8 +183,8 @@ def figure_lenet(out):
 def figure_confused_pairs(out, unseen_dir, pairs=12):
     """The bundled model on emnist-balanced-unseen: its most confused pairs as a confusion matrix
     over the classes involved (counts), and one misread image of each pair."""
-    from tinynet.inference import BUNDLED_MODEL, Predictor
-    from tinynet.predict import confusion_matrix, most_confused
+    from tinynet.predict.predictor import BUNDLED_MODEL, Predictor
+    from tinynet.predict.metrics import confusion_matrix, most_confused
 
     data = load_split(unseen_dir, "emnist-balanced-unseen", "test")
     predictor = Predictor.from_checkpoint(BUNDLED_MODEL, threads=1)

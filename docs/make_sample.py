@@ -1,4 +1,4 @@
-"""Make tinynet's shipped sample (``tinynet/sample/``, loaded by ``tinynet.data.load_sample()``) from
+"""Make tinynet's shipped sample (``tinynet/datasets/sample/``, loaded by ``tinynet.datasets.load.load_sample()``) from
 the official EMNIST-ByMerge test files::
 
     python3 docs/make_sample.py DIR
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet.data import SAMPLE_DIR, SAMPLE_NAME, load_split, write_idx
+from tinynet.datasets.idx import load_split, write_idx
+from tinynet.datasets.load import SAMPLE_DIR, SAMPLE_NAME
 
 PER_CLASS = 80
 SEED = 20261205

@@ -3,25 +3,25 @@
     python3 docs/minimal_train.py                     # EMNIST-Balanced in data/ (tinynet download)
     python3 docs/minimal_train.py --data-dir DIR --dataset NAME
 
-The model is ``tinynet.model.lenet()`` (the fast layers, ReLU fused into max-pooling), the
+The model is ``tinynet.nn.model.lenet()`` (the fast layers, ReLU fused into max-pooling), the
 optimiser SGD with learning rate 0.01 and momentum 0.9, the batches 128 images drawn at random; no
 batch split over threads, no validation split, no schedule, no augmentation. On the development data set emnist-bymerge-resplit
 (47 classes), 300 steps (about 40% of an epoch) reached 77% accuracy on the first 2,000 test images
 in 2.3 minutes on a busy 2-core machine.
 Everything ``train.py`` adds (validation split, learning-rate schedules, augmentation, checkpoints
 and resume, Ctrl-C, divergence checks, threads, progress bars, plots) lives in
-``tinynet/training.py``, around the same :func:`tinynet.step.train_step`.
+``tinynet/training/trainer.py``, around the same :func:`tinynet.nn.step.train_step`.
 """
 
 import argparse
 
 import numpy as np
 
-from tinynet.data import load_split, to_float
-from tinynet.layers import SoftmaxCrossEntropy
-from tinynet.model import lenet
-from tinynet.optim import SGD
-from tinynet.step import train_step
+from tinynet.datasets.idx import load_split, to_float
+from tinynet.nn.layers import SoftmaxCrossEntropy
+from tinynet.nn.model import lenet
+from tinynet.nn.optim import SGD
+from tinynet.nn.step import train_step
 
 
 def main(argv=None):

@@ -1,10 +1,10 @@
-"""Augmentation (tinynet/augment.py): the Numba warp agrees with its NumPy twin."""
+"""Augmentation (tinynet/datasets/augment.py): the Numba warp agrees with its NumPy twin."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinynet.augment import affine_transform_numba, affine_transform_reference, random_affine_matrices
+from tinynet.datasets.augment import affine_transform_numba, affine_transform_reference, random_affine_matrices
 
 
 @settings(max_examples=40, deadline=None)

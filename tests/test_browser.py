@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tinynet.checkpoint import load_checkpoint
-from tinynet.inference import BUNDLED_MODEL
-from tinynet.serve import make_server
+from tinynet.files.checkpoint import load_checkpoint
+from tinynet.predict.predictor import BUNDLED_MODEL
+from tinynet.web.draw import make_server
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = shutil.which("chromium")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, require_resplit
-from tinynet.checkpoint import CheckpointError, export_checkpoint, load_checkpoint, save_checkpoint
+from tinynet.files.checkpoint import CheckpointError, export_checkpoint, load_checkpoint, save_checkpoint
 from tinynet.cli.export import main as export_main
-from tinynet.data import load_split
-from tinynet.inference import BUNDLED_MODEL, Predictor
-from tinynet.model import lenet
+from tinynet.datasets.idx import load_split
+from tinynet.predict.predictor import BUNDLED_MODEL, Predictor
+from tinynet.nn.model import lenet
 
 REPO = Path(__file__).resolve().parents[1]
 # Accuracy the bundled model must reach (README, "The bundled model", gives what it does reach).
@@ -81,7 +81,8 @@ def test_package_data_lists_the_model_and_the_page():
     tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tinynet"]
     package = REPO / "tinynet"
-    files = [BUNDLED_MODEL] + sorted((package / "static").iterdir()) + sorted((package / "sample").iterdir())
+    files = [BUNDLED_MODEL, *sorted((package / "web" / "static").iterdir()),
+             *sorted((package / "datasets" / "sample").iterdir())]
     for path in files:
         rel = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel

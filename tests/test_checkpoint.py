@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from tinynet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tinynet.model import lenet
+from tinynet.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinynet.nn.model import lenet
 
 ARCH = {"name": "lenet", "num_classes": 5, "dropout": 0.0}
 CLASSES = list("ABCDE")

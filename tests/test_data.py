@@ -1,4 +1,4 @@
-"""Tests of tinynet.data: reading, checking and splitting IDX datasets."""
+"""Tests of tinynet.datasets.idx: reading, checking and splitting IDX datasets."""
 
 import gzip
 import hashlib
@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tinynet.data import (DataError, Split, dataset_paths, load_split, read_idx_images,
-                          read_idx_labels, read_mapping, to_float, train_val_split)
-from tinynet.data import write_idx
+from tinynet.datasets.idx import (DataError, Split, dataset_paths, load_split, read_idx_images,
+                                  read_idx_labels, read_mapping, to_float, train_val_split)
+from tinynet.datasets.idx import write_idx
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PUBLISHED = {  # sha256 published with the task for the files in ../shared/data

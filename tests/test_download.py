@@ -1,4 +1,4 @@
-"""Tests of tinynet.download against a small archive served on 127.0.0.1 (never the internet)."""
+"""Tests of tinynet.datasets.download against a small archive served on 127.0.0.1 (never the internet)."""
 
 import gzip
 import hashlib
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinynet.data import DataError, load_split
-from tinynet.download import (OFFICIAL_URL, PUBLISHED_SHA256, dataset_files, ensure_dataset,
-                              fetch, install_from)
-from tinynet.data import write_idx
+from tinynet.datasets.idx import DataError, load_split
+from tinynet.datasets.download import (OFFICIAL_URL, PUBLISHED_SHA256, dataset_files, ensure_dataset,
+                                       fetch, install_from)
+from tinynet.datasets.idx import write_idx
 
 NAME = "emnist-tiny"
 REPO = Path(__file__).resolve().parents[1]

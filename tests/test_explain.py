@@ -1,4 +1,4 @@
-"""What the network sees (tinynet.explain): the saliency gradient against centred finite
+"""What the network sees (tinynet.predict.explain): the saliency gradient against centred finite
 differences in float64, the feature maps against a plain convolution, the input-gradient switch
 left as training needs it, and the pictures (--explain's PNG, filters.png)."""
 
@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from conftest import require_resplit
-from tinynet.checkpoint import load_checkpoint
-from tinynet.data import load_split
-from tinynet.explain import explain, look_inside, save_explanation, scaled_maps
-from tinynet.gradcheck import relative_error
-from tinynet.inference import BUNDLED_MODEL
-from tinynet.model import lenet
-from tinynet.plots import plot_filters
+from tinynet.files.checkpoint import load_checkpoint
+from tinynet.datasets.idx import load_split
+from tinynet.predict.explain import explain, look_inside, save_explanation, scaled_maps
+from tinynet.nn.gradcheck import relative_error
+from tinynet.predict.predictor import BUNDLED_MODEL
+from tinynet.nn.model import lenet
+from tinynet.files.plots import plot_filters
 
 
 def float64_lenet(rng, dropout=0.25):
@@ -34,7 +34,7 @@ def test_saliency_is_the_gradient_of_the_logit(rng, target):
     another one; the dropout layer is inactive in both.
 
     The 2 x 784 perturbed images x +- h e_i go through the network as one batch (the same centred
-    differences as ``tinynet.gradcheck``, 1,568 forward passes in one call)."""
+    differences as ``tinynet.nn.gradcheck``, 1,568 forward passes in one call)."""
     model = float64_lenet(rng)
     x = rng.random((1, 1, 28, 28))
     logits, c, saliency, _ = look_inside(model, x, target)

@@ -32,15 +32,15 @@ from filebytes import (QUIET_WARNINGS, Marker, bomb_zip, build_zip, character, n
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from tinynet import checkpoint as checkpoint_module
-from tinynet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinynet.files import checkpoint as checkpoint_module
+from tinynet.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tinynet.cli import infer as infer_cli
 from tinynet.cli import train as train_cli
-from tinynet.data import DataError, load_split, read_idx_images, read_idx_labels, read_mapping, write_idx
-from tinynet.inference import InputError, load_npy
-from tinynet.model import lenet
-from tinynet.preprocess import ImageError, preprocess_file
-from tinynet.testing import write_toy_dataset
+from tinynet.datasets.idx import DataError, load_split, read_idx_images, read_idx_labels, read_mapping, write_idx
+from tinynet.predict.predictor import InputError, load_npy
+from tinynet.nn.model import lenet
+from tinynet.predict.preprocess import ImageError, preprocess_file
+from tinynet.testing.datasets import write_toy_dataset
 
 CASES = int(os.environ.get("TINYNET_FUZZ_CASES", "0"))
 FUZZ = settings(max_examples=CASES or 12, derandomize=not CASES, deadline=None, database=None if not CASES else

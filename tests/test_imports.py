@@ -1,7 +1,9 @@
-"""Module boundaries: no import cycle among tinynet's modules, the command lines (``tinynet.cli``)
-are a leaf that no library module imports, and ``import tinynet.inference`` (what a program that
-only predicts needs) loads neither the training loop nor a command line. And the installed
-commands ``tinynet-train`` / ``tinynet-infer`` are ``train.py`` / ``inference.py``."""
+"""Module boundaries: the package's folders stand on floors and import only downward (the maths
+core, ``tinynet.nn``, imports nothing of tinynet's); no import cycle among tinynet's modules; the
+command lines (``tinynet.cli``) and the testing helpers (``tinynet.testing``) are leaves that no
+library module imports; and ``import tinynet.predict.predictor`` (what a program that only predicts
+needs) loads neither the training loop nor a command line. And the installed commands
+``tinynet-train`` / ``tinynet-infer`` are ``train.py`` / ``inference.py``."""
 
 import ast
 import shutil
@@ -19,6 +21,22 @@ import tinynet.cli.train
 PACKAGE = Path(tinynet.__file__).resolve().parent
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_LINES = ("tinynet.cli", "tinynet.__main__")
+
+# The floors of the package, lowest first: a module may import modules of its own folder and of the
+# folders on lower floors, never of a folder on its own floor or above. ``tinynet`` itself (the
+# package's face, which loads the public API lazily) may be imported from anywhere, for
+# ``__version__``.
+FLOORS = [
+    ("nn",),                    # the maths core: layers, kernels, reference, gradcheck, model, optim, step, parallel
+    ("files",),                 # atomic writes, checked .npy reading, checkpoints, PNG plots
+    ("datasets", "onnx"),       # IDX data, download, the sample; ONNX export and import
+    ("predict",),               # Predictor, metrics, preprocessing, TTA, explanations
+    ("training",),              # the trainer, its configuration, run logs, TensorBoard
+    ("web",),                   # the two pages' servers
+    ("cli", "testing"),         # the command lines; helpers for tests and benchmarks
+    ("__main__",),              # python3 -m tinynet: the tinynet command
+]
+FLOOR = {folder: level for level, folders in enumerate(FLOORS) for folder in folders}
 
 
 def module_name(path):
@@ -90,11 +108,54 @@ def is_command_line(name):
 def test_the_import_graph_sees_the_package():
     """The parser finds the edges it should (so the tests below cannot pass by seeing nothing)."""
     graph = import_graph()
-    assert {"tinynet.model", "tinynet.layers", "tinynet.cli.train", "tinynet.__main__"} <= graph.keys()
-    assert "tinynet.layers" in graph["tinynet.model"]
-    assert {"tinynet.training", "tinynet.cli"} <= graph["tinynet.cli.train"]
+    assert {"tinynet.nn.model", "tinynet.nn.layers", "tinynet.cli.train", "tinynet.__main__"} <= graph.keys()
+    assert "tinynet.nn.layers" in graph["tinynet.nn.model"]
+    assert {"tinynet.training.trainer", "tinynet.cli"} <= graph["tinynet.cli.train"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def folder(name):
+    """The folder (first part below ``tinynet``) of a module, or None for ``tinynet`` itself."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def upward_imports(graph):
+    """``(module, imported)`` pairs that break the floors: an import of another folder on the same
+    floor or above."""
+    bad = []
+    for name, deps in graph.items():
+        mine = folder(name)
+        for dep in deps:
+            theirs = folder(dep)
+            if theirs is None or theirs == mine:
+                continue
+            if FLOOR[theirs] >= FLOOR[mine]:
+                bad.append((name, dep))
+    return sorted(bad)
+
+
+def test_every_module_stands_on_a_floor():
+    """Every folder (and top-level module) of the package is on a floor, so none escapes the rule."""
+    unplaced = sorted({folder(name) for name in modules()} - set(FLOOR) - {None})
+    assert not unplaced, f"folders of tinynet on no floor of FLOORS: {unplaced}"
+
+
+def test_the_folders_import_only_downward():
+    """The layering contract: each folder imports only folders below it, the maths core nothing."""
+    graph = import_graph()
+    assert not any(folder(dep) not in (None, "nn") for dep in set().union(*(
+        deps for name, deps in graph.items() if folder(name) == "nn"))), "tinynet.nn imports tinynet"
+    bad = upward_imports(graph)
+    assert not bad, "imports against the floors: " + "; ".join(f"{a} -> {b}" for a, b in bad)
+
+
+def test_the_floor_rule_catches_an_upward_import():
+    graph = {"tinynet.nn.layers": {"tinynet.files.atomic"}, "tinynet.web.draw": {"tinynet.nn.model"},
+             "tinynet.datasets.idx": {"tinynet.onnx.export"}, "tinynet.files.checkpoint": {"tinynet"}}
+    assert upward_imports(graph) == [("tinynet.datasets.idx", "tinynet.onnx.export"),
+                                     ("tinynet.nn.layers", "tinynet.files.atomic")]
 
 
 def test_no_import_cycle_among_tinynet_modules():
@@ -102,22 +163,25 @@ def test_no_import_cycle_among_tinynet_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_no_library_module_imports_a_command_line():
-    offenders = {name: sorted(filter(is_command_line, deps)) for name, deps in import_graph().items()
-                 if not is_command_line(name)}
+def test_no_library_module_imports_a_command_line_or_the_testing_helpers():
+    def leaf(name):
+        return is_command_line(name) or folder(name) == "testing"
+
+    offenders = {name: sorted(filter(leaf, deps)) for name, deps in import_graph().items()
+                 if not leaf(name)}
     offenders = {name: deps for name, deps in offenders.items() if deps}
     assert not offenders, f"library modules importing command lines: {offenders}"
 
 
 def test_importing_inference_loads_neither_training_nor_a_command_line():
-    code = ("import sys, tinynet.inference; "
+    code = ("import sys, tinynet.predict.predictor; "
             "print(' '.join(m for m in sys.modules if m.startswith('tinynet')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           check=True)
     loaded = proc.stdout.split()
-    assert "tinynet.inference" in loaded
-    unwanted = [m for m in loaded if m == "tinynet.training" or is_command_line(m)]
-    assert not unwanted, f"import tinynet.inference also loaded {unwanted}"
+    assert "tinynet.predict.predictor" in loaded
+    unwanted = [m for m in loaded if m == "tinynet.training.trainer" or is_command_line(m)]
+    assert not unwanted, f"import tinynet.predict.predictor also loaded {unwanted}"
 
 
 COMMANDS = {"tinynet": tinynet.cli.main.main, "tinynet-train": tinynet.cli.train.main,

@@ -1,4 +1,4 @@
-"""Tests of tinynet.inference and inference.py: test sets, image files and arrays, from Python and
+"""Tests of tinynet.predict.predictor and inference.py: test sets, image files and arrays, from Python and
 from the command line, on the real resplit EMNIST data with a briefly trained model."""
 
 import csv
@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 
 from conftest import RESPLIT, require_resplit
-from tinynet.checkpoint import save_checkpoint
+from tinynet.files.checkpoint import save_checkpoint
 from tinynet.cli.infer import build_parser, main
-from tinynet.data import load_split
-from tinynet.inference import BUNDLED_MODEL, InputError, Predictor, as_images
-from tinynet.model import build_model
-from tinynet.predict import (confusion_matrix, format_report, most_confused, per_class_metrics,
-                             top_k_accuracy)
-from tinynet.training import TrainConfig, train
-from tinynet.data import write_idx
+from tinynet.datasets.idx import load_split
+from tinynet.predict.predictor import BUNDLED_MODEL, InputError, Predictor, as_images
+from tinynet.nn.model import build_model
+from tinynet.predict.metrics import (confusion_matrix, format_report, most_confused, per_class_metrics,
+                                     top_k_accuracy)
+from tinynet.training.trainer import TrainConfig, train
+from tinynet.datasets.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "emnist-bymerge-resplit"

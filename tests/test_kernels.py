@@ -1,4 +1,4 @@
-"""The fast Numba kernels agree with their plain NumPy twins (tinynet/kernels.py).
+"""The fast Numba kernels agree with their plain NumPy twins (tinynet/nn/kernels.py).
 
 Each test draws random shapes with hypothesis, including the awkward ones: odd sizes, stride
 different from the kernel size, padding, and overlapping pooling windows (stride < size). The NumPy
@@ -10,9 +10,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinynet.kernels import (col2im_numba, col2im_reference, conv_output_size, im2col_numba,
-                             im2col_reference, maxpool_backward_numba, maxpool_backward_reference,
-                             maxpool_forward_numba, maxpool_forward_reference)
+from tinynet.nn.kernels import (col2im_numba, col2im_reference, conv_output_size, im2col_numba,
+                                im2col_reference, maxpool_backward_numba, maxpool_backward_reference,
+                                maxpool_forward_numba, maxpool_forward_reference)
 
 FAST = settings(max_examples=60, deadline=None)
 

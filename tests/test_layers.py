@@ -1,6 +1,6 @@
 """Gradient checks for every layer: the hand-written backward pass against centred differences.
 
-The recipe is the same for each layer: ``check_layer`` (tinynet/gradcheck.py) runs it in float64 on a
+The recipe is the same for each layer: ``check_layer`` (tinynet/nn/gradcheck.py) runs it in float64 on a
 random input with a random upstream gradient, and requires a relative error below 1e-7.
 
 Random upstream gradients matter: with dout = 1 a bug that mixes up output positions can cancel out.
@@ -11,9 +11,9 @@ a finite difference across a kink measures the wrong thing; ties get their own t
 import numpy as np
 import pytest
 
-from tinynet.gradcheck import check_layer, distinct_values, numerical_gradient, relative_error
-from tinynet.layers import (Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, ReLUMaxPool2D,
-                            SoftmaxCrossEntropy)
+from tinynet.nn.gradcheck import check_layer, distinct_values, numerical_gradient, relative_error
+from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, ReLUMaxPool2D,
+                               SoftmaxCrossEntropy)
 
 TOLERANCE = 1e-7
 

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from tinynet.gradcheck import numerical_gradient, relative_error
-from tinynet.layers import SoftmaxCrossEntropy
-from tinynet.model import lenet
-from tinynet.optim import SGD
+from tinynet.nn.gradcheck import numerical_gradient, relative_error
+from tinynet.nn.layers import SoftmaxCrossEntropy
+from tinynet.nn.model import lenet
+from tinynet.nn.optim import SGD
 
 
 def test_lenet_shapes_and_parameter_names(rng):
@@ -68,7 +68,8 @@ def test_lenet_overfits_a_small_real_training_set():
     """On 256 real EMNIST images (the first 256 of the sample shipped with tinynet, so this runs on
     any clone) the LeNet reaches 100% training accuracy in 200 steps. A network that
     cannot memorise a tiny set has a bug in its gradients or its update."""
-    from tinynet.data import load_sample, to_float
+    from tinynet.datasets.idx import to_float
+    from tinynet.datasets.load import load_sample
 
     sample = load_sample()
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""ONNX export and import (tinynet/onnx_io.py, ``tinynet export --onnx``, ``Predictor`` on .onnx).
+"""ONNX export and import (tinynet/onnx/io.py, ``tinynet export --onnx``, ``Predictor`` on .onnx).
 
 Equality with onnxruntime is measured on the 3,760 real images of the shipped sample as
 ``max |onnx - tinynet| / max |tinynet|`` over all the logits of all the images (the largest error,
@@ -20,17 +20,18 @@ from hypothesis import strategies as st  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from tinynet.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from tinynet.files.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from tinynet.cli.main import main as tinynet_main  # noqa: E402
-from tinynet.data import load_sample, to_float  # noqa: E402
-from tinynet.explain import look_inside  # noqa: E402
-from tinynet.inference import BUNDLED_MODEL, Predictor  # noqa: E402
-from tinynet.layers import (Conv2D, Dense, Dropout, Flatten, Layer, LogitAdjustment, MaxPool2D,  # noqa: E402
-                            ReLU, ReLUMaxPool2D, SoftmaxCrossEntropy)
-from tinynet.model import Sequential, lenet  # noqa: E402
-from tinynet.onnx_io import OnnxError, load_onnx, save_onnx, to_onnx  # noqa: E402
-from tinynet.optim import SGD  # noqa: E402
-from tinynet.step import train_step  # noqa: E402
+from tinynet.datasets.idx import to_float  # noqa: E402
+from tinynet.datasets.load import load_sample  # noqa: E402
+from tinynet.predict.explain import look_inside  # noqa: E402
+from tinynet.predict.predictor import BUNDLED_MODEL, Predictor  # noqa: E402
+from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, Layer, LogitAdjustment, MaxPool2D,  # noqa: E402
+                               ReLU, ReLUMaxPool2D, SoftmaxCrossEntropy)
+from tinynet.nn.model import Sequential, lenet  # noqa: E402
+from tinynet.onnx.io import OnnxError, load_onnx, save_onnx, to_onnx  # noqa: E402
+from tinynet.nn.optim import SGD  # noqa: E402
+from tinynet.nn.step import train_step  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -639,8 +640,8 @@ def test_tinynet_works_without_onnx_installed():
     and ONNX export or import say which extra to install."""
     code = (
         "import sys; sys.modules['onnx'] = None\n"
-        "import tinynet, tinynet.inference, tinynet.onnx_io as o\n"
-        "from tinynet.inference import Predictor, BUNDLED_MODEL\n"
+        "import tinynet, tinynet.predict.predictor, tinynet.onnx.io as o\n"
+        "from tinynet.predict.predictor import Predictor, BUNDLED_MODEL\n"
         "p = Predictor.from_checkpoint(BUNDLED_MODEL, threads=1)\n"
         "try:\n"
         "    o.to_onnx(p.model, p.classes)\n"
@@ -741,7 +742,7 @@ def test_the_drawing_page_serves_an_imported_model(sample, tmp_path):
 
     from PIL import Image
 
-    from tinynet.serve import make_server
+    from tinynet.web.draw import make_server
     proto, _ = torch_style_lenet(np.random.default_rng(2), widths=(6, 16, 120), padding=2, flatten="Flatten")
     path = write(proto, tmp_path / "lenet5.onnx")
     model, meta = load_onnx(path)
@@ -772,6 +773,6 @@ def test_too_many_nodes_or_too_large_a_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(OnnxError, match="has 1011 nodes, more than the 1000"):
         load_onnx(write(edited(many_identities), tmp_path / "many.onnx"))
     path = write(small_torch(), tmp_path / "small.onnx")
-    monkeypatch.setattr("tinynet.onnx_io.MAX_FILE_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr("tinynet.onnx.io.MAX_FILE_BYTES", path.stat().st_size - 1)
     with pytest.raises(OnnxError, match="larger than the"):
         load_onnx(path)

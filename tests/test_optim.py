@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from tinynet.layers import Dense
-from tinynet.model import Sequential
-from tinynet.optim import SGD, learning_rate
+from tinynet.nn.layers import Dense
+from tinynet.nn.model import Sequential
+from tinynet.nn.optim import SGD, learning_rate
 
 
 def one_layer_model(rng):

@@ -1,4 +1,4 @@
-"""DataParallel (tinynet/parallel.py) computes what the plain model computes, split over threads."""
+"""DataParallel (tinynet/nn/parallel.py) computes what the plain model computes, split over threads."""
 
 import os
 import time
@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from tinynet.layers import Conv2D, Dense, Flatten, ReLUMaxPool2D, SoftmaxCrossEntropy
-from tinynet.model import Sequential, lenet
-from tinynet.parallel import DataParallel, resolve_threads
+from tinynet.nn.layers import Conv2D, Dense, Flatten, ReLUMaxPool2D, SoftmaxCrossEntropy
+from tinynet.nn.model import Sequential, lenet
+from tinynet.nn.parallel import DataParallel, resolve_threads
 
 
 def small_net(rng):
@@ -147,8 +147,8 @@ def test_training_on_real_data_gives_the_same_weights_on_any_thread_count(tmp_pa
     dropout, label smoothing, one-cycle) ends with bitwise-identical weights and the same test
     accuracy on 1, 2 and 3 threads."""
     from conftest import require_resplit
-    from tinynet.checkpoint import load_checkpoint
-    from tinynet.training import RECIPES, TrainConfig, train
+    from tinynet.files.checkpoint import load_checkpoint
+    from tinynet.training.trainer import RECIPES, TrainConfig, train
 
     data = require_resplit()
     config = dict(RECIPES["strong"], data_dir=str(data), dataset="emnist-bymerge-resplit",
@@ -168,7 +168,7 @@ def test_training_on_real_data_gives_the_same_weights_on_any_thread_count(tmp_pa
 
 def test_map_rows_equals_the_unsplit_function():
     """Augmentation warped slice by slice in the threads gives exactly the one-thread batch."""
-    from tinynet.augment import augment_batch
+    from tinynet.datasets.augment import augment_batch
 
     x = np.random.default_rng(0).random((37, 1, 28, 28), dtype=np.float32)
     net = DataParallel(lenet(47, rng=np.random.default_rng(0)), 2)
@@ -182,7 +182,7 @@ def test_one_blas_thread_is_counted_and_restores_the_limits():
     the last one leaves (nested or concurrent uses never restore early)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from tinynet.parallel import one_blas_thread
+    from tinynet.nn.parallel import one_blas_thread
 
     def blas_threads():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}

@@ -1,4 +1,4 @@
-"""Tests for tinynet.preprocess: user image file -> 28x28 EMNIST-style uint8 input."""
+"""Tests for tinynet.predict.preprocess: user image file -> 28x28 EMNIST-style uint8 input."""
 
 import gzip
 import io
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw, features
 
-import tinynet.preprocess as preprocess_module
-from tinynet.preprocess import ImageError, load_image, preprocess, preprocess_file
+import tinynet.predict.preprocess as preprocess_module
+from tinynet.predict.preprocess import ImageError, load_image, preprocess, preprocess_file
 
 EMNIST_IMAGES = (
     Path(__file__).resolve().parents[1].parent

@@ -1,15 +1,16 @@
-"""The plain reference layers (tinynet/reference.py): gradient-checked like the fast ones, equal to
+"""The plain reference layers (tinynet/nn/reference.py): gradient-checked like the fast ones, equal to
 them layer by layer, and the fast LeNet equals the reference LeNet on a real EMNIST batch (the
 sample shipped with tinynet, so the check runs on any clone)."""
 
 import numpy as np
 import pytest
 
-from tinynet import layers as fast
-from tinynet import reference
-from tinynet.data import load_sample, to_float
-from tinynet.gradcheck import check_layer, distinct_values, relative_error
-from tinynet.model import lenet
+from tinynet.nn import layers as fast
+from tinynet.nn import reference
+from tinynet.datasets.idx import to_float
+from tinynet.datasets.load import load_sample
+from tinynet.nn.gradcheck import check_layer, distinct_values, relative_error
+from tinynet.nn.model import lenet
 
 
 CONV_CASES = [  # input shape, kernel, stride, padding: the cases of the fast Conv2D's checks

@@ -1,10 +1,11 @@
-"""The sample shipped with tinynet (``tinynet.data.load_sample``): real, balanced, and exactly the
-images its note (tinynet/sample/SOURCE.md) says."""
+"""The sample shipped with tinynet (``tinynet.datasets.load.load_sample``): real, balanced, and exactly the
+images its note (tinynet/datasets/sample/SOURCE.md) says."""
 
 import numpy as np
 
 from conftest import SHARED_DATA, require_dir
-from tinynet.data import SAMPLE_DIR, load_sample, load_split
+from tinynet.datasets.idx import load_split
+from tinynet.datasets.load import SAMPLE_DIR, load_sample
 
 
 def test_the_sample_is_80_images_of_each_of_the_47_classes():

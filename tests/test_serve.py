@@ -1,4 +1,4 @@
-"""The drawing page's server (tinynet.serve, ``inference.py --serve``) over loopback: the page and
+"""The drawing page's server (tinynet.web.draw, ``inference.py --serve``) over loopback: the page and
 its files, real test images coming back with their labels, every kind of bad request getting its
 4xx and a JSON error, concurrent requests, stalled clients, and the command line."""
 
@@ -21,12 +21,12 @@ import pytest
 from PIL import Image
 
 from conftest import require_resplit
-from tinynet.checkpoint import load_checkpoint
-from tinynet.data import load_split
+from tinynet.files.checkpoint import load_checkpoint
+from tinynet.datasets.idx import load_split
 from tinynet.cli.infer import main
-from tinynet.inference import BUNDLED_MODEL
-from tinynet.preprocess import preprocess_file
-from tinynet.serve import MAX_BODY_BYTES, make_server
+from tinynet.predict.predictor import BUNDLED_MODEL
+from tinynet.predict.preprocess import preprocess_file
+from tinynet.web.draw import MAX_BODY_BYTES, make_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -48,15 +48,15 @@ for info in pkgutil.walk_packages(tinynet.__path__, "tinynet."):
         importlib.import_module(info.name)
 seen["import"] = snapshot()
 
-from tinynet.inference import Predictor
-from tinynet.model import lenet
+from tinynet.predict.predictor import Predictor
+from tinynet.nn.model import lenet
 images = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
 with Predictor(lenet(47, rng=np.random.default_rng(0)), [str(k) for k in range(47)], threads=2) as p:
     p.predict(images)
     during = threadpoolctl.threadpool_info()  # between calls: the user's limits again
 seen["predict"] = snapshot()
 
-from tinynet.preprocess import preprocess_file
+from tinynet.predict.preprocess import preprocess_file
 from PIL import Image
 path = sys.argv[1] + "/ink.png"
 Image.fromarray(np.pad(np.full((20, 8), 255, np.uint8), 10)).save(path)
@@ -64,8 +64,8 @@ preprocess_file(path)
 seen["decode"] = snapshot()
 
 sys.path.insert(0, sys.argv[2])
-from tinynet.testing import write_toy_dataset
-from tinynet.training import TrainConfig, train
+from tinynet.testing.datasets import write_toy_dataset
+from tinynet.training.trainer import TrainConfig, train
 config = TrainConfig(data_dir=str(write_toy_dataset(sys.argv[1] + "/data")), dataset="tiny", epochs=1,
                      batch_size=32, limit=96, threads=2)
 train(config, sys.argv[1] + "/run", download=False, progress=False, log=lambda *a: None)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from tinynet.cli.train import main as train_main
-from tinynet.data import Split, load_sample, train_val_split
-from tinynet.model import build_model
-from tinynet.predict import predict_proba
-from tinynet.training import RECIPES, ConfigError, TrainConfig, Trainer, TrainingError, train
+from tinynet.datasets.idx import Split, train_val_split
+from tinynet.datasets.load import load_sample
+from tinynet.nn.model import build_model
+from tinynet.predict.metrics import predict_proba
+from tinynet.training.trainer import RECIPES, ConfigError, TrainConfig, Trainer, TrainingError, train
 from test_training import quiet, tiny, weights  # noqa: F401 (tiny: the toy run's fixture)
 
 
@@ -175,11 +176,11 @@ def test_predict_proba_of_no_images_with_a_class_prior_model():
 
 
 def test_softmax_is_written_once():
-    import tinynet.layers
-    import tinynet.predict
-    assert tinynet.predict.softmax is tinynet.layers.softmax
+    import tinynet.nn.layers
+    import tinynet.predict.metrics
+    assert tinynet.predict.metrics.softmax is tinynet.nn.layers.softmax
     z = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
-    np.testing.assert_allclose(tinynet.layers.softmax(z).sum(axis=1), 1.0)
+    np.testing.assert_allclose(tinynet.nn.layers.softmax(z).sum(axis=1), 1.0)
 
 
 def test_the_main_api_is_importable_from_tinynet_and_loaded_only_when_used():
@@ -193,7 +194,7 @@ def test_the_main_api_is_importable_from_tinynet_and_loaded_only_when_used():
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         tinynet.nothing  # noqa: B018
     code = ("import sys, tinynet; before = sorted(m for m in sys.modules if m.startswith('tinynet.'));"
-            "tinynet.Predictor; print(before, 'tinynet.training' in sys.modules)")
+            "tinynet.Predictor; print(before, 'tinynet.training.trainer' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          timeout=120).stdout
     assert out.split() == ["[]", "False"], out

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from conftest import options_without_help
-from tinynet.checkpoint import load_checkpoint
+from tinynet.files.checkpoint import load_checkpoint
 from tinynet.cli.train import build_parser
 from tinynet.cli.train import main as train_main
-from tinynet.data import DataError
-from tinynet.training import TrainConfig, TrainingError, check_run_dir, train
-from tinynet.testing import write_sample_dataset, write_toy_dataset
+from tinynet.datasets.idx import DataError
+from tinynet.training.trainer import TrainConfig, TrainingError, check_run_dir, train
+from tinynet.testing.datasets import write_sample_dataset, write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,13 +1,13 @@
-"""Test-time augmentation (tinynet/tta.py): the average of the model's probabilities over rotated views."""
+"""Test-time augmentation (tinynet/predict/tta.py): the average of the model's probabilities over rotated views."""
 
 import numpy as np
 import pytest
 
-from tinynet.augment import affine_transform_reference
-from tinynet.inference import Predictor
-from tinynet.model import lenet
-from tinynet.predict import softmax
-from tinynet.tta import TTA, rotation_matrix
+from tinynet.datasets.augment import affine_transform_reference
+from tinynet.predict.predictor import Predictor
+from tinynet.nn.model import lenet
+from tinynet.nn.layers import softmax
+from tinynet.predict.tta import TTA, rotation_matrix
 
 
 def test_a_quarter_turn_is_np_rot90(rng):

@@ -1,6 +1,6 @@
-"""Watching a run (issue 34): the recorder's files in the run folder (tinynet.runlog), reading run
-folders however damaged (tinynet.runs), the training page's server and its JSON API
-(tinynet.watch) over loopback with bad requests, path traversal and stalled clients, TensorBoard
+"""Watching a run (issue 34): the recorder's files in the run folder (tinynet.training.runlog), reading run
+folders however damaged (tinynet.web.runs), the training page's server and its JSON API
+(tinynet.web.watch) over loopback with bad requests, path traversal and stalled clients, TensorBoard
 event files read back, the command lines, and training that the page never changes: the same
 weights bit for bit with and without ``--watch``, a stalled client or a dead server. The load and
 fault volume (16 x 100, 1,000 malformed) is bench/watch_load.py; a small version runs here."""
@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinynet import loadtest, runlog
-from tinynet import runs as runs_module
+from tinynet.testing import requests as loadtest
+from tinynet.training import runlog
+from tinynet.web import runs as runs_module
 from tinynet.cli import train as train_cli
 from tinynet.cli import watch as watch_cli
-from tinynet.runlog import Recorder, sample_indices
-from tinynet.runs import Runs
-from tinynet.training import TrainConfig, train
-from tinynet.watch import make_server, serve_in_background
-from tinynet.testing import write_toy_dataset
+from tinynet.training.runlog import Recorder, sample_indices
+from tinynet.web.runs import Runs
+from tinynet.training.trainer import TrainConfig, train
+from tinynet.web.watch import make_server, serve_in_background
+from tinynet.testing.datasets import write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 quiet = dict(download=False, progress=False, log=lambda *a: None)
@@ -347,7 +348,7 @@ def test_training_is_bitwise_the_same_watched_or_not(data, tmp_path):
     class Poll:  # a client reading the page's API after every step, from the training thread
         def on_step(self, trainer, record):
             polls.append(get(server, "/api/runs/watched/metrics")[0])
-    from tinynet.tensorboard import TensorBoardLog, TensorBoardUnavailable
+    from tinynet.training.tensorboard import TensorBoardLog, TensorBoardUnavailable
     try:
         observers = [recorder(), TensorBoardLog(every=2), Poll()]
     except TensorBoardUnavailable:  # tensorboardX is an optional extra
@@ -401,7 +402,7 @@ def read_events(path):
 
 def test_tensorboard_event_file_reads_back(data, tmp_path):
     pytest.importorskip("tensorboardX", reason="tensorboardX is not installed (the [tensorboard] extra)")
-    from tinynet.tensorboard import TensorBoardLog
+    from tinynet.training.tensorboard import TensorBoardLog
     run = tmp_path / "run"
     train(config(data), run, callbacks=[TensorBoardLog(every=2)], **quiet)
     files = list((run / "tensorboard").glob("events.out.tfevents.*"))

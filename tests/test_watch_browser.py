@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from test_browser import browser
-from tinynet.testing import write_sample_dataset
+from tinynet.testing.datasets import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,10 +81,10 @@ def test_compare_two_finished_runs_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tinynet.runlog import Recorder
-    from tinynet.training import TrainConfig, train
-    from tinynet.watch import make_server, serve_in_background
-    from tinynet.testing import write_toy_dataset
+    from tinynet.training.runlog import Recorder
+    from tinynet.training.trainer import TrainConfig, train
+    from tinynet.web.watch import make_server, serve_in_background
+    from tinynet.testing.datasets import write_toy_dataset
 
     driver = browser(tmp_path)
     data = write_toy_dataset(tmp_path / "data", n_train=200, n_test=40)

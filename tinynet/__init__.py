@@ -2,7 +2,7 @@
 
 The main API is importable from here (``from tinynet import Trainer, TrainConfig, Predictor``);
 each name is loaded from its module when first used (PEP 562), so ``import tinynet`` stays cheap
-and ``import tinynet.inference`` does not load the training loop. See ``docs/library.md``.
+and ``import tinynet.predict.predictor`` does not load the training loop. See ``docs/library.md``.
 """
 
 import importlib
@@ -11,15 +11,18 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it
 _API = {
-    "lenet": "model", "build_model": "model", "Sequential": "model",
-    "Predictor": "inference", "as_images": "inference",
-    "Trainer": "training", "TrainConfig": "training", "ConfigError": "training",
-    "TrainingError": "training", "train": "training", "RECIPES": "training",
-    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
-    "load_sample": "data", "load_split": "data", "Split": "data", "DataError": "data",
-    "check_layer": "gradcheck", "train_step": "step", "SGD": "optim",
-    "DataParallel": "parallel", "preprocess_file": "preprocess",
-    "export_onnx": "onnx_io", "load_onnx": "onnx_io",  # need the onnx extra when called
+    "lenet": "nn.model", "build_model": "nn.model", "Sequential": "nn.model",
+    "check_layer": "nn.gradcheck", "train_step": "nn.step", "SGD": "nn.optim",
+    "DataParallel": "nn.parallel",
+    "load_checkpoint": "files.checkpoint", "save_checkpoint": "files.checkpoint",
+    "CheckpointError": "files.checkpoint",
+    "load_sample": "datasets.load", "load_split": "datasets.idx", "Split": "datasets.idx",
+    "DataError": "datasets.idx",
+    "Predictor": "predict.predictor", "as_images": "predict.predictor",
+    "preprocess_file": "predict.preprocess",
+    "Trainer": "training.trainer", "TrainConfig": "training.trainer", "ConfigError": "training.trainer",
+    "TrainingError": "training.trainer", "train": "training.trainer", "RECIPES": "training.trainer",
+    "export_onnx": "onnx.io", "load_onnx": "onnx.io",  # need the onnx extra when called
 }
 
 __all__ = ["__version__", *_API]

@@ -10,11 +10,11 @@ import argparse
 import contextlib
 import warnings
 
-from ..values import value_problem
+from ..training.values import value_problem
 
 
 def _checked(value, kind):
-    """``value`` if it is a ``kind`` of value (``tinynet.values.VALUE_KINDS``: the same wording
+    """``value`` if it is a ``kind`` of value (``tinynet.training.values.VALUE_KINDS``: the same wording
     as a TrainConfig's errors), else the argparse error."""
     problem = value_problem(kind, value)
     if problem:
@@ -44,7 +44,7 @@ def positive_float(text):
 
 def add_checkpoint_options(p, what="checkpoint to use"):
     """--checkpoint (its help starting with ``what``) and --runs-dir, which pick the model
-    (``tinynet.inference.default_checkpoint``)."""
+    (``tinynet.predict.predictor.default_checkpoint``)."""
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help=f"{what} (default: best.npz of the latest run under --runs-dir; with no run "
                         "there, the model bundled with tinynet)")

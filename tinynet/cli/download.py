@@ -1,11 +1,11 @@
-"""``tinynet download`` (also ``python3 -m tinynet download``) over ``tinynet.download``: get EMNIST
+"""``tinynet download`` (also ``python3 -m tinynet download``) over ``tinynet.datasets.download``: get EMNIST
 data files into a folder, downloaded from NIST or taken from an archive or folder you have."""
 
 import argparse
 import sys
 
-from ..data import SPLITS, DataError
-from ..download import OFFICIAL_URL, ensure_dataset, install_from
+from ..datasets.download import OFFICIAL_URL, ensure_dataset, install_from
+from ..datasets.idx import SPLITS, DataError
 
 
 def build_parser(prog=None):

@@ -11,12 +11,12 @@ It takes three kinds of ``--input``:
 - a ``.npy`` array (N, 28, 28) or (28, 28), uint8 (0..255) or float (0..1): prints each image's
   top-k.
 
-``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.explain``).
+``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.predict.explain``).
 ``python3 inference.py --serve [--host A] [--port N]`` serves the drawing page instead: the same as
 ``tinynet serve`` (``tinynet.cli.serve``), kept under ``inference.py`` (and ``tinynet-infer``) as the
 README shows it; ``tinynet infer`` has only the prediction options.
 
-The library under it is ``tinynet.inference`` (``Predictor``) and ``tinynet.predict`` (metrics).
+The library under it is ``tinynet.predict.predictor`` (``Predictor``) and ``tinynet.predict.metrics`` (metrics).
 """
 
 import argparse
@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..checkpoint import CheckpointError
-from ..data import DataError
-from ..explain import explain, save_explanation
-from ..inference import (BUNDLED_MODEL, InputError, Predictor, check_fits, default_checkpoint,
-                         find_idx_images, load_idx_input, load_npy)
-from ..layers import LogitAdjustment
-from ..plots import plot_confusion, plot_image_grid
-from ..predict import confusion_matrix, format_report, top_k_accuracy, top_k_indices
-from ..serve import DEFAULT_HOST, DEFAULT_PORT
+from ..datasets.idx import DataError
+from ..files.checkpoint import CheckpointError
+from ..files.plots import plot_confusion, plot_image_grid
+from ..nn.layers import LogitAdjustment
+from ..predict.explain import explain, save_explanation
+from ..predict.metrics import confusion_matrix, format_report, top_k_accuracy, top_k_indices
+from ..predict.predictor import (BUNDLED_MODEL, InputError, Predictor, check_fits, default_checkpoint,
+                                 find_idx_images, load_idx_input, load_npy)
+from ..web.draw import DEFAULT_HOST, DEFAULT_PORT
 from . import add_checkpoint_options, pillow_quiet, positive_int
 from . import serve as serve_cli
 

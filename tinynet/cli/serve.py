@@ -1,18 +1,18 @@
 """``tinynet serve`` (and ``python3 inference.py --serve``): the drawing page over a trained model.
 
 Draw a character in the browser and see the top-k, the 28x28 input, feature maps, filters and
-saliency; the server and its HTTP API are ``tinynet.serve``. The model is loaded directly from its
+saliency; the server and its HTTP API are ``tinynet.web.draw``. The model is loaded directly from its
 checkpoint: the server keeps its own replicas, one per core, so no batch predictor is built.
 """
 
 import argparse
 import sys
 
-from ..checkpoint import CheckpointError
-from ..explain import TOP_K
-from ..inference import default_checkpoint, load_model
-from ..layers import LogitAdjustment
-from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
+from ..files.checkpoint import CheckpointError
+from ..nn.layers import LogitAdjustment
+from ..predict.explain import TOP_K
+from ..predict.predictor import default_checkpoint, load_model
+from ..web.draw import DEFAULT_HOST, DEFAULT_PORT, serve
 from . import add_checkpoint_options, pillow_quiet, positive_int
 
 

@@ -1,5 +1,5 @@
 """The command line of ``python3 train.py`` (installed as ``tinynet-train``) over
-``tinynet.training.train``: argparse-style errors for bad values, one-line messages for bad data or
+``tinynet.training.trainer.train``: argparse-style errors for bad values, one-line messages for bad data or
 run folders, never a traceback for a user's mistake."""
 
 import argparse
@@ -8,15 +8,15 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from ..checkpoint import CheckpointError
-from ..data import DataError
-from ..optim import SCHEDULES
-from ..runlog import Recorder
-from ..tensorboard import TensorBoardLog, TensorBoardUnavailable
-from ..training import (BEST_BY, CLASS_BALANCE, INITS, RECIPES, ConfigError, TrainConfig, TrainingError,
-                        resume_config, train)
-from ..watch import DEFAULT_HOST as WATCH_HOST, DEFAULT_PORT as WATCH_PORT
-from ..watch import make_server as make_watch_server, serve_in_background
+from ..datasets.idx import DataError
+from ..files.checkpoint import CheckpointError
+from ..nn.optim import SCHEDULES
+from ..training.runlog import Recorder
+from ..training.tensorboard import TensorBoardLog, TensorBoardUnavailable
+from ..training.trainer import (BEST_BY, CLASS_BALANCE, INITS, RECIPES, ConfigError, TrainConfig, TrainingError,
+                                resume_config, train)
+from ..web.watch import DEFAULT_HOST as WATCH_HOST, DEFAULT_PORT as WATCH_PORT
+from ..web.watch import make_server as make_watch_server, serve_in_background
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from .serve import port_number
 

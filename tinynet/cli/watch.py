@@ -1,11 +1,11 @@
 """``tinynet watch [RUNS_DIR]``: serve the training page over every run in RUNS_DIR (live or
-finished) until Ctrl-C; see ``tinynet.watch`` and docs/watch.md."""
+finished) until Ctrl-C; see ``tinynet.web.watch`` and docs/watch.md."""
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..watch import DEFAULT_HOST, DEFAULT_PORT, serve
+from ..web.watch import DEFAULT_HOST, DEFAULT_PORT, serve
 from .serve import port_number
 
 

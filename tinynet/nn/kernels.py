@@ -1,0 +1,231 @@
+"""The hot loops: im2col / col2im and max-pooling, each as a Numba kernel with a plain NumPy twin.
+
+Every fast kernel here (``*_numba``) has a slow, obviously-correct NumPy reference (``*_reference``)
+right below it, and ``tests/test_kernels.py`` checks that the two agree on random shapes. Read the
+reference to understand what a kernel computes; read the kernel to see how it is made fast.
+
+Layouts. The kernels work on images stored **channels-last**, ``(N, H, W, C)`` (NHWC): the C values
+of one pixel sit side by side in memory. The layers keep NCHW *shapes* (``tinynet/nn/layers.py`` hands
+the kernels ``x.transpose(0, 2, 3, 1)``, which is free when the data is already channels-last in
+memory, as every activation inside the LeNet is).
+
+- ``im2col`` turns ``x`` of shape ``(N, H, W, C)`` into a matrix ``cols`` of shape
+  ``(N*OH*OW, kH*kW*C)``: row ``r = (n*OH + oh)*OW + ow`` is the receptive field of output position
+  ``(oh, ow)`` of image ``n``, column ``k = (i*kW + j)*C + c`` its pixel at kernel offset ``(i, j)`` in
+  channel ``c``. That is the layout the convolution's matrix multiply wants: ``cols @ W2.T`` (W2 the
+  weights in the same (i, j, c) order) is the whole convolution for the whole batch in one BLAS call,
+  and its result, one row of C_out values per output position, is again channels-last. Channels-last
+  also makes the copies long: each kernel row ``i`` of a patch is ``kW*C`` consecutive numbers in
+  ``x`` and in ``cols`` (100 for conv2) instead of ``C`` separate runs of ``kW``.
+- ``col2im`` is its adjoint: it scatters a ``cols``-shaped gradient back onto ``(N, H, W, C)``,
+  *adding* where receptive fields overlap.
+- ``maxpool_forward`` takes windows of ``size x size`` every ``stride`` pixels (no padding, output
+  ``floor((H - size) / stride) + 1``) and records, for each output, the flat index ``h*W + w`` of the
+  winning pixel within its channel. Ties go to the *first* maximum in row-major order within the
+  window, so the gradient of a tie goes to exactly one, deterministically chosen, input. With
+  ``relu=True`` the kernel computes ``relu(maxpool(x))`` (equal to ``maxpool(relu(x))``, since both
+  are monotone) and marks outputs that ReLU clipped with index ``-1``, so their gradient is dropped.
+- ``maxpool_backward`` routes each output gradient to its recorded winner (adding where
+  overlapping windows share a winner).
+
+Threads. Each kernel runs in the thread that calls it and releases the GIL (``nogil``): tinynet's
+parallelism is a split of the batch into slices, each run by one thread with its own buffers
+(``tinynet/nn/parallel.py``), so every thread owns whole images and no two threads ever write the same
+pixel (race-free, no atomics, no ``np.add.at``).
+"""
+
+import numpy as np
+from numba import njit
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution or pooling along one axis: floor((size + 2p - k) / s) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# --------------------------------------------------------------------------------------------- im2col
+
+@njit(nogil=True, cache=True)
+def im2col_numba(x, kh, kw, stride, padding, cols):
+    """Fill ``cols`` (N*OH*OW, kH*kW*C) from ``x`` (N, H, W, C); zero padding is implicit.
+
+    Each kernel row of a patch that lies inside the image is one run of kW*C consecutive numbers,
+    copied without bounds checks; only patches that overlap the padding check each pixel.
+    """
+    N, H, W, C = x.shape
+    OH = (H + 2 * padding - kh) // stride + 1
+    OW = (W + 2 * padding - kw) // stride + 1
+    run = kw * C
+    rows = x.reshape(N, H, W * C)  # one image row per row: pixel w, channel c at w*C + c
+    for n in range(N):
+        for oh in range(OH):
+            h0 = oh * stride - padding
+            for ow in range(OW):
+                r = (n * OH + oh) * OW + ow
+                w0 = ow * stride - padding
+                inside = w0 >= 0 and w0 + kw <= W
+                for i in range(kh):
+                    h = h0 + i
+                    k = i * run
+                    if inside and 0 <= h < H:
+                        start = w0 * C
+                        for t in range(run):
+                            cols[r, k + t] = rows[n, h, start + t]
+                    else:
+                        for j in range(kw):
+                            w = w0 + j
+                            ok = 0 <= h < H and 0 <= w < W
+                            for c in range(C):
+                                cols[r, k + j * C + c] = rows[n, h, w * C + c] if ok else 0.0
+    return cols
+
+
+def im2col_reference(x, kh, kw, stride, padding):
+    """NumPy twin of :func:`im2col_numba`: ``x`` (N, H, W, C) -> ``cols`` (N*OH*OW, kH*kW*C)."""
+    N, H, W, C = x.shape
+    OH = conv_output_size(H, kh, stride, padding)
+    OW = conv_output_size(W, kw, stride, padding)
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    cols = np.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # every output position's pixel at kernel offset (i, j): a strided slice of the input
+            cols[:, :, :, i, j, :] = xp[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :]
+    return cols.reshape(N * OH * OW, kh * kw * C)
+
+
+# --------------------------------------------------------------------------------------------- col2im
+
+@njit(nogil=True, cache=True)
+def col2im_numba(cols, kh, kw, stride, padding, dx):
+    """Overwrite ``dx`` (N, H, W, C) with the sum of ``cols`` (N*OH*OW, kH*kW*C) over receptive fields."""
+    N, H, W, C = dx.shape
+    OH = (H + 2 * padding - kh) // stride + 1
+    OW = (W + 2 * padding - kw) // stride + 1
+    run = kw * C
+    dx[...] = 0.0
+    rows = dx.reshape(N, H, W * C)
+    for n in range(N):
+        for oh in range(OH):
+            h0 = oh * stride - padding
+            for ow in range(OW):
+                r = (n * OH + oh) * OW + ow
+                w0 = ow * stride - padding
+                inside = w0 >= 0 and w0 + kw <= W
+                for i in range(kh):
+                    h = h0 + i
+                    k = i * run
+                    if inside and 0 <= h < H:
+                        start = w0 * C
+                        for t in range(run):
+                            rows[n, h, start + t] += cols[r, k + t]
+                    elif 0 <= h < H:
+                        for j in range(kw):
+                            w = w0 + j
+                            if 0 <= w < W:
+                                for c in range(C):
+                                    rows[n, h, w * C + c] += cols[r, k + j * C + c]
+    return dx
+
+
+def col2im_reference(cols, x_shape, kh, kw, stride, padding):
+    """NumPy twin of :func:`col2im_numba`: returns ``dx`` of shape ``x_shape`` (N, H, W, C)."""
+    N, H, W, C = x_shape
+    OH = conv_output_size(H, kh, stride, padding)
+    OW = conv_output_size(W, kw, stride, padding)
+    dxp = np.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=cols.dtype)
+    c6 = cols.reshape(N, OH, OW, kh, kw, C)
+    for i in range(kh):
+        for j in range(kw):
+            # within one (i, j) the strided slice touches each pixel at most once, so += is safe
+            dxp[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :] += c6[:, :, :, i, j, :]
+    return dxp[:, padding:padding + H, padding:padding + W, :]
+
+
+# -------------------------------------------------------------------------------------------- maxpool
+
+@njit(nogil=True, cache=True)
+def maxpool_forward_numba(x, size, stride, relu, out, argmax):
+    """Fill ``out`` and ``argmax`` (N, OH, OW, C) from ``x`` (N, H, W, C); see the module docstring.
+
+    The innermost loop runs over channels, i.e. over consecutive numbers in memory.
+    """
+    N, H, W, C = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    for n in range(N):
+        for oh in range(OH):
+            for ow in range(OW):
+                h0 = oh * stride
+                w0 = ow * stride
+                for c in range(C):
+                    out[n, oh, ow, c] = x[n, h0, w0, c]
+                    argmax[n, oh, ow, c] = h0 * W + w0
+                for i in range(size):
+                    for j in range(size):
+                        h = h0 + i
+                        w = w0 + j
+                        for c in range(C):
+                            v = x[n, h, w, c]
+                            if v > out[n, oh, ow, c]:  # strict: the first maximum wins ties
+                                out[n, oh, ow, c] = v
+                                argmax[n, oh, ow, c] = h * W + w
+                if relu:
+                    for c in range(C):
+                        if not out[n, oh, ow, c] > 0.0:
+                            out[n, oh, ow, c] = 0.0
+                            argmax[n, oh, ow, c] = -1
+    return out, argmax
+
+
+def maxpool_forward_reference(x, size, stride, relu=False):
+    """NumPy twin of :func:`maxpool_forward_numba`: ``x`` (N, H, W, C) -> ``(out, argmax)``, each
+    (N, OH, OW, C)."""
+    N, H, W, C = x.shape
+    OH = conv_output_size(H, size, stride, 0)
+    OW = conv_output_size(W, size, stride, 0)
+    out = np.full((N, OH, OW, C), -np.inf, dtype=x.dtype)
+    argmax = np.zeros((N, OH, OW, C), dtype=np.int32)
+    for i in range(size):          # visit window offsets in row-major order ...
+        for j in range(size):
+            v = x[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :]
+            better = v > out       # ... and replace only on a strict improvement: first maximum wins
+            out = np.where(better, v, out)
+            rows = np.arange(OH)[:, None, None] * stride + i
+            cols = np.arange(OW)[None, :, None] * stride + j
+            argmax = np.where(better, rows * W + cols, argmax).astype(np.int32)
+    if relu:
+        clipped = ~(out > 0)
+        out = np.where(clipped, 0, out).astype(x.dtype)
+        argmax = np.where(clipped, -1, argmax).astype(np.int32)
+    return out, argmax
+
+
+@njit(nogil=True, cache=True)
+def maxpool_backward_numba(dout, argmax, dx):
+    """Overwrite ``dx`` (N, H, W, C) with ``dout`` (N, OH, OW, C) routed to the recorded winners."""
+    N, H, W, C = dx.shape
+    OH, OW = dout.shape[1], dout.shape[2]
+    dx[...] = 0.0
+    pixels = dx.reshape(N, H * W, C)  # the flat index h*W + w that argmax records
+    for n in range(N):
+        for oh in range(OH):
+            for ow in range(OW):
+                for c in range(C):
+                    where = argmax[n, oh, ow, c]
+                    if where >= 0:
+                        pixels[n, where, c] += dout[n, oh, ow, c]
+    return dx
+
+
+def maxpool_backward_reference(dout, argmax, x_shape):
+    """NumPy twin of :func:`maxpool_backward_numba`: returns ``dx`` of shape ``x_shape`` (N, H, W, C)."""
+    N, H, W, C = x_shape
+    dx = np.zeros((N, H * W, C), dtype=dout.dtype)
+    flat_dout = dout.reshape(N, -1, C)
+    flat_arg = argmax.reshape(N, -1, C)
+    n, c = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
+    for p in range(flat_arg.shape[1]):  # one output position at a time: no duplicate targets per step
+        winners = flat_arg[:, p, :]
+        keep = winners >= 0
+        dx[n[keep], winners[keep], c[keep]] += flat_dout[:, p, :][keep]
+    return dx.reshape(x_shape)

@@ -1,0 +1,130 @@
+"""What the network sees: for one input image, the feature maps of its convolutions, the saliency
+of its answer and conv1's filters; and a PNG that shows them (``inference.py --explain DIR``).
+The drawing page (``tinynet/web/draw.py``) shows the same pictures.
+
+Feature maps. The outputs of conv1 (20 maps of 24x24) and conv2 (50 maps of 8x8) **after ReLU**,
+before pooling. (The LeNet fuses each ReLU into the max-pool that follows, so the conv layers
+themselves output pre-ReLU values; :func:`look_inside` applies max(., 0) to a copy of them.)
+
+Saliency. For the input x (28x28 pixels, each in [0, 1]) and the logit z_c of the top class c,
+the saliency map is dz_c/dx: how much the class's score would change per unit of extra ink in each
+pixel. It is the network's ordinary backward pass, started from dL/dz = e_c (1 for class c, 0 for
+the others) instead of a loss gradient, and carried all the way down to the pixels:
+
+    dz_c/dx = conv1.backward(pool1.backward(... fc2.backward(e_c)))
+
+conv1 normally skips its input gradient (training never needs the gradient of the image), so
+:func:`look_inside` switches it on for this one pass and restores the switch afterwards. The logit,
+not the probability, is differentiated: the softmax would mix every other class into the picture.
+``tests/test_explain.py`` checks this gradient against centred finite differences in float64.
+
+Layers keep caches and scratch buffers between calls, so one model must not run two of these at
+once (the server holds a lock).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..datasets.idx import to_float
+from ..files.plots import draw_filters, new_figure, tile
+from ..nn.layers import Conv2D, softmax
+from ..nn.model import first_conv
+from .metrics import top_k_indices
+
+TOP_K = 5
+
+
+@dataclass
+class Explanation:
+    """One image through the network: what it predicts and what each stage sees."""
+
+    image: np.ndarray  # uint8 (28, 28): the input, upright, light ink on dark
+    top_k: list[tuple[str, float]]  # (character, probability), best first
+    saliency: np.ndarray  # float32 (28, 28): d logit[top class] / d pixel (pixels in [0, 1])
+    feature_maps: dict[str, np.ndarray]  # conv layer name -> float32 (C, OH, OW), after ReLU
+    filters: np.ndarray  # float32 (C_out, 1, kH, kW): the first conv layer's weights
+
+
+def look_inside(model, x, target=None):
+    """Forward ``x`` (1, 1, H, W) through ``model`` (a ``Sequential``) and backprop the logit of
+    class ``target`` (None: the top class) to the pixels.
+
+    Returns ``(logits (K,), target, saliency (H, W), feature maps)``: saliency = d logits[target]
+    / dx, and the feature maps {conv layer name: (C, OH, OW) after ReLU}, all in x's dtype.
+    """
+    maps = {}
+    out = x
+    for layer in model.layers:
+        out = layer.forward(out, train=False)
+        if isinstance(layer, Conv2D):
+            maps[layer.name] = np.maximum(out[0], 0)  # a copy: ``out`` is the layer's scratch buffer
+    logits = out[0].copy()
+    target = int(logits.argmax()) if target is None else target
+    seed = np.zeros_like(out)
+    seed[0, target] = 1.0  # dL/dlogits for L = logits[target]
+    first = model.layers[0]
+    saved = first.compute_input_grad
+    first.compute_input_grad = True
+    try:
+        dx = model.backward(seed)
+    finally:
+        first.compute_input_grad = saved
+    return logits, target, np.ascontiguousarray(dx[0, 0]), maps
+
+
+def explain(model, image, classes, k=TOP_K):
+    """:class:`Explanation` of a uint8 (28, 28) image (upright, light ink on dark)."""
+    logits, _, saliency, maps = look_inside(model, to_float(np.asarray(image)[None]))
+    proba = softmax(logits[None])
+    top = [(classes[i], float(proba[0, i])) for i in top_k_indices(proba, k)[0]]
+    return Explanation(np.asarray(image), top, saliency, maps, first_conv(model).params["W"].copy())
+
+
+def scaled_maps(maps):
+    """Feature maps (C, H, W) >= 0, each divided by its own maximum (all-zero maps stay 0): how the
+    page and :func:`save_explanation` show them."""
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def save_explanation(explanation, path):
+    """One PNG: the input, the top-5 bars, the saliency map, conv1's filters and the conv1 and
+    conv2 feature maps, each with a caption saying what it is."""
+    e = explanation
+    fig = new_figure(figsize=(13, 8.5))
+    grid = fig.add_gridspec(2, 4, height_ratios=(1, 1.35), hspace=0.35, wspace=0.3)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(e.image, cmap="gray", vmin=0, vmax=255)
+    ax.set_title("input: the 28x28 image the model sees", fontsize=10)
+    ax.axis("off")
+
+    ax = fig.add_subplot(grid[0, 1])
+    chars, probs = zip(*e.top_k)
+    ax.barh(range(len(chars)), probs, color="#3b78c3")
+    ax.set_yticks(range(len(chars)), [repr(c)[1:-1] for c in chars], fontsize=11)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(f"top {len(chars)}: {chars[0]!r} ({probs[0]:.1%})", fontsize=10)
+
+    ax = fig.add_subplot(grid[0, 2])
+    limit = float(np.abs(e.saliency).max()) or 1.0
+    ax.imshow(e.saliency, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_title(f"saliency: d logit({chars[0]}) / d pixel\nred: more ink raises the score, "
+                 f"blue: lowers it", fontsize=9)
+    ax.axis("off")
+
+    ax = fig.add_subplot(grid[0, 3])
+    draw_filters(ax, e.filters)
+    ax.set_title(f"conv1's {len(e.filters)} filters ({e.filters.shape[2]}x{e.filters.shape[3]})\n"
+                 f"red: positive weight, blue: negative", fontsize=9)
+
+    for column, (name, maps) in zip((slice(0, 2), slice(2, 4)), e.feature_maps.items()):
+        ax = fig.add_subplot(grid[1, column])
+        ax.imshow(tile(scaled_maps(maps), 5 if len(maps) <= 20 else 10), cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"{name} feature maps: {len(maps)} @ {maps.shape[1]}x{maps.shape[2]}, after ReLU\n"
+                     f"(bright: the filter matched there; each map scaled to its own maximum)",
+                     fontsize=9)
+        ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
