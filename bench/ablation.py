@@ -40,7 +40,8 @@ from tinynet.files.checkpoint import load_checkpoint  # noqa: E402
 from tinynet.datasets.idx import load_split, train_val_split  # noqa: E402
 from tinynet.nn.layers import LogitAdjustment  # noqa: E402
 from tinynet.predict.metrics import evaluate  # noqa: E402
-from tinynet.training.trainer import TrainConfig, class_prior  # noqa: E402
+from tinynet.training.config import TrainConfig  # noqa: E402
+from tinynet.training.data import class_prior  # noqa: E402
 from tinynet.predict.tta import TTA  # noqa: E402
 
 UNSEEN = "emnist-balanced-unseen"  # the dataset name of --unseen-dir's files

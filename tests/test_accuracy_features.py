@@ -13,7 +13,7 @@ from tinynet.nn.gradcheck import check_layer
 from tinynet.nn.layers import LogitAdjustment
 from tinynet.nn.model import lenet
 from tinynet.predict.metrics import evaluate
-from tinynet.training.trainer import TrainConfig, TrainingError, train
+from tinynet import TrainConfig, TrainingError, train
 from tinynet.testing.datasets import write_toy_dataset
 
 
@@ -101,7 +101,7 @@ def test_train_cli_checks_validation_options(argv, message, capsys):
 
 
 def test_class_balanced_sampling_draws_classes_equally(rng):
-    from tinynet.training.trainer import epoch_order
+    from tinynet.training.data import epoch_order
     labels = np.repeat([0, 1, 2], [900, 90, 10])
     train_idx = np.arange(len(labels))
     order = epoch_order(train_idx, labels, "sample", rng)

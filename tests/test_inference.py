@@ -22,7 +22,7 @@ from tinynet.predict.predictor import BUNDLED_MODEL, InputError, Predictor, as_i
 from tinynet.nn.model import build_model
 from tinynet.predict.metrics import (confusion_matrix, format_report, most_confused, per_class_metrics,
                                      top_k_accuracy)
-from tinynet.training.trainer import TrainConfig, train
+from tinynet import TrainConfig, train
 from tinynet.datasets.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]

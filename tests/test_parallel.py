@@ -148,7 +148,7 @@ def test_training_on_real_data_gives_the_same_weights_on_any_thread_count(tmp_pa
     accuracy on 1, 2 and 3 threads."""
     from conftest import require_resplit
     from tinynet.files.checkpoint import load_checkpoint
-    from tinynet.training.trainer import RECIPES, TrainConfig, train
+    from tinynet import RECIPES, TrainConfig, train
 
     data = require_resplit()
     config = dict(RECIPES["strong"], data_dir=str(data), dataset="emnist-bymerge-resplit",

@@ -28,7 +28,7 @@ from tinynet.cli import infer as infer_cli
 from tinynet.cli import main as main_cli
 from tinynet.cli import train as train_cli
 from tinynet.testing.datasets import write_toy_dataset
-from tinynet.training.trainer import train
+from tinynet import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTIONS = ["--dataset", "tiny", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9",

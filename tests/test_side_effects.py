@@ -65,7 +65,7 @@ seen["decode"] = snapshot()
 
 sys.path.insert(0, sys.argv[2])
 from tinynet.testing.datasets import write_toy_dataset
-from tinynet.training.trainer import TrainConfig, train
+from tinynet import TrainConfig, train
 config = TrainConfig(data_dir=str(write_toy_dataset(sys.argv[1] + "/data")), dataset="tiny", epochs=1,
                      batch_size=32, limit=96, threads=2)
 train(config, sys.argv[1] + "/run", download=False, progress=False, log=lambda *a: None)

@@ -13,7 +13,7 @@ from tinynet.datasets.idx import Split, train_val_split
 from tinynet.datasets.load import load_sample
 from tinynet.nn.model import build_model
 from tinynet.predict.metrics import predict_proba
-from tinynet.training.trainer import RECIPES, ConfigError, TrainConfig, Trainer, TrainingError, train
+from tinynet import RECIPES, ConfigError, TrainConfig, Trainer, TrainingError, train
 from test_training import quiet, tiny, weights  # noqa: F401 (tiny: the toy run's fixture)
 
 

@@ -22,7 +22,8 @@ from tinynet.files.checkpoint import load_checkpoint
 from tinynet.cli.train import build_parser
 from tinynet.cli.train import main as train_main
 from tinynet.datasets.idx import DataError
-from tinynet.training.trainer import TrainConfig, TrainingError, check_run_dir, train
+from tinynet import TrainConfig, TrainingError, train
+from tinynet.training.runfolder import check_run_dir
 from tinynet.testing.datasets import write_sample_dataset, write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from tinynet.cli import train as train_cli
 from tinynet.cli import watch as watch_cli
 from tinynet.training.runlog import Recorder, sample_indices
 from tinynet.web.runs import Runs
-from tinynet.training.trainer import TrainConfig, train
+from tinynet import TrainConfig, train
 from tinynet.web.watch import make_server, serve_in_background
 from tinynet.testing.datasets import write_toy_dataset
 

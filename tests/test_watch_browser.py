@@ -82,7 +82,7 @@ def test_compare_two_finished_runs_in_chromium(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from tinynet.training.runlog import Recorder
-    from tinynet.training.trainer import TrainConfig, train
+    from tinynet import TrainConfig, train
     from tinynet.web.watch import make_server, serve_in_background
     from tinynet.testing.datasets import write_toy_dataset
 

@@ -20,8 +20,8 @@ _API = {
     "DataError": "datasets.idx",
     "Predictor": "predict.predictor", "as_images": "predict.predictor",
     "preprocess_file": "predict.preprocess",
-    "Trainer": "training.trainer", "TrainConfig": "training.trainer", "ConfigError": "training.trainer",
-    "TrainingError": "training.trainer", "train": "training.trainer", "RECIPES": "training.trainer",
+    "Trainer": "training.trainer", "train": "training.trainer", "TrainConfig": "training.config",
+    "RECIPES": "training.config", "ConfigError": "training.errors", "TrainingError": "training.errors",
     "export_onnx": "onnx.io", "load_onnx": "onnx.io",  # need the onnx extra when called
 }
 

@@ -35,3 +35,9 @@ def atomic_write(path, mode="wb"):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`): never a half-written file."""
+    with atomic_write(path, "w") as f:
+        f.write(text)

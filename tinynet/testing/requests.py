@@ -149,7 +149,8 @@ def make_runs(folder):
     outside holding a config.json and the secret (and ``good/leak.json``, a link to that file).
     Returns the runs folder."""
     from ..training.runlog import Recorder  # the training loop, only for this
-    from ..training.trainer import TrainConfig, train
+    from ..training.config import TrainConfig
+    from ..training.trainer import train
 
     folder = Path(folder)
     data = write_toy_dataset(folder / "data", n_train=300, n_test=60)

@@ -1,5 +1,5 @@
 """The kinds of value a setting takes, and what to say about a wrong one: shared by
-``tinynet.training.trainer.TrainConfig`` (checked when a config is made) and the command lines' argparse
+``tinynet.training.config.TrainConfig`` (checked when a config is made) and the command lines' argparse
 types (``tinynet/cli/__init__.py``), so that the Python API and the command line refuse the same
 values with the same words."""
 
