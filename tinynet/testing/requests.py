@@ -1,8 +1,8 @@
-"""The requests tinynet's two servers are tested with, shared by tests/test_watch.py and the load
-benchmarks (bench/load.py, bench/watch_load.py): broken requests
-of every kind the servers must answer with a 4xx JSON error or close (never a 5xx, never a
+"""The requests tinynet's two servers are tested with (tests/test_watch.py, and the load benchmarks
+bench/load.py and bench/watch_load.py), public for checking a server you run: broken requests of
+every kind the servers must answer with a 4xx JSON error or close (never a 5xx, never a
 traceback), path traversals, a client that reads whatever comes back, and a runs folder with a
-good, a damaged and an escaping run for the training page. Test tooling, not used by the library.
+good, a damaged and an escaping run for the training page. The library never imports it.
 """
 
 import http.client

@@ -3,7 +3,7 @@
 Draw a character in the browser (mouse, touch or pen) or upload an image file; after each stroke
 the page shows the 28x28 input the model sees, the top 5 characters, conv1's and conv2's feature
 maps, conv1's filters and the saliency map (``tinynet/predict/explain.py`` computes them). The page is
-plain HTML, CSS and JavaScript shipped in the package (``tinynet/static/``): no CDN, works offline.
+plain HTML, CSS and JavaScript shipped in the package (``tinynet/web/static/``): no CDN, works offline.
 
 HTTP contract (other tools may rely on it):
 

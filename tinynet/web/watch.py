@@ -1,7 +1,7 @@
 """The training page: a small HTTP server over a folder of runs (``tinynet watch RUNS_DIR``, and
 ``train.py --watch`` while it trains). It only reads run folders (``tinynet.web.runs``); what the
 trainer writes there for it is ``tinynet.training.runlog``. The page is plain HTML, CSS and JavaScript
-shipped in the package (``tinynet/static/watch.*``): no CDN, works offline. It polls the API every
+shipped in the package (``tinynet/web/static/watch.*``): no CDN, works offline. It polls the API every
 2 seconds: live curves (running means every few dozen steps, validation each epoch), learning rate,
 images/s and time left, conv1's filters, a grid of validation images with their predictions,
 per-class recall, the most confused pairs; and several runs' curves overlaid, with their configs.
