@@ -4,7 +4,7 @@ for use elsewhere.
 - ``tinynet export CHECKPOINT [--output FILE]``: an inference-only ``.npz`` copy of a checkpoint
   (``tinynet.files.checkpoint.export_checkpoint``); without ``--output`` it replaces the model bundled with
   tinynet (``tinynet/models/lenet-emnist47.npz``; README: "The bundled model").
-- ``tinynet export --onnx OUT [CHECKPOINT]``: an ONNX model (``tinynet.onnx.io.export_onnx``, needs
+- ``tinynet export --onnx OUT [CHECKPOINT]``: an ONNX model (``tinynet.onnx.export.export_onnx``, needs
   ``tinynet[onnx]``); the checkpoint defaults to the one ``inference.py`` would use (the latest
   run's best under ``--runs-dir``, else the bundled model). docs/onnx.md describes the file.
 """
@@ -44,7 +44,7 @@ def main(argv=None, prog="python3 -m tinynet.cli.export"):
         print(f"checkpoint {checkpoint}: {origin}")
     try:
         if args.onnx is not None:
-            from ..onnx.io import export_onnx
+            from ..onnx.export import export_onnx
             size = export_onnx(checkpoint, args.onnx)
             print(f"wrote {args.onnx} ({size} bytes, ONNX) from {checkpoint}")
         if args.output is not None or args.onnx is None:

@@ -1,22 +1,5 @@
-"""ONNX export and import: a tinynet model as an ONNX graph (for onnxruntime, onnxruntime-web, or any
-framework that reads ONNX), and an ONNX graph of the same few operators back as a tinynet model.
-
-Export (:func:`to_onnx`, :func:`save_onnx`, :func:`export_onnx`) writes one operator per step of the
-forward pass at evaluation time, opset 13, float32::
-
-    Conv2D          -> Conv (weights (C_out, C_in, k, k) and bias as they are; strides, pads)
-    ReLUMaxPool2D   -> MaxPool then Relu (relu(maxpool(x)) = maxpool(relu(x)): the same values)
-    MaxPool2D, ReLU -> MaxPool, Relu
-    Flatten         -> Flatten (axis 1: the same (C, H, W) order as tinynet's)
-    Dense           -> Gemm (B = W, (in, out), transB = 0, so out = x @ W + b as in tinynet)
-    Dropout         -> nothing (the identity at evaluation)
-    LogitAdjustment -> Sub (logits - log prior: the class-prior correction)
-
-The graph's input ``image`` is float32 (N, 1, 28, 28) in [0, 1]; its outputs are ``logits`` (N, K)
-and ``probabilities`` (N, K) = Softmax(logits). The model's ``metadata_props`` hold the class labels
-(``classes``, JSON), the expected input (``input``, JSON), the architecture and tinynet's version.
-Anything that cannot be written exactly (an unknown layer, shapes that do not chain, float64
-parameters) raises :class:`OnnxError` instead of writing a different network.
+"""ONNX import: an ONNX graph of a few operators as a tinynet model (:func:`load_onnx`). Export is
+in ``export``, what both share in ``common``; the export functions are imported here too.
 
 Import (:func:`load_onnx`) reads a plain chain of Conv, Relu, MaxPool, Flatten or Reshape (to
 (N, features)), Gemm, optionally Sub/Add of a constant after the last Gemm (a class-prior
@@ -37,182 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..files.atomic import atomic_write
-from ..files.checkpoint import INPUT, MAX_CLASSES, CheckpointError, load_checkpoint
+from ..files.checkpoint import MAX_CLASSES
 from ..nn.kernels import conv_output_size
 from ..nn.layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
 from ..nn.model import Sequential, lenet
-
-OPSET = 13  # Softmax over one axis (its meaning since 13); read by onnxruntime >= 1.6 and -web
-INPUT_NAME, LOGITS, PROBABILITIES = "image", "logits", "probabilities"
-IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of one input image
-ONNX_INPUT = {**INPUT, "shape": ["N", *IMAGE_SHAPE]}
-
-MAX_FILE_BYTES = 1 << 28     # 256 MB: a LeNet for 47 classes is 1.7 MB
-MAX_NODES = 1_000
-MAX_TENSORS = 1_000
-MAX_TENSOR_ELEMENTS = 1 << 26  # one tensor, and all tensors together
-MAX_SIDE = 4_096               # height or width of any feature map
-MAX_METADATA_CHARS = 10_000_000
-MIN_IMPORT_OPSET = 7
-
-NEEDS_ONNX = "needs the onnx package: pip install 'tinynet[onnx]'"
-
-
-class OnnxError(CheckpointError):
-    """A model that cannot be exported, or an ONNX file that cannot be imported; the message names
-    the layer or the file, and the fault. (A ``CheckpointError``: the command lines that load
-    models report either the same way.)"""
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError(f"ONNX export and import {NEEDS_ONNX}") from None
-    return onnx
-
-
-# ------------------------------------------------------------------------------------------- export
-
-def to_onnx(model, classes, architecture=None, doc_string=None):
-    """The ONNX ``ModelProto`` of ``model`` (a ``Sequential``) at evaluation time, with ``classes``
-    and (when given) ``architecture`` in its metadata; checked with ``onnx.checker`` (full check).
-    Raises :class:`OnnxError` for a model it cannot write exactly."""
-    onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
-
-    classes = [str(c) for c in classes]
-    nodes, initializers = [], []
-    shape = IMAGE_SHAPE  # one image's shape after each layer
-    x = INPUT_NAME
-
-    def weight(layer, key, array):
-        if array.dtype != np.float32:
-            raise OnnxError(f"layer {layer.name!r}: parameter {key} is {array.dtype}; ONNX export "
-                            f"writes float32 models (model.astype(np.float32) first)")
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), f"{layer.name}.{key}"))
-        return f"{layer.name}.{key}"
-
-    def node(op, inputs, output, name, **attributes):
-        nodes.append(helper.make_node(op, inputs, [output], name=name, **attributes))
-        return output
-
-    for layer in model.layers:
-        kind = type(layer)
-        if kind is Conv2D:
-            W = layer.params["W"]
-            c_out, c_in, k, _ = W.shape
-            if len(shape) != 3 or shape[0] != c_in:
-                raise OnnxError(f"layer {layer.name!r}: a convolution of {c_in} channels cannot take "
-                                f"an input of shape {shape}")
-            s, p = layer.stride, layer.padding
-            oh, ow = (conv_output_size(n, k, s, p) for n in shape[1:])
-            if oh < 1 or ow < 1:
-                raise OnnxError(f"layer {layer.name!r}: {k}x{k} kernel does not fit its {shape} input")
-            x = node("Conv", [x, weight(layer, "W", W), weight(layer, "b", layer.params["b"])],
-                     layer.name, layer.name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
-            shape = (c_out, oh, ow)
-        elif kind in (MaxPool2D, ReLUMaxPool2D):
-            if len(shape) != 3:
-                raise OnnxError(f"layer {layer.name!r}: max-pooling needs a (C, H, W) input, got {shape}")
-            k, s = layer.size, layer.stride
-            oh, ow = (conv_output_size(n, k, s, 0) for n in shape[1:])
-            if oh < 1 or ow < 1:
-                raise OnnxError(f"layer {layer.name!r}: {k}x{k} window does not fit its {shape} input")
-            x = node("MaxPool", [x], f"{layer.name}.max" if layer.relu else layer.name, layer.name,
-                     kernel_shape=[k, k], strides=[s, s])
-            if layer.relu:
-                x = node("Relu", [x], layer.name, f"{layer.name}.relu")
-            shape = (shape[0], oh, ow)
-        elif kind is ReLU:
-            x = node("Relu", [x], layer.name, layer.name)
-        elif kind is Flatten:
-            x = node("Flatten", [x], layer.name, layer.name, axis=1)
-            shape = (math.prod(shape),)
-        elif kind is Dense:
-            W = layer.params["W"]
-            if shape != (W.shape[0],):
-                raise OnnxError(f"layer {layer.name!r}: takes {W.shape[0]} features, but its input "
-                                f"has shape {shape}")
-            x = node("Gemm", [x, weight(layer, "W", W), weight(layer, "b", layer.params["b"])],
-                     layer.name, layer.name)
-            shape = (W.shape[1],)
-        elif kind is Dropout:
-            continue  # the identity at evaluation
-        elif kind is LogitAdjustment:
-            offset = layer.offset
-            if shape != offset.shape:
-                raise OnnxError(f"layer {layer.name!r}: corrects {offset.size} logits, but its input "
-                                f"has shape {shape}")
-            if offset.dtype != np.float32:
-                raise OnnxError(f"layer {layer.name!r}: offset is {offset.dtype}; ONNX export writes "
-                                f"float32 models")
-            initializers.append(numpy_helper.from_array(offset, f"{layer.name}.offset"))
-            x = node("Sub", [x, f"{layer.name}.offset"], layer.name, layer.name)
-        else:
-            raise OnnxError(f"layer {layer.name!r}: {kind.__name__} has no ONNX export (tinynet "
-                            f"writes Conv2D, MaxPool2D, ReLUMaxPool2D, ReLU, Flatten, Dense, Dropout "
-                            f"and LogitAdjustment)")
-    if shape != (len(classes),):
-        raise OnnxError(f"the model's output has shape {shape} per image, but there are "
-                        f"{len(classes)} classes")
-    if not nodes:
-        raise OnnxError("the model has no layer that computes anything")
-    nodes[-1].output[0] = LOGITS
-    nodes.append(helper.make_node("Softmax", [LOGITS], [PROBABILITIES], name="softmax", axis=1))
-
-    K = len(classes)
-    graph = helper.make_graph(
-        nodes, "tinynet", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", *IMAGE_SHAPE])],
-        [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", K]),
-         helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["N", K])],
-        initializer=initializers)
-    opsets = [helper.make_opsetid("", OPSET)]
-    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="tinynet",
-                                   producer_version=__version__, doc_string=doc_string or _doc(classes))
-    onnx_model.ir_version = helper.find_min_ir_version_for(opsets)  # older runtimes read it too
-    props = {"classes": json.dumps(classes), "input": json.dumps(ONNX_INPUT),
-             "outputs": json.dumps({LOGITS: "class scores (N, K), the class-prior correction applied "
-                                            "when the model has one",
-                                    PROBABILITIES: "softmax(logits) (N, K)"}),
-             "tinynet_version": __version__}
-    if architecture is not None:
-        props["architecture"] = json.dumps(architecture)
-    helper.set_model_props(onnx_model, props)
-    try:
-        onnx.checker.check_model(onnx_model, full_check=True)
-    except onnx.checker.ValidationError as e:  # a bug in this function, never the user's input
-        raise OnnxError(f"the exported graph fails onnx's checker: {e}") from None
-    return onnx_model
-
-
-def _doc(classes):
-    return (f"A tinynet network for {len(classes)} classes of handwritten characters. Input "
-            f"'{INPUT_NAME}': float32 (N, 1, 28, 28), pixels in [0, 1] (uint8 / 255), light ink on "
-            f"a dark (0) background, upright, the character centred as in EMNIST. Outputs "
-            f"'{LOGITS}' (N, K) and '{PROBABILITIES}' (N, K, softmax of the logits); the class "
-            f"labels are in metadata 'classes' (JSON list).")
-
-
-def save_onnx(model, classes, path, architecture=None):
-    """Write ``model`` as an ONNX file to ``path`` atomically (:func:`to_onnx`); returns its size
-    in bytes."""
-    data = to_onnx(model, classes, architecture).SerializeToString()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(data)
-    return path.stat().st_size
-
-
-def export_onnx(checkpoint, target):
-    """Write checkpoint ``checkpoint``'s model as an ONNX file ``target`` (atomically); returns its
-    size in bytes. ``CheckpointError`` for a checkpoint that is not intact, :class:`OnnxError` for a
-    model ONNX export cannot write exactly."""
-    model, meta, _, _ = load_checkpoint(checkpoint)
-    return save_onnx(model, meta["classes"], target, meta["architecture"])
+from .common import (IMAGE_SHAPE, MAX_FILE_BYTES, MAX_METADATA_CHARS, MAX_NODES, MAX_SIDE,
+                     MAX_TENSOR_ELEMENTS, MAX_TENSORS, MIN_IMPORT_OPSET, NEEDS_ONNX, ONNX_INPUT, OnnxError,
+                     require_onnx)
+from .export import export_onnx, save_onnx, to_onnx  # noqa: F401 (callers import them from here)
 
 
 # ------------------------------------------------------------------------------------------- import
@@ -230,7 +45,7 @@ def load_onnx(path, classes=None):
     """
     path = Path(path)
     try:
-        onnx = _onnx()
+        onnx = require_onnx()
     except ImportError:
         raise OnnxError(f"{path}: reading an ONNX model {NEEDS_ONNX}") from None
     data = _read_bounded(path)

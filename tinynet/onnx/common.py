@@ -1,0 +1,35 @@
+"""What ONNX export and import share: the error they raise, the optional onnx package (imported only
+when a function needs it), the names and shapes of tinynet's ONNX graphs, and the bounds on what
+import reads from a file."""
+
+from ..files.checkpoint import INPUT, CheckpointError
+
+OPSET = 13  # Softmax over one axis (its meaning since 13); read by onnxruntime >= 1.6 and -web
+INPUT_NAME, LOGITS, PROBABILITIES = "image", "logits", "probabilities"
+IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of one input image
+ONNX_INPUT = {**INPUT, "shape": ["N", *IMAGE_SHAPE]}
+
+MAX_FILE_BYTES = 1 << 28     # 256 MB: a LeNet for 47 classes is 1.7 MB
+MAX_NODES = 1_000
+MAX_TENSORS = 1_000
+MAX_TENSOR_ELEMENTS = 1 << 26  # one tensor, and all tensors together
+MAX_SIDE = 4_096               # height or width of any feature map
+MAX_METADATA_CHARS = 10_000_000
+MIN_IMPORT_OPSET = 7
+
+NEEDS_ONNX = "needs the onnx package: pip install 'tinynet[onnx]'"
+
+
+class OnnxError(CheckpointError):
+    """A model that cannot be exported, or an ONNX file that cannot be imported; the message names
+    the layer or the file, and the fault. (A ``CheckpointError``: the command lines that load
+    models report either the same way.)"""
+
+
+def require_onnx():
+    """The onnx package, or the ImportError that says which extra to install."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(f"ONNX export and import {NEEDS_ONNX}") from None
+    return onnx
