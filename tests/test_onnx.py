@@ -1,4 +1,4 @@
-"""ONNX export and import (tinynet/onnx/io.py, ``tinynet export --onnx``, ``Predictor`` on .onnx).
+"""ONNX export and import (tinynet/onnx/, ``tinynet export --onnx``, ``Predictor`` on .onnx).
 
 Equality with onnxruntime is measured on the 3,760 real images of the shipped sample as
 ``max |onnx - tinynet| / max |tinynet|`` over all the logits of all the images (the largest error,
@@ -29,7 +29,7 @@ from tinynet.predict.predictor import BUNDLED_MODEL, Predictor  # noqa: E402
 from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, Layer, LogitAdjustment, MaxPool2D,  # noqa: E402
                                ReLU, ReLUMaxPool2D, SoftmaxCrossEntropy)
 from tinynet.nn.model import Sequential, lenet  # noqa: E402
-from tinynet.onnx.io import OnnxError, load_onnx, save_onnx, to_onnx  # noqa: E402
+from tinynet.onnx import OnnxError, load_onnx, save_onnx, to_onnx  # noqa: E402
 from tinynet.nn.optim import SGD  # noqa: E402
 from tinynet.nn.step import train_step  # noqa: E402
 
@@ -636,11 +636,11 @@ def test_structurally_hostile_graphs_load_or_are_refused(data, tmp_path):
 
 
 def test_tinynet_works_without_onnx_installed():
-    """onnx is optional: with it missing, tinynet (and onnx_io itself) import, checkpoints load,
+    """onnx is optional: with it missing, tinynet (and tinynet.onnx itself) import, checkpoints load,
     and ONNX export or import say which extra to install."""
     code = (
         "import sys; sys.modules['onnx'] = None\n"
-        "import tinynet, tinynet.predict.predictor, tinynet.onnx.io as o\n"
+        "import tinynet, tinynet.predict.predictor, tinynet.onnx as o\n"
         "from tinynet.predict.predictor import Predictor, BUNDLED_MODEL\n"
         "p = Predictor.from_checkpoint(BUNDLED_MODEL, threads=1)\n"
         "try:\n"
@@ -773,6 +773,43 @@ def test_too_many_nodes_or_too_large_a_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(OnnxError, match="has 1011 nodes, more than the 1000"):
         load_onnx(write(edited(many_identities), tmp_path / "many.onnx"))
     path = write(small_torch(), tmp_path / "small.onnx")
-    monkeypatch.setattr("tinynet.onnx.io.MAX_FILE_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr("tinynet.onnx.importer.MAX_FILE_BYTES", path.stat().st_size - 1)
     with pytest.raises(OnnxError, match="larger than the"):
         load_onnx(path)
+
+
+@pytest.mark.parametrize("head", [None, "Softmax"])
+def test_a_translator_can_read_the_nodes_after_its_own(head, tmp_path, monkeypatch):
+    """The walker hands a translator the nodes after its own (``step.peek_next()``, ``take_next()``),
+    for operators that come as a pattern of several nodes, and goes on after the last node taken:
+    here a Relu translator that takes the MaxPool after it, and a Gemm translator that looks at the
+    node after it (the final Softmax, or the end) without taking it, read the same model."""
+    from tinynet.onnx import ops
+    path = write(torch_style_lenet(np.random.default_rng(1), head=head)[0], tmp_path / "torch.onnx")
+    plain, plain_meta = load_onnx(path)
+    seen = []
+
+    def relu_then_pool(step):
+        after = step.peek_next()
+        if after is None or after.node.op_type != "MaxPool":
+            return ops.relu(step)
+        assert step.take_next() is after
+        after.shape = step.shape
+        (_, attrs, arrays), shape = ops.max_pool(after)
+        seen.append("relupool")
+        return ("relupool", attrs, arrays), shape
+
+    def gemm_looking_ahead(step):
+        after = step.peek_next()
+        seen.append(after.node.op_type if after is not None else None)
+        return ops.gemm(step)
+
+    monkeypatch.setitem(ops.TRANSLATORS, "Relu", ops.Operator(relu_then_pool, {}))
+    gemm = ops.TRANSLATORS["Gemm"]
+    monkeypatch.setitem(ops.TRANSLATORS, "Gemm", gemm._replace(translate=gemm_looking_ahead))
+    model, meta = load_onnx(path)
+    assert seen == ["relupool", "relupool", "Relu", head]
+    assert [type(layer) for layer in model.layers] == [type(layer) for layer in plain.layers]
+    assert meta == plain_meta
+    for a, b in zip(model.state_dict().values(), plain.state_dict().values()):
+        assert np.array_equal(a, b)

@@ -27,7 +27,7 @@ def test_tinynet_serve_and_inference_py_serve_serve_the_same(served, tmp_path):
 
 def test_tinynet_serve_serves_an_onnx_model_as_inference_py_reads_one(served, tmp_path):
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package (tinynet[onnx])")
-    from tinynet.onnx.io import export_onnx
+    from tinynet.onnx import export_onnx
     path = tmp_path / "lenet.onnx"
     export_onnx(BUNDLED_MODEL, path)
     assert serve_cli.main(["--checkpoint", str(path), "--port", "0"], prog="tinynet serve") == 0

@@ -23,7 +23,7 @@ _API = {
     "preprocess_file": "predict.preprocess",
     "Trainer": "training.trainer", "train": "training.trainer", "TrainConfig": "training.config",
     "RECIPES": "training.config", "ConfigError": "training.errors", "TrainingError": "training.errors",
-    "export_onnx": "onnx.export", "load_onnx": "onnx.io",  # need the onnx extra when called
+    "export_onnx": "onnx.export", "load_onnx": "onnx.importer",  # need the onnx extra when called
 }
 
 __all__ = ["__version__", *_API]

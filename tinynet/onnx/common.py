@@ -26,6 +26,11 @@ class OnnxError(CheckpointError):
     models report either the same way.)"""
 
 
+class Refused(Exception):
+    """A fault in the file being imported; ``load_onnx`` adds the file's name and raises it as an
+    :class:`OnnxError`."""
+
+
 def require_onnx():
     """The onnx package, or the ImportError that says which extra to install."""
     try:

@@ -127,11 +127,11 @@ class FileResult:
 
 def load_model(path):
     """``(model, metadata)`` of a model file: a tinynet checkpoint (``load_checkpoint``), or an
-    ONNX model when its name ends in ``.onnx`` (``tinynet.onnx.io.load_onnx``; needs
+    ONNX model when its name ends in ``.onnx`` (``tinynet.onnx.load_onnx``; needs
     ``tinynet[onnx]``). Raises ``CheckpointError`` for a file that is neither intact."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        from ..onnx.io import load_onnx  # only here: the onnx package is optional
+        from ..onnx.importer import load_onnx  # only here: the onnx package is optional
         return load_onnx(path)
     model, meta, _, _ = load_checkpoint(path)
     return model, meta
@@ -165,7 +165,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path=None, runs_dir="runs", batch_size=1024, threads=None, tta=False):
         """Load ``path`` (None: :func:`default_checkpoint` of ``runs_dir``): a tinynet checkpoint,
-        or an ONNX model (a ``.onnx`` file, read by ``tinynet.onnx.io.load_onnx``; needs
+        or an ONNX model (a ``.onnx`` file, read by ``tinynet.onnx.load_onnx``; needs
         ``tinynet[onnx]``). Raises ``CheckpointError`` for a file that is neither intact."""
         path = Path(path) if path is not None else default_checkpoint(runs_dir)[0]
         model, meta = load_model(path)
