@@ -1,6 +1,7 @@
 """Reading run folders safely while they are being written: what the training page's server
 (``tinynet.web.watch``) answers. Nothing here writes, and nothing raises for a damaged file: a
 missing, truncated or corrupt file comes back as a ``problem`` (one line) beside what could be read.
+The files are read through a cache (``filecache``): a file is read again only when it changed.
 
 A run is a folder directly under the runs folder (no deeper, no hidden names) holding a
 ``config.json``, reached without leaving the runs folder (a symbolic link pointing elsewhere is not
@@ -16,33 +17,29 @@ a run). Its status, in this order:
    changed within :data:`STALE_SECONDS`, else ``stopped``.
 """
 
-import json
 import os
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 
 from ..training.runlog import END_STATUS, SNAPSHOT_FILE, STATUS_FILE, STEPS_FILE
+from .filecache import FileCache
 
 STALE_SECONDS = 600  # a "running" run silent for this long has stopped
-MAX_JSON_BYTES = 8 * 1024 * 1024  # larger config / summary / snapshot / status files are refused
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=,@-]{0,199}")
 LIVE_FILES = ("metrics.jsonl", STEPS_FILE, SNAPSHOT_FILE, STATUS_FILE, "last.npz")
 
 
 class Runs:
-    """The runs under ``root``, read through a cache that re-reads a file only when its size,
-    modification time or inode changed (an appended ``steps.jsonl`` is read from where it was
+    """The runs under ``root``, read through a :class:`FileCache` that re-reads a file only when its
+    size, modification time or inode changed (an appended ``steps.jsonl`` is read from where it was
     left), so polling a long run costs little. Safe to share between threads."""
 
     def __init__(self, root):
         self.root = Path(root)
         self.real_root = Path(os.path.realpath(self.root))
-        self.lock = threading.Lock()
-        self.cache = {}  # path -> (key, value)
-        self.jsonl = {}  # path -> [inode, offset, records, problems]
+        self.files = FileCache()
 
     # -- finding runs, safely
 
@@ -69,89 +66,23 @@ class Runs:
         path = folder / name
         return path if Path(os.path.realpath(path)).parent == folder else None
 
-    # -- reading files through the cache
-
-    def _key(self, path):
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
+    # -- reading the run's files
 
     def read_json(self, folder, name):
-        """``(value or None, problem or None)`` of a JSON file of the run."""
+        """``(value or None, problem or None)`` of a JSON file of the run (:meth:`FileCache.read_json`)."""
         path = self.file(folder, name)
         if path is None:
             return None, f"{name} is a link out of the run folder"
-        key = self._key(path)
-        if key is None:
-            return None, None
-        with self.lock:
-            cached = self.cache.get(path)
-            if cached and cached[0] == key:
-                return cached[1]
-        if key[1] > MAX_JSON_BYTES:
-            value = None, f"{name} is too large ({key[1]} bytes)"
-        else:
-            try:
-                with open(path, "rb") as f:
-                    value = json.loads(f.read(MAX_JSON_BYTES + 1)), None
-            except OSError as e:
-                value = None, f"{name} cannot be read ({e.strerror or e})"
-            except ValueError as e:  # also UnicodeDecodeError
-                value = None, f"{name} is corrupt ({' '.join(str(e).split())[:120]})"
-        with self.lock:
-            self.cache[path] = key, value
-        return value
+        return self.files.read_json(path, name)
 
     def read_jsonl(self, folder, name, key_field=None):
-        """``(records, problems)`` of a JSON-lines file of the run: the records that parse as JSON
-        objects; a line that does not is skipped and counted in ``problems`` (the last line, still
-        being written when it has no newline yet, is left for the next read). With ``key_field``,
-        a record whose key is not above the previous one's (a resumed run logging again) replaces
-        the records it repeats."""
+        """``(records, problems)`` of a JSON-lines file of the run (:meth:`FileCache.read_jsonl`):
+        the records that parse as JSON objects, read incrementally; with ``key_field``, a resumed
+        run's repeated records replace the earlier ones."""
         path = self.file(folder, name)
         if path is None:
             return [], [f"{name} is a link out of the run folder"]
-        key = self._key(path)
-        if key is None:
-            return [], []
-        with self.lock:
-            entry = self.jsonl.get(path)
-            if entry is None or entry[0] != key[0] or key[1] < entry[1]:  # new or rewritten file
-                entry = self.jsonl[path] = [key[0], 0, [], 0]
-            if key[1] > entry[1]:
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(entry[1])
-                        data = f.read(key[1] - entry[1])
-                except OSError as e:
-                    return list(entry[2]), [f"{name} cannot be read ({e.strerror or e})"]
-                complete = data.rfind(b"\n") + 1
-                entry[1] += complete
-                for line in data[:complete].splitlines():
-                    try:
-                        record = json.loads(line)
-                        if not isinstance(record, dict):
-                            raise ValueError
-                    except ValueError:
-                        entry[3] += 1
-                        continue
-                    records = entry[2]
-                    if key_field is not None:
-                        k = record.get(key_field)
-                        if not isinstance(k, (int, float)):
-                            entry[3] += 1
-                            continue
-                        while records and records[-1][key_field] >= k:
-                            records.pop()
-                    records.append(record)
-            records, bad = list(entry[2]), entry[3]
-            pending = key[1] - entry[1]
-        problems = [f"{name}: {bad} corrupt record{'s' * (bad != 1)} skipped"] if bad else []
-        if pending:
-            problems.append(f"{name}: a record still being written (or truncated, {pending} bytes)")
-        return records, problems
+        return self.files.read_jsonl(path, name, key_field)
 
     # -- what the page asks for
 
@@ -223,7 +154,8 @@ class Runs:
         if folder is None:
             return None
         value, problem = self.read_json(folder, SNAPSHOT_FILE)
-        if value is not None and not (isinstance(value, dict) and {"step", "filters", "grid"} <= value.keys()):
+        is_snapshot = isinstance(value, dict) and {"step", "filters", "grid"} <= value.keys()
+        if value is not None and not is_snapshot:
             value, problem = None, f"{SNAPSHOT_FILE} is corrupt (not a snapshot record)"
         if value is None and problem is None:
             problem = f"no {SNAPSHOT_FILE} yet (a run trained without --watch has none)"
