@@ -256,21 +256,38 @@ def build_parser(prog=None, serve=None):
                    help="data folder, IDX images file, image file, folder of images, or .npy array "
                         "(see input kinds below)" + ("; or, instead, --serve" if serve else ""))
     if serve:
-        p.add_argument("--serve", action="store_true",
-                       help="serve the drawing page instead (as tinynet serve does): draw a character "
-                            "in the browser and see the top-k, the 28x28 input, feature maps, filters "
-                            "and saliency (Ctrl-C stops)")
-        p.add_argument("--host", metavar="ADDRESS", default=None,
-                       help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this "
-                            f"machine only)")
-        p.add_argument("--port", metavar="N", type=serve_cli.port_number, default=None,
-                       help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
+        add_serve_options(p)
     add_checkpoint_options(p, "checkpoint to use, or an ONNX model (a .onnx file, docs/onnx.md)")
+    add_data_folder_options(p)
+    add_output_options(p, serve)
+    add_prediction_options(p, serve)
+    return p
+
+
+def add_serve_options(p):
+    """``inference.py``'s --serve, --host and --port: the drawing page instead of predictions."""
+    p.add_argument("--serve", action="store_true",
+                   help="serve the drawing page instead (as tinynet serve does): draw a character "
+                        "in the browser and see the top-k, the 28x28 input, feature maps, filters "
+                        "and saliency (Ctrl-C stops)")
+    p.add_argument("--host", metavar="ADDRESS", default=None,
+                   help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this "
+                        f"machine only)")
+    p.add_argument("--port", metavar="N", type=serve_cli.port_number, default=None,
+                   help=f"--serve only: TCP port, 0 for any free one (default: {DEFAULT_PORT})")
+
+
+def add_data_folder_options(p):
+    """--dataset and --split: which files of a data folder to read."""
     p.add_argument("--dataset", metavar="NAME", default=None,
                    help="data folder only: which dataset's files to read (default: the only one "
                         "in the folder)")
     p.add_argument("--split", choices=("train", "test"), default=None,
                    help="data folder only: which split to read (default: test)")
+
+
+def add_output_options(p, serve):
+    """What is reported and written: --top-k, --output, --output-dir, --save-preprocessed, --explain."""
     p.add_argument("--top-k", type=positive_int, default=5, metavar="K",
                    help="how many of the most probable characters to list"
                         + (" (with --serve: to answer and show)" if serve else "")
@@ -289,6 +306,10 @@ def build_parser(prog=None, serve=None):
                    help="image files only: write one PNG per image to DIR showing the input, the "
                         "top-k, the saliency map, conv1's filters and the conv1 / conv2 feature maps "
                         "(default: none)")
+
+
+def add_prediction_options(p, serve):
+    """How the network runs: --tta, --batch-size, --threads."""
     p.add_argument("--tta", action="store_true", default=None,
                    help="test-time augmentation: average each image's probabilities over the image "
                         "and copies rotated by -5 and +5 degrees (3 forward passes; not with "
@@ -297,7 +318,6 @@ def build_parser(prog=None, serve=None):
                    help=f"images per forward pass (default: {BATCH_SIZE})")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="threads, each running the network on a slice of every batch (default: all cores)")
-    return p
 
 
 @pillow_quiet()
@@ -314,26 +334,8 @@ def main(argv=None, prog=None):
     try:
         kind = input_kind(source, args.dataset)
         folder_data = kind == "idx" and source.is_dir()
-        for option, applies in (("--dataset", folder_data), ("--split", folder_data),
-                                ("--output-dir", kind == "idx"),
-                                ("--save-preprocessed", kind == "images"),
-                                ("--explain", kind == "images"), ("--host", False), ("--port", False)):
-            if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
-                parser.error(f"{option} does not apply to {source}")
-        if args.tta and args.explain:
-            parser.error("--tta and --explain do not go together (an explanation is of one image)")
-        path, origin = ((args.checkpoint, None) if args.checkpoint is not None
-                        else default_checkpoint(args.runs_dir))
-        predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size or BATCH_SIZE,
-                                              args.threads, bool(args.tta))
-        if args.top_k > len(predictor.classes):
-            parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
-                         f"got {args.top_k}")
-        corrected = any(isinstance(layer, LogitAdjustment) for layer in predictor.model.layers)
-        print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes"
-              + (", class-prior corrected" if corrected else "")
-              + (", test-time augmentation" if args.tta else "") + ")"
-              + (f": {origin}" if origin else ""))
+        check_options(parser, args, source, kind, folder_data)
+        predictor = load_predictor(parser, args)
         if kind == "idx":
             images_path = (find_idx_images(source, args.dataset, args.split or "test")
                            if folder_data else source)
@@ -351,6 +353,37 @@ def main(argv=None, prog=None):
     if not done:
         print("error: nothing could be predicted", file=sys.stderr)
     return 0 if done else 1
+
+
+def check_options(parser, args, source, kind, folder_data):
+    """The argparse error for an option that does not apply to ``source`` (an input of ``kind``;
+    ``folder_data``: a data folder), or for --tta with --explain."""
+    for option, applies in (("--dataset", folder_data), ("--split", folder_data),
+                            ("--output-dir", kind == "idx"),
+                            ("--save-preprocessed", kind == "images"),
+                            ("--explain", kind == "images"), ("--host", False), ("--port", False)):
+        if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
+            parser.error(f"{option} does not apply to {source}")
+    if args.tta and args.explain:
+        parser.error("--tta and --explain do not go together (an explanation is of one image)")
+
+
+def load_predictor(parser, args):
+    """The Predictor of --checkpoint (else the default checkpoint), checked against --top-k, after
+    printing which checkpoint it is."""
+    path, origin = ((args.checkpoint, None) if args.checkpoint is not None
+                    else default_checkpoint(args.runs_dir))
+    predictor = Predictor.from_checkpoint(path, args.runs_dir, args.batch_size or BATCH_SIZE,
+                                          args.threads, bool(args.tta))
+    if args.top_k > len(predictor.classes):
+        parser.error(f"argument --top-k: the checkpoint has only {len(predictor.classes)} classes, "
+                     f"got {args.top_k}")
+    corrected = any(isinstance(layer, LogitAdjustment) for layer in predictor.model.layers)
+    print(f"checkpoint {predictor.checkpoint} ({len(predictor.classes)} classes"
+          + (", class-prior corrected" if corrected else "")
+          + (", test-time augmentation" if args.tta else "") + ")"
+          + (f": {origin}" if origin else ""))
+    return predictor
 
 
 def serve_page(parser, args):

@@ -36,12 +36,23 @@ def from_recipe(field):
 
 
 def build_parser(prog=None):
+    """The parser of ``train.py`` / ``tinynet train``: its options in four groups (data, recipe, run,
+    watching)."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Train the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense K) on "
                     "EMNIST IDX files. Defaults are the original recipe: batch 128, 20 epochs, plain "
                     "SGD at learning rate 0.01, cross-entropy. Options left unset take the value of "
                     "--recipe; each option's help shows its value in every recipe.")
+    add_data_options(p)
+    add_recipe_options(p)
+    add_run_options(p)
+    add_watch_options(p)
+    return p
+
+
+def add_data_options(p):
+    """What to train on: the data set, its validation split and an external validation set."""
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", default="data",
                    help="folder holding the IDX files and mapping (default: %(default)s)")
@@ -62,6 +73,10 @@ def build_parser(prog=None):
                         f"(held-out mean per-class recall), external (--val-data accuracy) {from_recipe('best_by')}")
     g.add_argument("--limit", type=positive_int, default=None,
                    help="train on only the first N training images (quick looks)")
+
+
+def add_recipe_options(p):
+    """How to train: --recipe and the options it sets (each help shows its value in every recipe)."""
     g = p.add_argument_group("recipe")
     g.add_argument("--recipe", choices=sorted(RECIPES), default="original",
                    help="a named set of the options below; explicit options override it "
@@ -101,6 +116,10 @@ def build_parser(prog=None):
     g.add_argument("--init", choices=INITS, default=None,
                    help="weight initialisation (the output layer is always Glorot) "
                         f"{from_recipe('init')}")
+
+
+def add_run_options(p):
+    """The run itself: its seed, folder, resuming, threads and progress bars."""
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed for every random choice of the run (default: %(default)s)")
@@ -114,8 +133,6 @@ def build_parser(prog=None):
                    help="threads sharing the fixed slices of every batch; results do not depend "
                         "on it (default: all cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
-    add_watch_options(p)
-    return p
 
 
 def add_watch_options(p):
