@@ -226,3 +226,49 @@ def test_installed_commands_run_the_command_line_mains(tmp_path):
             assert out.startswith(f"usage: {name} ")
             if name == "tinynet":  # the subcommands are listed
                 assert all(f"  {command} " in out for command in tinynet.cli.main.COMMANDS), out
+
+
+# ------------------------------------------------------------------------------------- sizes
+
+MAX_FUNCTION_LINES = 50
+MAX_CLASS_LINES = 150
+
+
+def code_lines(node):
+    """Lines of a function or class, from its ``def``/``class`` line to its last, without the
+    docstrings of it and of everything inside it."""
+    lines = set(range(node.lineno, node.end_lineno + 1))
+    for inner in ast.walk(node):
+        body = getattr(inner, "body", None)
+        if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                lines -= set(range(first.lineno, first.end_lineno + 1))
+    return len(lines)
+
+
+def oversized(tree, where):
+    """``(where:line name, lines, limit)`` of each function over MAX_FUNCTION_LINES and each class
+    over MAX_CLASS_LINES in a parsed module."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+            if code_lines(node) > limit:
+                found.append((f"{where}:{node.lineno} {node.name}", code_lines(node), limit))
+    return found
+
+
+def test_no_function_over_50_lines_and_no_class_over_150():
+    """Each long piece is cut where its jobs part (docstrings are not counted: they explain)."""
+    found = [row for path in sorted(PACKAGE.rglob("*.py"))
+             for row in oversized(ast.parse(path.read_text()), path.relative_to(PACKAGE.parent))]
+    assert not found, "too long: " + "; ".join(f"{w} ({n} lines > {limit})" for w, n, limit in found)
+
+
+def test_the_size_rule_counts_code_not_docstrings():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES - 1))  # + the def line: 50
+    long_doc = '    """' + "\n    words" * 100 + '"""\n'
+    assert oversized(ast.parse(f"def f():\n{long_doc}{body}\n"), "m") == []
+    assert oversized(ast.parse(f"def f():\n{body}\n    return 1\n"), "m") == [("m:1 f", 51, 50)]

@@ -11,11 +11,11 @@ from pathlib import Path
 from ..datasets.idx import DataError
 from ..files.checkpoint import CheckpointError
 from ..nn.optim import SCHEDULES
-from ..training.runlog import Recorder
-from ..training.tensorboard import TensorBoardLog, TensorBoardUnavailable
 from ..training.config import BEST_BY, CLASS_BALANCE, INITS, RECIPES, TrainConfig
 from ..training.errors import ConfigError, TrainingError
 from ..training.runfolder import resume_config
+from ..training.runlog import Recorder
+from ..training.tensorboard import TensorBoardLog, TensorBoardUnavailable
 from ..training.trainer import train
 from ..web.watch import DEFAULT_HOST as WATCH_HOST, DEFAULT_PORT as WATCH_PORT
 from ..web.watch import make_server as make_watch_server, serve_in_background

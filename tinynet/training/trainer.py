@@ -93,9 +93,6 @@ class Trainer:
         self._stop = StopFlag()  # not installed: fit() installs one
         self._tally = None  # the current epoch's running sums (in this process)
         self._started = False
-        log(f"training on {len(self.train_idx)} images of {self.config.dataset} ({len(self.classes)} "
-            f"classes), validating on {len(self.val_labels)}, testing on {len(self.data.test_labels)}; "
-            f"run folder {self.run_dir}")
 
     @property
     def state(self):
@@ -291,6 +288,8 @@ def prepare_run(config, run_dir, resume=False, download=True, log=print, train_d
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = run.rngs["dropout"]
+    log(f"training on {len(data.train_idx)} images of {config.dataset} ({len(data.classes)} classes), "
+        f"validating on {len(data.val_labels)}, testing on {len(data.test_labels)}; run folder {folder.path}")
     return folder, config, data, run, model
 
 
