@@ -9,6 +9,9 @@ Figures (each computed by the functions it illustrates, so a figure cannot drift
 - ``im2col.png``: ``tinynet.nn.kernels.im2col_reference`` copies one receptive field into one row;
 - ``col2im.png``: ``tinynet.nn.kernels.col2im_reference`` adds the rows back; on a matrix of ones it
   counts how many receptive fields hold each pixel;
+- ``conv_input_gradient.png``: ``tinynet.nn.reference.Conv2D.backward`` at stride 2 equals a full
+  correlation of the upstream gradient, dilated and padded (with the extra zeros at the bottom and
+  right), with the flipped kernel;
 - ``maxpool.png``: ``tinynet.nn.kernels.maxpool_forward_reference`` / ``maxpool_backward_reference``
   route each window's gradient to its winner (the first maximum on a tie; nothing when the fused
   ReLU clipped the window);
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))  # run from a clone without installing
 
 from tinynet.datasets.idx import load_split, to_float  # noqa: E402
 from tinynet.datasets.load import load_sample  # noqa: E402
+from tinynet.nn import reference  # noqa: E402
 from tinynet.nn.kernels import (col2im_reference, im2col_reference, maxpool_backward_reference,  # noqa: E402
                                 maxpool_forward_reference)
 from tinynet.nn.model import lenet  # noqa: E402
@@ -82,7 +86,7 @@ def figure_im2col(out):
     draw_grid(ax_c, cols, "im2col(x): one row per output position (3x3 = 9 rows)")
     box(ax_c, row, 0, 1, 9)
     ax_c.set_yticks(range(9), [f"({r // 3},{r % 3})" for r in range(9)], fontsize=8)
-    ax_c.set_ylabel("output position (oh, ow)")
+    ax_c.set_ylabel("output position (r, q)")
     ax_c.set_xticks(range(9), [f"({k // 3},{k % 3})" for k in range(9)], fontsize=7)
     ax_c.set_xlabel("kernel offset (i, j)")
     fig.suptitle(f"The receptive field of output ({oh}, {ow}) becomes row {row}; "
@@ -108,6 +112,53 @@ def figure_col2im(out):
                  fontsize=10)
     fig.tight_layout()
     save(fig, out / "col2im.png")
+
+
+def figure_conv_input_gradient(out):
+    """The input gradient of a strided convolution as a full correlation: the upstream gradient G
+    dilated by the stride, padded by k - 1 (and e more rows and columns at the bottom and right,
+    e = (H_in + 2P - k) mod s), correlated with the flipped kernel; the result is checked against
+    ``tinynet.nn.reference.Conv2D.backward`` before it is drawn."""
+    h_in, k, s = 6, 3, 2
+    conv = reference.Conv2D(1, 1, k, stride=s, rng=np.random.default_rng(0)).astype(np.float64)
+    conv.params["W"] = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    x = np.zeros((1, 1, h_in, h_in))
+    G = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2)
+    h_out = conv.forward(x).shape[2]
+    dx = conv.backward(G)[0, 0]
+    extra = (h_in - k) % s
+    up = np.zeros((s * (h_out - 1) + 1,) * 2)
+    up[::s, ::s] = G[0, 0]
+    plus = np.pad(up, ((k - 1, k - 1 + extra), (k - 1, k - 1 + extra)))
+    flipped = conv.params["W"][0, 0, ::-1, ::-1]
+    full = np.array([[np.sum(plus[u:u + k, w:w + k] * flipped) for w in range(h_in)] for u in range(h_in)])
+    if not np.array_equal(full, dx):
+        raise AssertionError("the full correlation with the flipped kernel is not Conv2D.backward's dx")
+
+    fig = Figure(figsize=(14, 4.2))
+    axes = fig.subplots(1, 5, gridspec_kw={"width_ratios": [2, 3, 8, 3, 6]})
+    draw_grid(axes[0], G[0, 0], "G (2x2)", cmap="Greens", vmin=0, vmax=6)
+    draw_grid(axes[1], up, f"dilated by s = {s}:\n{s - 1} zero between entries", cmap="Greens",
+              vmin=0, vmax=6)
+    draw_grid(axes[2], plus, f"padded by k - 1 = {k - 1}, and {extra} more\nat the bottom and right",
+              cmap="Greens", vmin=0, vmax=6)
+    box(axes[2], k - 1, k - 1, len(up), len(up), color="#1f77b4")
+    box(axes[2], len(plus) - extra, 0, extra, len(plus), color="#ff7f0e")
+    box(axes[2], 0, len(plus) - extra, len(plus), extra, color="#ff7f0e")
+    box(axes[2], 1, 2, k, k)
+    draw_grid(axes[3], flipped, "W = 1, ..., 9 row by row,\nturned by 180 degrees", cmap="Purples", vmin=0, vmax=12)
+    draw_grid(axes[4], dx, "dL/dx = Conv2D.backward(G)", cmap="Oranges", vmin=0, vmax=60)
+    box(axes[4], 1, 2)
+    for edge in range(h_in - extra, h_in):
+        box(axes[4], edge, 0, 1, h_in, color="#ff7f0e")
+        box(axes[4], 0, edge, h_in, 1, color="#ff7f0e")
+    fig.suptitle(f"A 3x3 convolution at stride {s} on a {h_in}x{h_in} input ({h_out}x{h_out} outputs): its "
+                 "input gradient is a full correlation of G, dilated and padded, with the flipped kernel.\n"
+                 "Blue: the dilated G. Red: the window that gives the red output. Orange: rows and columns no window reaches "
+                 f"(the last window ends at row {s * (h_out - 1) + k - 1}), whose gradient is 0.",
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, out / "conv_input_gradient.png")
 
 
 def figure_maxpool(out):
@@ -235,6 +286,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     figure_im2col(args.out)
     figure_col2im(args.out)
+    figure_conv_input_gradient(args.out)
     figure_maxpool(args.out)
     figure_lenet(args.out)
     if args.unseen is None:

@@ -203,7 +203,7 @@ def test_nothing_users_read_names_a_development_path():
 
 # ------------------------------------------------------------------------------------ figures
 
-FIGURES = ("im2col.png", "col2im.png", "maxpool.png", "lenet.png")
+FIGURES = ("im2col.png", "col2im.png", "conv_input_gradient.png", "maxpool.png", "lenet.png")
 
 
 def run_make_figures(*args):
@@ -219,6 +219,16 @@ def test_make_figures_writes_every_figure(tmp_path):
         assert (ROOT / "docs" / "img" / name).is_file(), f"docs/img/{name} is not committed"
     assert "skipped confused_pairs.png" in proc.stdout
     assert not (tmp_path / "confused_pairs.png").exists()
+
+
+def test_make_figures_reproduces_the_committed_figures(tmp_path):
+    """Re-running the script gives the committed PNGs byte for byte: a figure cannot go stale
+    (with the matplotlib the test extra installs; another version may draw other bytes)."""
+    proc = run_make_figures("--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stale = [name for name in FIGURES
+             if (tmp_path / name).read_bytes() != (ROOT / "docs" / "img" / name).read_bytes()]
+    assert not stale, f"docs/img/{stale} differ from what docs/make_figures.py draws: run it and commit"
 
 
 def test_make_figures_draws_the_confused_pairs_from_the_unseen_set(tmp_path):
