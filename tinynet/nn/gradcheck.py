@@ -4,11 +4,12 @@ For a scalar function f, the centred difference
     df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / 2h
 has error O(h^2), so in float64 with h = 1e-5 it agrees with an exact gradient to ~1e-10 relative.
 
-For a layer with array output y = f(x) and an upstream gradient dout = dL/dy, the chain rule gives
-    dL/dx_i = sum_j dout_j * dy_j/dx_i ~ sum((f(x + h e_i) - f(x - h e_i)) * dout) / 2h,
+For a layer with array output z = f(x) and an upstream gradient dout = G = dL/dz, the chain rule gives
+    dL/dx_i = sum_j dout_j * dz_j/dx_i ~ sum((f(x + h e_i) - f(x - h e_i)) * dout) / 2h,
 which checks a backward pass against random upstream gradients without ever forming the Jacobian.
 :func:`check_layer` does exactly that for a layer's input and every parameter; the tests run it on
 every layer, the fast ones (``tinynet/nn/layers.py``) and the plain ones (``tinynet/nn/reference.py``).
+The symbols are those of ``docs/notation.md``.
 """
 
 import numpy as np
