@@ -58,6 +58,72 @@ def test_weight_decay_applies_to_weights_not_biases(rng):
     np.testing.assert_allclose(model.state_dict()["fc.b"], [1.0, -1.0])
 
 
+class Parameters:
+    """What SGD.step reads from a model: (name, param, grad) triples; here a weight matrix and a bias."""
+
+    def __init__(self, rng):
+        self.params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def parameters(self):
+        for k in self.params:
+            yield k, self.params[k], self.grads[k]
+
+
+@pytest.mark.parametrize("momentum, nesterov, weight_decay",
+                         [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, False, 0.0), (0.9, False, 0.01),
+                          (0.9, True, 0.0), (0.9, True, 0.01), (0.5, True, 0.1)])
+def test_sgd_follows_the_written_recurrences(momentum, nesterov, weight_decay, rng):
+    """Over 8 steps with random gradients, SGD.step equals docs/backprop.md's recurrences written
+    out here: g = dL/dtheta + lambda * theta (weights only), v = mu * v + g, and
+    theta -= eta * (g + mu * v) with Nesterov, eta * v with momentum, eta * g without."""
+    model, lr = Parameters(rng), 0.1
+    theta = {k: v.copy() for k, v in model.params.items()}
+    v = {k: np.zeros_like(p) for k, p in theta.items()}
+    sgd = SGD(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    for _ in range(8):
+        for k in theta:
+            model.grads[k][...] = rng.standard_normal(theta[k].shape)
+        for k in theta:  # the written recurrences
+            g = model.grads[k] + (weight_decay * theta[k] if k == "W" else 0.0)
+            v[k] = momentum * v[k] + g
+            step = g + momentum * v[k] if nesterov else v[k] if momentum else g
+            theta[k] = theta[k] - lr * step
+        sgd.step(model)
+        for k in theta:
+            np.testing.assert_allclose(model.params[k], theta[k], rtol=1e-13, atol=1e-15)
+    if momentum:
+        np.testing.assert_allclose(sgd.state_dict()["W"], v["W"], rtol=1e-13)
+
+
+def test_nesterov_parameters_are_the_look_ahead_points():
+    """Sutskever's Nesterov takes the gradient at the look-ahead point theta - eta mu v; tinynet's
+    parameters, after each step on f(theta) = sum(a * theta**2) / 2, are exactly those points
+    (docs/backprop.md derives it)."""
+    a, lr, mu = np.array([1.0, 10.0, 0.1]), 0.05, 0.9
+    gradient = lambda theta: a * theta  # noqa: E731
+    theta, v = np.array([1.0, -1.0, 2.0]), np.zeros(3)
+    model = Parameters(np.random.default_rng(0))
+    model.params = {"theta": theta.copy()}
+    model.grads = {"theta": np.zeros(3)}
+    sgd = SGD(lr=lr, momentum=mu, nesterov=True)
+    for _ in range(30):
+        v = mu * v + gradient(theta - lr * mu * v)  # the look-ahead form
+        theta = theta - lr * v
+        model.grads["theta"][...] = gradient(model.params["theta"])
+        sgd.step(model)
+        np.testing.assert_allclose(model.params["theta"], theta - lr * mu * v, rtol=1e-12, atol=1e-15)
+    # and the two forms do differ from classical momentum on the same problem
+    classical = Parameters(np.random.default_rng(0))
+    classical.params = {"theta": np.array([1.0, -1.0, 2.0])}
+    classical.grads = {"theta": np.zeros(3)}
+    plain = SGD(lr=lr, momentum=mu)
+    for _ in range(30):
+        classical.grads["theta"][...] = gradient(classical.params["theta"])
+        plain.step(classical)
+    assert np.abs(classical.params["theta"] - model.params["theta"]).max() > 1e-3
+
+
 def test_nesterov_needs_momentum():
     with pytest.raises(ValueError, match="momentum"):
         SGD(lr=0.1, nesterov=True)
