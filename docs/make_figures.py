@@ -146,7 +146,8 @@ def figure_conv_input_gradient(out):
     box(axes[2], len(plus) - extra, 0, extra, len(plus), color="#ff7f0e")
     box(axes[2], 0, len(plus) - extra, len(plus), extra, color="#ff7f0e")
     box(axes[2], 1, 2, k, k)
-    draw_grid(axes[3], flipped, "W = 1, ..., 9 row by row,\nturned by 180 degrees", cmap="Purples", vmin=0, vmax=12)
+    draw_grid(axes[3], flipped, "W = 1, ..., 9 row by row,\nturned by 180 degrees", cmap="Purples",
+              vmin=0, vmax=12)
     draw_grid(axes[4], dx, "dL/dx = Conv2D.backward(G)", cmap="Oranges", vmin=0, vmax=60)
     box(axes[4], 1, 2)
     for edge in range(h_in - extra, h_in):
@@ -154,8 +155,9 @@ def figure_conv_input_gradient(out):
         box(axes[4], 0, edge, h_in, 1, color="#ff7f0e")
     fig.suptitle(f"A 3x3 convolution at stride {s} on a {h_in}x{h_in} input ({h_out}x{h_out} outputs): its "
                  "input gradient is a full correlation of G, dilated and padded, with the flipped kernel.\n"
-                 "Blue: the dilated G. Red: the window that gives the red output. Orange: rows and columns no window reaches "
-                 f"(the last window ends at row {s * (h_out - 1) + k - 1}), whose gradient is 0.",
+                 "Blue: the dilated G. Red: the window that gives the red output. Orange: rows and columns "
+                 f"no window reaches (the last window ends at row {s * (h_out - 1) + k - 1}), "
+                 "whose gradient is 0.",
                  fontsize=10)
     fig.tight_layout()
     save(fig, out / "conv_input_gradient.png")

@@ -54,8 +54,9 @@ def expected_verdict(path):
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["backprop_by_hand.ipynb", "train_and_look_inside.ipynb"]
-    assert [p.name for p in SOLUTIONS] == ["backprop_by_hand.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["backprop_by_hand.ipynb", "optimise_and_initialise.ipynb",
+                                           "train_and_look_inside.ipynb"]
+    assert [p.name for p in SOLUTIONS] == ["backprop_by_hand.ipynb", "optimise_and_initialise.ipynb"]
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
