@@ -191,7 +191,7 @@ def help_texts():
 
 def test_nothing_users_read_names_a_development_path():
     files = [*MARKDOWN, ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.py")),
-             *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+             *sorted((ROOT / "notebooks").rglob("*.ipynb")), *sorted((ROOT / "notebooks").glob("*.py"))]
     texts = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for p in files}
     # a --help may print where the clone itself is (export's default output): that is the user's
     # own path, not a development one
