@@ -12,6 +12,7 @@ cells (the same code, in the same order) must say "right".
 """
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,15 @@ def test_committed_notebook_carries_a_full_runs_outputs(path):
     for cell in check_cells(notebook):
         said = verdicts(cell)
         assert said and set(said) == {expected_verdict(path)}, f"{name(path)}: {cell.source!r} said {said}"
+
+
+def test_notebooks_draw_without_pyplot():
+    """Figures through matplotlib's object-oriented API (a Figure shown as a PNG), never pyplot, whose
+    global state and backend a notebook would otherwise change for the whole kernel."""
+    sources = {name(p): "".join(c.source for c in nbformat.read(p, as_version=4).cells) for p in ALL}
+    pyplot = re.compile(r"matplotlib\.pyplot|from matplotlib import pyplot|\bplt\.")
+    assert not [n for n, source in sources.items() if pyplot.search(source)]
+    assert sum("Figure(" in source for source in sources.values()) >= 4
 
 
 def test_verdicts_are_read_from_the_check_output():
