@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import TinynetError
 from ..nn.model import build_model
 from .atomic import atomic_write
 from .npyfile import NpyHeaderError, read_npy_data, read_npy_header
@@ -47,7 +48,7 @@ _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, Val
                 tokenize.TokenError)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TinynetError, ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file and the fault."""
 
 

@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from ..errors import ArgumentError, ClosedError
 from .layers import Dropout
 
 SLICES = 2  # slices per batch, whatever the thread count (see the module docstring)
@@ -63,7 +64,7 @@ def resolve_threads(threads=None):
         cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
         threads = len(cores)
     if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
+        raise ArgumentError(f"threads must be at least 1, got {threads}")
     return threads
 
 
@@ -183,7 +184,7 @@ class DataParallel:
 
         helpers = min(self.threads, len(parts)) - 1
         if helpers and self.pool is None:
-            raise RuntimeError("this DataParallel is closed")
+            raise ClosedError("this DataParallel is closed")
         with one_blas_thread:
             futures = [self.pool.submit(contextvars.copy_context().run, work) for _ in range(helpers)]
             try:
