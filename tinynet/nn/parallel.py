@@ -50,7 +50,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+import threadpoolctl
 
 from ..errors import ArgumentError, ClosedError
 from .layers import Dropout
@@ -76,7 +76,15 @@ class OneBlasThread:
     each ``DataParallel`` call); the limit is set when the first enters and restored when the last
     leaves, so an inner or concurrent use never restores too early. Entering costs ~10 us the first
     time (threadpoolctl's ``ThreadpoolController``, built once, sets the limit) and well under 1 us
-    inside another use."""
+    inside another use.
+
+    From any thread: OpenBLAS (built with pthreads, as NumPy's wheels are) has one thread count
+    for the whole process, and threadpoolctl >= 3.8 lets only one thread, the first to change it,
+    go on changing it (the others' changes silently do nothing). So a limit set from a worker
+    thread after the main thread had set one was ignored: BLAS kept every core there, on top of
+    tinynet's own threads, and rounded matmuls differently from the main thread. tinynet's counter
+    already decides who sets and restores, so each of its changes takes effect from whichever thread
+    makes it (:func:`_blas_limits`)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -88,8 +96,8 @@ class OneBlasThread:
         with self._lock:
             if self._users == 0:
                 if self._controller is None:
-                    self._controller = ThreadpoolController()
-                self._limiter = self._controller.limit(limits=1, user_api="blas")
+                    self._controller = threadpoolctl.ThreadpoolController()
+                self._limiter = _blas_limits(lambda: self._controller.limit(limits=1, user_api="blas"))
             self._users += 1
         return self
 
@@ -97,8 +105,24 @@ class OneBlasThread:
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                self._limiter.restore_original_limits()
+                _blas_limits(self._limiter.restore_original_limits)
                 self._limiter = None
+
+
+def _blas_limits(change):
+    """``change()`` (a threadpoolctl limit or restore), made to take effect from this thread: the
+    thread that threadpoolctl (>= 3.8) lets change OpenBLAS's process-wide thread count is
+    forgotten before (so this thread may) and after (so the next caller, the user's main thread
+    say, may again, as if tinynet had never changed it)."""
+    openblas = getattr(threadpoolctl, "OpenBLASController", None)
+    forget = getattr(openblas, "clear_controlling_thread", None)  # threadpoolctl >= 3.8
+    if forget is not None:
+        forget(force=True)
+    try:
+        return change()
+    finally:
+        if forget is not None:
+            forget(force=True)
 
 
 one_blas_thread = OneBlasThread()  # the process's one counter (see OneBlasThread)
