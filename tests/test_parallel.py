@@ -228,3 +228,25 @@ def test_one_blas_thread_limits_blas_from_any_thread():
         original.restore_original_limits()
     assert seen == {("first", "inside"): {1}, ("first", "after"): {2},
                     ("second", "inside"): {1}, ("second", "after"): {2}}
+
+
+def test_forward_from_several_threads_gives_the_serial_answers():
+    """One DataParallel's forward called from 4 threads at once (25 batches each, of different
+    sizes) returns bitwise what the same calls return one at a time."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    batches = [rng.random((int(rng.integers(1, 40)), 1, 28, 28), dtype=np.float32) for _ in range(100)]
+    with DataParallel(lenet(rng=rng), threads=2) as net:
+        serial = [net.forward(x, train=False) for x in batches]
+        start = threading.Barrier(4)
+
+        def calls(t):
+            start.wait()
+            return {i: net.forward(batches[i], train=False) for i in range(t, len(batches), 4)}
+
+        with ThreadPoolExecutor(4) as pool:
+            shared = {i: out for answers in pool.map(calls, range(4)) for i, out in answers.items()}
+    wrong = [i for i, out in enumerate(serial) if not np.array_equal(out, shared[i])]
+    assert not wrong, f"{len(wrong)} of {len(batches)} calls differ from serial ones"

@@ -152,6 +152,12 @@ class DataParallel:
     parameters and the summed gradients (and its dropout layers' generators, the source of every
     slice's masks); the slices run on replicas. Build it after the model's parameters have their
     final dtype (``astype`` replaces the arrays the replicas share).
+
+    Threads: any number of threads may call ``forward`` (and ``backward``) on one DataParallel.
+    Calls take turns (a lock: the replicas' caches and scratch buffers serve one call at a time),
+    each using every thread of the pool, so every call returns what it would have returned made
+    alone. A backward pass goes back through the most recent forward pass, whichever thread made
+    it, so training (forward, then backward of the same batch) belongs to one thread.
     """
 
     def __init__(self, model, threads=None, slices=SLICES):
@@ -160,12 +166,14 @@ class DataParallel:
         self.replicas = [replicate(model) for _ in range(slices)]
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.used = 1  # slices of the last forward pass
+        self.lock = threading.Lock()  # held by each forward and backward call (see the docstring)
 
     def close(self):
-        """Shut the thread pool down (waiting for nothing: no call is running between calls)."""
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
+        """Shut the thread pool down, once a call running in another thread has returned."""
+        with self.lock:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
 
     def __enter__(self):
         return self
@@ -230,19 +238,21 @@ class DataParallel:
 
     def forward(self, x, train=True):
         """x (N, ...) -> logits (N, K): each slice's rows through its replica."""
-        parts = self.split(x)
-        if train:
-            self.reseed_dropout()
-        return np.concatenate(self.map_replicas(type(self.model).forward,
-                                                [(part, train) for part in parts]))
+        with self.lock:
+            parts = self.split(x)
+            if train:
+                self.reseed_dropout()
+            return np.concatenate(self.map_replicas(type(self.model).forward,
+                                                    [(part, train) for part in parts]))
 
     def backward(self, dout):
         """dL/dlogits (N, K) -> dL/dx (None when the first layer skips it); leaves the batch's
         gradients in ``model``'s ``grads``."""
-        parts = np.array_split(dout, self.used)  # the same rows as forward's slices
-        dxs = self.map_replicas(type(self.model).backward, [(part,) for part in parts])
-        self.sum_gradients()
-        return None if dxs[0] is None else np.concatenate(dxs)
+        with self.lock:
+            parts = np.array_split(dout, self.used)  # the same rows as forward's slices
+            dxs = self.map_replicas(type(self.model).backward, [(part,) for part in parts])
+            self.sum_gradients()
+            return None if dxs[0] is None else np.concatenate(dxs)
 
     def sum_gradients(self):
         """The model's ``grads`` = the slices' in slice order: dL/dW = ((dW_0 + dW_1) + dW_2) + ...

@@ -145,7 +145,9 @@ class Predictor:
     the image and slightly rotated copies of it (``tinynet.predict.tta``).
 
     It owns a thread pool: ``close()`` it when done, or use it as a context manager
-    (``with Predictor.from_checkpoint(path) as predictor: ...``)."""
+    (``with Predictor.from_checkpoint(path) as predictor: ...``). Several threads may share one:
+    their batches take turns on the model (``DataParallel``'s lock), and every call answers bitwise
+    as it would made alone (``model`` itself, used directly, serves one thread at a time)."""
 
     def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None, tta=False):
         self.model, self.classes = model, tuple(classes)
