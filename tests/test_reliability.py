@@ -130,7 +130,7 @@ def test_resume_removes_stale_temporary_files_and_rewrites_the_history(seeds, tm
     """A kill can leave a half-written temporary file, and can come after last.npz was written but
     before metrics.jsonl: resuming removes the former and brings metrics.jsonl up to date."""
     run = copy_run(seeds, tmp_path)
-    stale = run / ".tmp-abc123-last.npz"
+    stale = run / ".tmp-abc12_89-last.npz"  # as tinynet.files.atomic names it: 8 random characters
     stale.write_bytes(b"PK\x03\x04 half a checkpoint")
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")

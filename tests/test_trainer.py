@@ -3,7 +3,8 @@ made, and the bugs of issue #33 (each test here failed before its fix). Learning
 on the small real sample that ships with tinynet, so every clone checks it."""
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import FrozenInstanceError, asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +106,20 @@ def test_the_config_refuses_what_training_cannot_use(changes, message):
     assert message in str(error.value)
     with pytest.raises(ConfigError):
         replace(TrainConfig(), **changes)
+
+
+def test_a_checked_config_cannot_be_changed_unchecked():
+    """TrainConfig is frozen: ``cfg.lr = -5`` after the checks is refused; dataclasses.replace
+    makes a changed copy and checks it; the normal forms still hold (floats, ints, text paths)."""
+    config = TrainConfig(lr=0.05)
+    with pytest.raises(FrozenInstanceError):
+        config.lr = -5
+    assert config.lr == 0.05
+    with pytest.raises(ConfigError, match="lr: must be a finite number > 0, got -5"):
+        replace(config, lr=-5)
+    changed = replace(config, lr=1, data_dir=Path("elsewhere"))
+    assert changed.lr == 1.0 and type(changed.lr) is float and changed.data_dir == "elsewhere"
+    assert config.lr == 0.05 and hash(config) != hash(changed)
 
 
 def test_a_refused_config_starts_no_work(tmp_path):

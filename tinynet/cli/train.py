@@ -13,7 +13,7 @@ from ..files.checkpoint import CheckpointError
 from ..nn.optim import SCHEDULES
 from ..training.config import BEST_BY, CLASS_BALANCE, INITS, RECIPES, TrainConfig
 from ..training.errors import ConfigError, TrainingError
-from ..training.runfolder import resume_config
+from ..training.runfolder import RunFolder, resume_config
 from ..training.runlog import Recorder
 from ..training.tensorboard import TensorBoardLog, TensorBoardUnavailable
 from ..training.trainer import train
@@ -191,8 +191,10 @@ def main(argv=None, prog=None):
     else:
         name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.recipe}"
         run_dir = Path(args.runs_dir) / name
-        if (run_dir / "last.npz").exists():
-            parser.error(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --name")
+        found = RunFolder(run_dir).run_files()  # what the library would refuse, in the command line's words
+        if found:
+            resume = f"--resume {run_dir} or " if "last.npz" in found else ""
+            parser.error(f"run folder {run_dir} already holds a run; use {resume}another --name")
     try:
         callbacks, server = start_watching(args, run_dir)
     except TensorBoardUnavailable as e:

@@ -1,11 +1,13 @@
 """Atomic file writes: a file under its final name is always complete (old or new, never half)."""
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
+RANDOM_PART = "[a-z0-9_]{8}"  # what tempfile.mkstemp puts between the prefix and the suffix
 
 
 @contextmanager
@@ -35,6 +37,14 @@ def atomic_write(path, mode="wb"):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def leftover_temporaries(folder, names):
+    """The temporary files :func:`atomic_write` makes for files called ``names`` in ``folder``
+    (``.tmp-<8 random characters>-<name>``) that are there now: what writes killed before their
+    rename left behind. Names of any other form, a user's own ``.tmp-notes`` say, are not listed."""
+    pattern = re.compile(re.escape(TEMP_PREFIX) + RANDOM_PART + "-(" + "|".join(map(re.escape, names)) + ")")
+    return sorted(p for p in Path(folder).glob(f"{TEMP_PREFIX}*") if pattern.fullmatch(p.name))
 
 
 def write_text(path, text):

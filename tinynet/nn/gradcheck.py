@@ -14,23 +14,39 @@ The symbols are those of ``docs/notation.md``.
 
 import numpy as np
 
+from ..errors import ArgumentError, TinynetError
+
+
+class GradientCheckError(TinynetError, AssertionError):
+    """A backward pass that disagrees with the numerical gradient: the message names the layer, the
+    array (x or a parameter) and the relative error."""
+
 
 def numerical_gradient(f, x, h=1e-5, indices=None):
     """dF/dx for a scalar function ``f()`` of the array ``x`` (perturbed in place, then restored).
 
-    ``indices``: flat indices to check (default: all); other entries of the result are left 0.
+    ``x`` may be any writable array, a transposed or sliced view too: each entry is perturbed where
+    it lives, so ``f`` sees the change. ``indices``: flat indices (in the C order of ``x.shape``)
+    to check (default: all); other entries of the result are left 0.
     """
-    grad = np.zeros_like(x, dtype=np.float64)
-    flat_x, flat_g = x.reshape(-1), grad.reshape(-1)
-    for i in range(x.size) if indices is None else indices:
-        old = flat_x[i]
-        flat_x[i] = old + h
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for at in _positions(x.shape, indices):
+        old = x[at]
+        x[at] = old + h
         plus = f()
-        flat_x[i] = old - h
+        x[at] = old - h
         minus = f()
-        flat_x[i] = old
-        flat_g[i] = (plus - minus) / (2 * h)
+        x[at] = old
+        grad[at] = (plus - minus) / (2 * h)
     return grad
+
+
+def _positions(shape, indices=None):
+    """The index tuples, in an array of ``shape``, of the flat (C order) ``indices``; of every
+    entry when None."""
+    if indices is None:
+        return np.ndindex(shape)
+    return zip(*(axis.tolist() for axis in np.unravel_index(np.asarray(indices, dtype=np.intp), shape)))
 
 
 def numerical_gradient_array(f, x, dout, h=1e-5):
@@ -44,9 +60,44 @@ def relative_error(analytic, numeric):
     return float(np.abs(analytic - numeric).max() / scale)
 
 
+def gradient_errors(layer, x, rng, reset=lambda: None):
+    """The relative error of each gradient ``layer``'s backward pass computes on input ``x``, by
+    name: ``"x"`` (dL/dx) and each parameter's, as :func:`check_layer` describes.
+
+    A layer whose backward returns None (a first layer that skips its input gradient, as the
+    LeNet's conv1 does) has no ``"x"`` entry: only its parameters are checked. The check runs on
+    float64 copies of ``x`` and of the parameters, and the layer is left as it was: its own
+    parameter arrays (shared with a model, say) in their own dtype, its gradients, cache and
+    scratch buffers.
+    """
+    saved = dict(vars(layer))
+    try:
+        layer.astype(np.float64)
+        x = np.array(x, dtype=np.float64)
+        reset()
+        out = layer.forward(x)
+        dout = rng.standard_normal(out.shape)
+        dx = layer.backward(dout)
+        dx = None if dx is None else np.array(dx)  # the layer's own array may be reused
+        grads = {k: g.copy() for k, g in layer.grads.items()}
+
+        def forward():
+            reset()
+            return layer.forward(x)
+
+        errors = {} if dx is None else {"x": relative_error(dx, numerical_gradient_array(forward, x, dout))}
+        for name, param in layer.params.items():
+            errors[name] = relative_error(grads[name], numerical_gradient_array(forward, param, dout))
+        return errors
+    finally:  # the layer's own attributes back: params, grads, buffers, cache (and LogitAdjustment's offset)
+        vars(layer).clear()
+        vars(layer).update(saved)
+
+
 def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7):
     """Gradient-check ``layer`` on input ``x``: returns the worst relative error found, and raises
-    AssertionError naming the layer and the array (x or a parameter) when one exceeds ``tolerance``.
+    :class:`GradientCheckError` (an AssertionError) naming the layer and the array (x or a
+    parameter) when one exceeds ``tolerance``.
 
     1. run the layer forward in float64 on ``x`` and draw a random upstream gradient dout;
     2. run backward: dx and every parameter gradient, as the layer computes them;
@@ -56,25 +107,16 @@ def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7):
 
     ``x`` should avoid the points where the layer is not differentiable (see
     :func:`distinct_values`). ``reset`` is called before every forward pass (dropout uses it to
-    replay the same mask).
+    replay the same mask). A layer whose backward returns None has its parameters checked, not
+    its input (:func:`gradient_errors` lists what was checked). The layer is left as it was.
     """
-    layer.astype(np.float64)
-    reset()
-    out = layer.forward(x)
-    dout = rng.standard_normal(out.shape)
-    dx = layer.backward(dout)
-    grads = {k: g.copy() for k, g in layer.grads.items()}
-
-    def forward():
-        reset()
-        return layer.forward(x)
-
-    errors = {"x": relative_error(dx, numerical_gradient_array(forward, x, dout))}
-    for name, param in layer.params.items():
-        errors[name] = relative_error(grads[name], numerical_gradient_array(forward, param, dout))
+    errors = gradient_errors(layer, x, rng, reset)
+    if not errors:
+        raise ArgumentError(f"{type(layer).__name__}: nothing to check (its backward returns None and "
+                            f"it has no parameters)")
     for name, err in errors.items():
         if not err < tolerance:
-            raise AssertionError(f"{type(layer).__name__} d{name}: relative error {err:.2e}")
+            raise GradientCheckError(f"{type(layer).__name__} d{name}: relative error {err:.2e}")
     return max(errors.values())
 
 

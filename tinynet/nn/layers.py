@@ -19,8 +19,11 @@ Each backward docstring gives the backprop equation it implements. The gradient 
 ``tests/test_layers.py`` compare every one of them with centred finite differences.
 """
 
+import math
+
 import numpy as np
 
+from ..errors import ArgumentError
 from .kernels import (col2im_numba, conv_output_size, im2col_numba, maxpool_backward_numba,
                       maxpool_forward_numba)
 
@@ -43,7 +46,7 @@ def init_weights(init, rng, shape, fan_in, fan_out):
     elif init == "glorot":
         w = glorot_uniform(rng, shape, fan_in, fan_out)
     else:
-        raise ValueError(f"unknown initialisation {init!r}; expected 'he' or 'glorot'")
+        raise ArgumentError(f"unknown initialisation {init!r}; expected 'he' or 'glorot'")
     return w.astype(np.float32)
 
 
@@ -224,7 +227,7 @@ class Flatten(Layer):
 
     def forward(self, x, train=True):
         self.cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(len(x), math.prod(x.shape[1:]))  # (not -1: NumPy cannot infer it for 0 images)
 
     def backward(self, dout):
         """dx = dout reshaped to the input's shape: flattening only reorders values, so each one's
@@ -261,7 +264,7 @@ class Dropout(Layer):
     def __init__(self, p, *, rng, name=None):
         super().__init__(name)
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+            raise ArgumentError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
         self.rng = rng
 
@@ -296,7 +299,7 @@ class LogitAdjustment(Layer):
         super().__init__(name)
         prior = np.asarray(prior, dtype=np.float64)
         if prior.ndim != 1 or not np.all(np.isfinite(prior)) or not np.all(prior > 0):
-            raise ValueError("class prior must be a list of positive finite frequencies")
+            raise ArgumentError("class prior must be a list of positive finite frequencies")
         self.offset = np.log(prior / prior.sum()).astype(np.float32)
 
     def forward(self, x, train=True):
@@ -325,6 +328,20 @@ def softmax(logits):
     return e / total
 
 
+def check_labels(labels, num_classes, count=None):
+    """``labels`` as an integer array of shape (count,), or ArgumentError naming the first label
+    outside [0, num_classes): NumPy would take a label of -1 as class K-1 without a word."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.ndim != 1 or count not in (None, len(labels)):
+        shape = f"({'N' if count is None else count},)"
+        raise ArgumentError(f"labels must be integers of shape {shape}, got {labels.dtype} of shape {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise ArgumentError(f"label {bad} is outside [0, {num_classes}): there are {num_classes} "
+                            f"classes, labelled 0 to {num_classes - 1}")
+    return labels
+
+
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy fused into one numerically stable loss.
 
@@ -338,12 +355,15 @@ class SoftmaxCrossEntropy:
 
     def __init__(self, label_smoothing=0.0):
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+            raise ArgumentError(f"label smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
     def forward(self, logits, labels):
-        """Returns the mean loss (a Python float); keeps the probabilities in ``self.probs``."""
+        """Returns the mean loss (a Python float; NaN for an empty batch, the mean of nothing);
+        keeps the probabilities in ``self.probs``. ArgumentError for labels that are not N
+        integers in [0, K)."""
         N, K = logits.shape
+        labels = check_labels(labels, K, N)
         shifted, _, total = _shifted_exp(logits)
         log_p = shifted - np.log(total)
         self.probs = np.exp(log_p)  # (not e / total: these bits keep every earlier run resumable exactly)
@@ -351,7 +371,7 @@ class SoftmaxCrossEntropy:
         eps = self.label_smoothing
         nll = -log_p[np.arange(N), labels]
         loss = (1.0 - eps) * nll - eps * log_p.mean(axis=1) if eps else nll
-        return float(loss.mean())
+        return float(loss.mean()) if N else math.nan
 
     def backward(self):
         """dL/dlogits = (p - t) / N, shape (N, K)."""

@@ -2,31 +2,30 @@
 confusion matrix and per-class precision / recall / F1 (used by training's evaluation and by
 inference)."""
 
+import math
+
 import numpy as np
 
 from ..datasets.idx import to_float
-from ..nn.layers import SoftmaxCrossEntropy, softmax
+from ..nn.layers import SoftmaxCrossEntropy, check_labels, softmax
 
 CONFUSED_PAIRS = 10  # most confused pairs in a report
 
 
 def predict_logits(model, images, batch_size=1024):
-    """Yields ``(start, logits)`` for consecutive batches of uint8 images (N, 28, 28), upright.
+    """Yields ``(start, logits)`` for consecutive batches of uint8 images (N, 28, 28), upright
+    (one empty batch for no images: the model answers it with logits (0, K)).
 
     Each batch is converted to float32 (N, 1, 28, 28) in [0, 1] only when it is used, so memory
     stays at one batch of floats whatever N is.
     """
-    for start in range(0, len(images), batch_size):
+    for start in range(0, max(len(images), 1), batch_size):
         yield start, model.forward(to_float(images[start:start + batch_size]), train=False)
 
 
 def predict_proba(model, images, batch_size=1024):
     """Class probabilities (N, K) float32 for uint8 images (N, 28, 28); (0, K) for no images."""
-    out = [softmax(logits) for _, logits in predict_logits(model, images, batch_size)]
-    if out:
-        return np.concatenate(out)
-    blank = np.zeros((1, 28, 28), np.uint8)  # the model's class count: from its answer to one image
-    return softmax(model.forward(to_float(blank), train=False))[:0]
+    return np.concatenate([softmax(logits) for _, logits in predict_logits(model, images, batch_size)])
 
 
 def evaluate(model, images, labels, batch_size=256):
@@ -57,13 +56,20 @@ def top_k_indices(proba, k):
 
 
 def top_k_accuracy(proba, labels, k):
-    """Fraction of rows of proba (N, K) whose true label (N,) is among its k best classes."""
+    """Fraction of rows of proba (N, K) whose true label (N,) is among its k best classes (NaN
+    for no rows)."""
+    labels = check_labels(labels, proba.shape[1], len(proba))
+    if not len(labels):
+        return math.nan
     return float((top_k_indices(proba, k) == labels[:, None]).any(axis=1).mean())
 
 
 def confusion_matrix(labels, predicted, num_classes):
-    """Counts int64 (K, K): row = true class, column = predicted class."""
+    """Counts int64 (K, K): row = true class, column = predicted class (all 0 for no labels).
+    ArgumentError for a label or prediction outside [0, K)."""
     k = num_classes
+    labels = check_labels(labels, k)
+    predicted = check_labels(predicted, k, len(labels))
     return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
 
 
@@ -88,18 +94,20 @@ def most_confused(confusion, n=CONFUSED_PAIRS):
 
 
 def format_report(confusion, classes, topk_accuracy, k):
-    """The evaluation report (text) of a confusion matrix (K, K) with characters ``classes``."""
+    """The evaluation report (text) of a confusion matrix (K, K) with characters ``classes`` (its
+    figures NaN for a matrix of no images)."""
     precision, recall, f1, support = per_class_metrics(confusion)
-    total = support.sum()
-    lines = [f"accuracy        {np.trace(confusion) / total:.4f}  ({np.trace(confusion)} of {total})",
-             f"balanced acc.   {recall[support > 0].mean():.4f}  (mean recall: every class counted equally)",
+    total, hits, present = support.sum(), np.trace(confusion), support > 0
+    accuracy = hits / total if total else math.nan
+    balanced = recall[present].mean() if total else math.nan
+    lines = [f"accuracy        {accuracy:.4f}  ({hits} of {total})",
+             f"balanced acc.   {balanced:.4f}  (mean recall: every class counted equally)",
              f"top-{k} accuracy  {topk_accuracy:.4f}", "",
              f"{'class':>12}  precision  recall      f1  support"]
     lines += [f"{c:>12}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {s:7d}"
               for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
-    present = support > 0
     for name, weights in (("macro", present * 1.0), ("weighted", support * 1.0)):
-        p, r, f = (np.average(v, weights=weights) for v in (precision, recall, f1))
+        p, r, f = (np.average(v, weights=weights) if total else math.nan for v in (precision, recall, f1))
         lines.append(f"{name + ' avg':>12}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {total:7d}")
     lines += ["", "most confused (true -> predicted: count, share of the true class)"]
     lines += [f"  {classes[t]} -> {classes[p]}: {n} ({n / support[t]:.1%})"

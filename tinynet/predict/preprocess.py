@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from ..errors import ArgumentError, TinynetError
+
 SIZE = 28  # output side (pixels)
 MAX_PIXELS = 4096 * 4096  # larger images are refused (a 12-megapixel phone photo fits)
 CONTENT = 24  # pixels spanned by the character's longer side: EMNIST's 2-pixel border
@@ -57,7 +59,7 @@ MIN_CONTRAST = 0.1  # ink must differ from the background by this much (fraction
 NOISE_FRACTION = 0.15  # ink fainter than this fraction of the contrast is treated as noise
 
 
-class ImageError(ValueError):
+class ImageError(TinynetError, ValueError):
     """An image that cannot become a model input; the one-line message names file and problem."""
 
 
@@ -150,7 +152,7 @@ def preprocess(gray):
     """
     x = np.asarray(gray, dtype=np.float32)
     if x.ndim != 2 or x.size == 0 or not np.isfinite(x).all():
-        raise ValueError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
+        raise ArgumentError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
     ink = _ink(np.clip(x, 0.0, 1.0))
     work = _blur(_frame(_crop(ink), WORK_SIZE), BLUR_SIGMA)
     out = np.clip(_frame(_crop(work), SIZE), 0.0, None)

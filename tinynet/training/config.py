@@ -26,12 +26,14 @@ FIELD_KINDS = {
 OPTIONAL = {"val_data", "val_dataset", "limit", "threads"}  # None: not set
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. The defaults are the original recipe.
 
     Checked when made (also by ``dataclasses.replace``): a value training cannot use raises
-    :class:`ConfigError` before any work starts, with the command line's wording."""
+    :class:`ConfigError` before any work starts, with the command line's wording. Frozen, so that
+    a checked config stays checked: ``config.lr = -5`` raises ``dataclasses.FrozenInstanceError``;
+    ``dataclasses.replace(config, lr=0.1)`` makes a changed copy, checked like any other."""
 
     data_dir: str = "data"
     dataset: str = "emnist-balanced"
@@ -64,12 +66,13 @@ class TrainConfig:
             problem = value_problem(kind, value)
             if problem:
                 raise ConfigError("{}: " + problem.replace("{", "{{").replace("}", "}}"), name)
+            # the normal forms (frozen: set through object.__setattr__, while the config is being made)
             if kind == "path":
-                setattr(self, name, os.fspath(value))  # a pathlib.Path is welcome; config.json holds text
+                object.__setattr__(self, name, os.fspath(value))  # a pathlib.Path is welcome; config.json holds text
             elif kind in ("positive_float", "non_negative_float", "fraction"):
-                setattr(self, name, float(value))
+                object.__setattr__(self, name, float(value))
             elif kind in ("positive_int", "non_negative_int"):
-                setattr(self, name, int(value))
+                object.__setattr__(self, name, int(value))
         if self.nesterov and not self.momentum:
             raise ConfigError("{} needs {} > 0", "nesterov", "momentum")
         if (self.val_data is None) != (self.val_dataset is None):

@@ -7,6 +7,8 @@ import numpy as np
 
 from ..datasets.idx import Split, train_val_split
 from ..datasets.load import load_dataset
+from ..errors import ArgumentError
+from ..nn.layers import check_labels
 from .errors import TrainingError
 
 IMAGE_SHAPE = (28, 28)
@@ -36,13 +38,17 @@ def load_run_data(config, download=True, log=print, train_data=None, test_data=N
     memory; test may be None) when given, else ``config.dataset`` from ``config.data_dir``
     (downloaded when missing, unless ``download`` is False); the external set from
     ``config.val_data`` when set. DataError for missing or bad files, TrainingError for sets whose
-    classes do not match."""
+    classes do not match or, in memory, whose labels are not one per image in [0, K)."""
     if train_data is None:
         splits = load_dataset(config.dataset, config.data_dir, download=download, out=log)
         train_data, test_data = splits["train"], splits["test"]
-    elif test_data is not None and tuple(test_data.classes) != tuple(train_data.classes):
-        raise TrainingError(f"test_data's classes do not match train_data's "
-                            f"({len(test_data.classes)} vs {len(train_data.classes)})")
+    else:
+        check_split_labels(train_data, "train_data")
+        if test_data is not None and tuple(test_data.classes) != tuple(train_data.classes):
+            raise TrainingError(f"test_data's classes do not match train_data's "
+                                f"({len(test_data.classes)} vs {len(train_data.classes)})")
+        if test_data is not None:
+            check_split_labels(test_data, "test_data")
     external = None
     if config.val_data:
         external = load_dataset(config.val_dataset, config.val_data, ("test",), download=download,
@@ -58,6 +64,15 @@ def load_run_data(config, download=True, log=print, train_data=None, test_data=N
     return RunData(train_data.images, train_data.labels, train_data.classes, train_idx,
                    train_data.images[val_idx], train_data.labels[val_idx], test_data.images,
                    test_data.labels, external)
+
+
+def check_split_labels(split, role):
+    """TrainingError unless the in-memory ``Split`` ``split`` (passed as ``role``) has one integer
+    label per image, each a class index in [0, len(classes)) (a label of -1 would train class K-1)."""
+    try:
+        check_labels(split.labels, len(split.classes), len(split.images))
+    except ArgumentError as e:
+        raise TrainingError(f"{role} ({len(split.images)} images, {len(split.classes)} classes): {e}") from None
 
 
 def class_prior(labels, num_classes):

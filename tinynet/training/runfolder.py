@@ -7,7 +7,12 @@
     summary.json     the end of the run; filters.png, the first convolution's learned filters
 
 Every file is written atomically (``tinynet.files.atomic``): a killed run leaves old or new files,
-never half of one.
+never half of one, and at worst a temporary file beside them, which the next run in the folder
+removes once it has started.
+
+A folder holds one run. A new run refuses a folder that already holds one (its ``config.json`` or
+``last.npz``) unless asked to replace it; then it removes that run's files (:data:`RUN_FILES`, and
+nothing else) once it has started.
 """
 
 import json
@@ -15,12 +20,17 @@ import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..files.atomic import TEMP_PREFIX, write_text
+from ..files.atomic import leftover_temporaries, write_text
 from ..files.plots import plot_curves, plot_filters
 from .config import TrainConfig
 from .errors import TrainingError
+from .runlog import SNAPSHOT_FILE, STATUS_FILE, STEPS_FILE
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
+# The files a run writes in its folder (the trainer's, and the live log's for the training page).
+RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "last.npz", "best.npz", "summary.json",
+             "filters.png", STEPS_FILE, SNAPSHOT_FILE, STATUS_FILE)
+MARKS_A_RUN = ("config.json", "last.npz")  # a folder holding either holds a run
 
 
 def check_run_dir(run_dir, min_free_bytes=MIN_FREE_BYTES):
@@ -47,12 +57,36 @@ class RunFolder:
         self.last, self.best = self.path / "last.npz", self.path / "best.npz"
         self.created = []  # the folders prepare() made, innermost first
 
+    def run_files(self, names=MARKS_A_RUN):
+        """Those of the files ``names`` that are in the folder."""
+        return [name for name in names if (self.path / name).exists()]
+
+    def refuse_another_run(self, overwrite=False):
+        """TrainingError when the folder already holds a run (:data:`MARKS_A_RUN`), unless
+        ``overwrite``: a new run must not mix its files with another's."""
+        found = self.run_files()
+        if found and not overwrite:
+            resume = "resume it (resume=True; train.py --resume), " if "last.npz" in found else ""
+            raise TrainingError(f"{self.path}: already holds a run ({', '.join(found)}); {resume}replace "
+                                f"it (overwrite=True), or train in another folder")
+
     def prepare(self):
-        """Create and check the folder (:func:`check_run_dir`) and remove temporary files a run
-        killed in the middle of a write left behind."""
+        """Create and check the folder (:func:`check_run_dir`)."""
         self.created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         check_run_dir(self.path)
-        for stale in self.path.glob(f"{TEMP_PREFIX}*"):
+
+    def clear(self):
+        """Remove the files of the run the folder held (:data:`RUN_FILES`), for a run that
+        replaces it; nothing else in the folder."""
+        for name in self.run_files(RUN_FILES):
+            (self.path / name).unlink(missing_ok=True)
+
+    def remove_leftovers(self):
+        """Remove the temporary files that writes of :data:`RUN_FILES` killed before their rename
+        left behind (``tinynet.files.atomic.leftover_temporaries``). Called once the run has
+        started, so a run that cannot start leaves the folder as it found it; no other file is
+        touched, however it is named."""
+        for stale in leftover_temporaries(self.path, RUN_FILES):
             stale.unlink(missing_ok=True)
 
     def discard(self):

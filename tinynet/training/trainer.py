@@ -38,6 +38,7 @@ import numpy as np
 
 from ..datasets.augment import augment_batch
 from ..datasets.idx import to_float
+from ..errors import ArgumentError
 from ..nn.layers import Dropout, SoftmaxCrossEntropy
 from ..nn.optim import learning_rate
 from ..nn.parallel import DataParallel, one_blas_thread
@@ -45,6 +46,7 @@ from ..nn.step import train_step
 from .callbacks import Callbacks, StopFlag
 from .config import BEST_BY, TrainConfig
 from .data import epoch_order, load_run_data
+from .divergence import all_finite, diverged
 from .errors import TrainingError
 from .runfolder import RunFolder, resume_config
 from .scores import EpochBar, EpochTally, Scores, run_summary
@@ -55,7 +57,8 @@ class Trainer:
     """One training run, in parts a notebook can call one at a time; :meth:`fit` runs the rest of
     it, and is what ``train.py`` runs (through :func:`train`).
 
-    ``Trainer(config, run_dir)`` checks the run folder, loads the data (``config.data_dir`` /
+    ``Trainer(config, run_dir)`` checks the run folder (one that holds another run is refused
+    unless ``overwrite=True``, which replaces that run's files), loads the data (``config.data_dir`` /
     ``config.dataset``, downloaded unless ``download=False``; or in-memory ``tinynet.datasets.idx.Split``
     objects given as ``train_data`` and optionally ``test_data``, when ``config.data_dir`` and
     ``config.dataset`` are only recorded), builds the model or, with ``resume``, restores the run
@@ -77,10 +80,10 @@ class Trainer:
     """
 
     def __init__(self, config, run_dir, *, resume=False, download=True, progress=True,
-                 log=print, callbacks=(), train_data=None, test_data=None):
+                 log=print, callbacks=(), train_data=None, test_data=None, overwrite=False):
         self.started = time.perf_counter()
         self.folder, self.config, self.data, self.run, self.model = prepare_run(
-            config, run_dir, resume, download, log, train_data, test_data)
+            config, run_dir, resume, download, log, train_data, test_data, overwrite)
         self.run_dir, self.progress, self.log = self.folder.path, progress, log
         self.classes, self.train_idx = self.data.classes, self.data.train_idx
         self.val_images, self.val_labels = self.data.val_images, self.data.val_labels
@@ -118,8 +121,9 @@ class Trainer:
 
     def step(self):
         """One SGD step on the next batch of the current epoch; returns the callbacks' ``on_step``
-        record (``loss``, ``accuracy``, ``lr``...). TrainingError if the loss diverges (last.npz
-        stays the last good checkpoint), or if the epoch's batches are done (call :meth:`end_epoch`)."""
+        record (``loss``, ``accuracy``, ``lr``...). TrainingError if the loss or a weight (or a
+        gradient) becomes NaN or infinite (``tinynet.training.divergence``; last.npz stays the last
+        good checkpoint), or if the epoch's batches are done (call :meth:`end_epoch`)."""
         config, state = self.config, self.state
         if state["epoch"] >= config.epochs or state["batch"] >= self.batches_per_epoch:
             raise TrainingError("the run is finished" if state["epoch"] >= config.epochs else
@@ -130,7 +134,7 @@ class Trainer:
         optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], self.total_steps)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
             loss, logits = train_step(self.net, self.loss_fn, optimizer, x, y)
-        if not math.isfinite(loss):
+        if not (math.isfinite(loss) and all_finite(p for _, p, _ in self.model.parameters())):
             self._diverged(loss)
         state["batch"] += 1
         state["step"] += 1
@@ -157,11 +161,7 @@ class Trainer:
         return x, y
 
     def _diverged(self, loss):
-        state, last = self.state, self.folder.last
-        kept = (f"the last good checkpoint {last} (epoch {state['epoch']}) is kept"
-                if last.exists() else "no checkpoint was written yet")
-        error = TrainingError(f"loss became {loss} at epoch {state['epoch'] + 1}, batch {state['batch']} "
-                              f"(step {state['step']}): training diverged; {kept}. Try a lower --lr.")
+        error = diverged(loss, self.model, self.run.optimizer, self.state, self.folder.last)
         self.notify("on_end", self, {"status": "failed", "error": str(error)})
         raise error
 
@@ -245,9 +245,11 @@ class Trainer:
         return summary
 
 
-def train(config, run_dir, *, resume=False, download=True, progress=True, log=print, callbacks=()):
+def train(config, run_dir, *, resume=False, download=True, progress=True, log=print, callbacks=(),
+          overwrite=False):
     """Train per ``config`` into ``run_dir``; with ``resume``, continue the run saved there (its
-    own configuration; ``config``'s ``epochs`` and ``threads``, if given, replace the saved ones).
+    own configuration; ``config``'s ``epochs`` and ``threads``, if given, replace the saved ones);
+    a folder that holds another run is refused unless ``overwrite`` (its run files are replaced).
     ``callbacks`` observe the run (see :class:`Callbacks`). ``Trainer(...).fit()``, closed after.
 
     Returns a summary dict (``status`` is ``"finished"`` or ``"interrupted"``, plus final metrics,
@@ -255,21 +257,28 @@ def train(config, run_dir, *, resume=False, download=True, progress=True, log=pr
     that diverges, and ``tinynet.datasets.idx.DataError`` for missing or bad data.
     """
     with Trainer(config, run_dir, resume=resume, download=download, progress=progress, log=log,
-                 callbacks=callbacks) as trainer:
+                 callbacks=callbacks, overwrite=overwrite) as trainer:
         return trainer.fit()
 
 
-def prepare_run(config, run_dir, resume=False, download=True, log=print, train_data=None, test_data=None):
+def prepare_run(config, run_dir, resume=False, download=True, log=print, train_data=None, test_data=None,
+                overwrite=False):
     """What a run needs before its first step, as ``(folder, config, data, run state, model)``:
-    the run folder checked (``tinynet.training.runfolder``), the configuration (with ``resume``,
-    the one saved there), the data loaded (``tinynet.training.data``), and the model built and
-    ``config.json`` written, or with ``resume`` the model and training state put back from
-    ``last.npz`` (``tinynet.training.state``). On a failure to load the data, the folders this
-    run created are removed where still empty."""
+    the run folder checked (``tinynet.training.runfolder``: a new run refuses a folder that holds
+    another, unless ``overwrite``), the configuration (with ``resume``, the one saved there), the
+    data loaded (``tinynet.training.data``), and the model built and ``config.json`` written
+    (after removing the replaced run's files), or with ``resume`` the model and training state put
+    back from ``last.npz`` (``tinynet.training.state``). Only then are writes killed in an earlier
+    process of this run cleaned up. On a failure to load the data, the folders this run created
+    are removed where still empty, and nothing else is touched."""
     folder = RunFolder(run_dir)
+    if resume and overwrite:
+        raise ArgumentError("resume=True continues the run in the folder, overwrite=True replaces it: not both")
     config = _resume_config(folder.path, config) if resume else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (None only with resume), not {type(config).__name__}")
+    if not resume:
+        folder.refuse_another_run(overwrite)
     folder.prepare()
     try:
         data = load_run_data(config, download, log, train_data, test_data)
@@ -284,7 +293,9 @@ def prepare_run(config, run_dir, resume=False, download=True, log=print, train_d
         log(f"resuming {folder.path} at epoch {run.counters['epoch'] + 1}, batch {run.counters['batch']}")
     else:
         model = run.new_model()
+        folder.clear()  # the replaced run's files (overwrite), now that this one starts
         folder.write_config(config)
+    folder.remove_leftovers()
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = run.rngs["dropout"]

@@ -16,8 +16,10 @@ import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..errors import TinynetError
 
-class RequestError(Exception):
+
+class RequestError(TinynetError):
     """A request that gets a 4xx answer: ``status``, a one-line ``message``, extra ``headers``."""
 
     def __init__(self, status, message, headers=()):
