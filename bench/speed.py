@@ -174,7 +174,7 @@ def timed_blocks(fn, reps, max_seconds=None, warm=1):
 
 def tinynet_worker(args):
     from tinynet.datasets.idx import to_float
-    from tinynet.nn.layers import SoftmaxCrossEntropy
+    from tinynet.nn.layers import Conv2D, MaxPool2D, SoftmaxCrossEntropy
     from tinynet.nn.model import lenet
     from tinynet.nn.optim import SGD
     from tinynet.nn.parallel import DataParallel
@@ -269,9 +269,18 @@ def tinynet_worker(args):
                  "SGD step": [], "whole step": []}
 
         def forward_timed(replica, h):
-            for layer in replica.layers:
+            """The forward pass as Sequential.forward runs it: a Conv2D followed by a max-pooling
+            layer is one fused step (Conv2D.forward_pool), timed under the convolution's name."""
+            layers, i = replica.layers, 0
+            while i < len(layers):
+                layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
                 t = time.perf_counter()
-                h = layer.forward(h, True)
+                if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
+                    h = layer.forward_pool(h, after, True)
+                    i += 2
+                else:
+                    h = layer.forward(h, True)
+                    i += 1
                 if replica is net.replicas[0]:  # slice 0's replica
                     fwd[layer.name].append(time.perf_counter() - t)
             return h
@@ -304,7 +313,7 @@ def tinynet_worker(args):
             optimizer.step(model)
             extra["SGD step"].append(time.perf_counter() - t)
             extra["whole step"].append(time.perf_counter() - t_step)
-        med = lambda v: float(np.median(v)) * 1e3  # noqa: E731
+        med = lambda v: float(np.median(v)) * 1e3 if v else None  # noqa: E731
         return {"layers": [{"name": layer.name, "type": type(layer).__name__,
                             "forward_ms": med(fwd[layer.name]), "backward_ms": med(bwd[layer.name])}
                            for layer in model.layers],
@@ -993,9 +1002,13 @@ def build_rows(res, with_torch):
         rows.append(f"training step by layer, median ms per batch of {TRAIN_BATCH} (tinynet: forward / "
                     f"backward of slice 0, {ly['slice']} images, the other threads running other "
                     f"slices; totals for the whole batch)" + noise(res, "layers"))
-        for layer in ly["layers"]:
-            rows.append([f"  {layer['name']} ({layer['type']})",
-                         f"{layer['forward_ms']:.2f} / {layer['backward_ms']:.2f}", "", "", "", ""])
+        for k, layer in enumerate(ly["layers"]):
+            fused = layer["forward_ms"] is None  # a pooling layer run inside the convolution's step
+            after = ly["layers"][k + 1] if k + 1 < len(ly["layers"]) else None
+            label = (f"  {layer['name']} ({layer['type']})" if not (after and after["forward_ms"] is None)
+                     else f"  {layer['name']} ({layer['type']}; forward: + {after['name']}, fused)")
+            rows.append([label, ("(fused)" if fused else f"{layer['forward_ms']:.2f}")
+                         + f" / {layer['backward_ms']:.2f}", "", "", "", ""])
         ph = res.get("torch_phases") or {}
         t, p = ly["loss (softmax + cross-entropy) fwd+bwd_ms"], ph.get("loss_ms")
         rows.append(["  loss fwd+bwd (pytorch: fwd only)", f"{t:.2f}", fmt(p, ".2f"), "", "", ""])
