@@ -169,7 +169,7 @@ def im2col_pooled_reference(x, kh, kw, stride, padding, pool):
     OW = conv_output_size(W, kw, stride, padding)
     PH, PW = OH // pool, OW // pool
     cols = im2col_reference(x, kh, kw, stride, padding).reshape(N, OH, OW, -1)
-    blocks = [cols[:, a:a + pool * PH:pool, e:e + pool * PW:pool].reshape(N * PH * PW, -1)
+    blocks = [cols[:, a:a + pool * PH:pool, e:e + pool * PW:pool].reshape(N * PH * PW, cols.shape[-1])
               for a in range(pool) for e in range(pool)]
     return np.concatenate(blocks)
 
