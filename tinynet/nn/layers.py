@@ -341,7 +341,9 @@ class Dense(Layer):
 
     def forward(self, x, train=True):
         self.cache = x
-        return x @ self.params["W"] + self.params["b"]
+        out = x @ self.params["W"]
+        out += self.params["b"]  # in place: no second (N, out) array
+        return out
 
     def backward(self, dout):
         """dout (N, out) -> dx (N, in).  dW = x.T @ dout;  db = sum_n dout;  dx = dout @ W.T."""
