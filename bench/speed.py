@@ -174,7 +174,7 @@ def timed_blocks(fn, reps, max_seconds=None, warm=1):
 
 def tinynet_worker(args):
     from tinynet.datasets.idx import to_float
-    from tinynet.nn.layers import SoftmaxCrossEntropy
+    from tinynet.nn.layers import Conv2D, MaxPool2D, SoftmaxCrossEntropy
     from tinynet.nn.model import lenet
     from tinynet.nn.optim import SGD
     from tinynet.nn.parallel import DataParallel
@@ -221,6 +221,44 @@ def tinynet_worker(args):
     def infer(reps, max_seconds=None):
         return timed_blocks(lambda: net.forward(x_infer, train=False), reps, max_seconds)
 
+    nets = {args.threads: net}
+
+    def net_for(threads):
+        if threads not in nets:
+            nets[threads] = DataParallel(model, threads)
+        return nets[threads]
+
+    def infer_at(threads, reps, max_seconds=None):
+        """Inference on the batch of INFER_BATCH at ``threads`` threads (its own DataParallel)."""
+        at = net_for(threads)
+        return timed_blocks(lambda: at.forward(x_infer, train=False), reps, max_seconds)
+
+    def latency(threads, reps, max_seconds=None):
+        """Seconds per call for one image: the model's forward pass (float32 in, logits out, as
+        onnxruntime's run) and Predictor.predict_proba (uint8 in, probabilities out)."""
+        from tinynet.predict.predictor import Predictor
+        at = net_for(threads)
+        one = x_infer[:1]
+        predictor = Predictor(model, [str(k) for k in range(NUM_CLASSES)], threads=threads)
+        image = np.round(x_infer[:1, 0] * 255).astype(np.uint8)
+        try:
+            return {"model": timed_blocks(lambda: at.forward(one, train=False), reps, max_seconds),
+                    "predictor": timed_blocks(lambda: predictor.predict_proba(image), reps,
+                                              max_seconds)}
+        finally:
+            predictor.close()
+
+    def sgemm(threads, n=2048, reps=5):
+        """GFLOP/s of NumPy's float32 matmul (n x n) @ (n x n) with ``threads`` BLAS threads: the
+        machine's practical FLOP rate, from which the benchmark derives the FLOP bound."""
+        from threadpoolctl import threadpool_limits
+        rng = np.random.default_rng(0)
+        a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+        out = np.empty_like(a)
+        with threadpool_limits(threads, user_api="blas"):
+            res = timed_blocks(lambda: np.matmul(a, b, out=out), reps)
+        return {"gflops": 2 * n ** 3 / min(res["each"]) / 1e9}
+
     def layers(reps, max_seconds=None):
         """Median ms inside a training step: each layer's forward and backward as run on slice 0 of
         the batch (while the other threads run other slices), and the whole batch's forward,
@@ -231,9 +269,18 @@ def tinynet_worker(args):
                  "SGD step": [], "whole step": []}
 
         def forward_timed(replica, h):
-            for layer in replica.layers:
+            """The forward pass as Sequential.forward runs it: a Conv2D followed by a max-pooling
+            layer is one fused step (Conv2D.forward_pool), timed under the convolution's name."""
+            layers, i = replica.layers, 0
+            while i < len(layers):
+                layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
                 t = time.perf_counter()
-                h = layer.forward(h, True)
+                if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
+                    h = layer.forward_pool(h, after, True)
+                    i += 2
+                else:
+                    h = layer.forward(h, True)
+                    i += 1
                 if replica is net.replicas[0]:  # slice 0's replica
                     fwd[layer.name].append(time.perf_counter() - t)
             return h
@@ -266,7 +313,7 @@ def tinynet_worker(args):
             optimizer.step(model)
             extra["SGD step"].append(time.perf_counter() - t)
             extra["whole step"].append(time.perf_counter() - t_step)
-        med = lambda v: float(np.median(v)) * 1e3  # noqa: E731
+        med = lambda v: float(np.median(v)) * 1e3 if v else None  # noqa: E731
         return {"layers": [{"name": layer.name, "type": type(layer).__name__,
                             "forward_ms": med(fwd[layer.name]), "backward_ms": med(bwd[layer.name])}
                            for layer in model.layers],
@@ -303,7 +350,8 @@ def tinynet_worker(args):
         return {"sizes": out}
 
     serve({"info": info, "logits": logits, "warmup": warmup, "train": train, "infer": infer,
-           "layers": layers, "scaling": scaling})
+           "layers": layers, "scaling": scaling, "infer_at": infer_at, "latency": latency,
+           "sgemm": sgemm})
 
 
 def torch_worker(args):
@@ -364,6 +412,26 @@ def torch_worker(args):
     def infer(reps, max_seconds=None):
         return timed_blocks(infer_once, reps, max_seconds)
 
+    def infer_at(threads, reps, max_seconds=None):
+        torch.set_num_threads(threads)
+        try:
+            return timed_blocks(infer_once, reps, max_seconds)
+        finally:
+            torch.set_num_threads(args.threads)
+
+    def latency(threads, reps, max_seconds=None):
+        one = x_infer[:1]
+
+        def run():
+            model.eval()
+            with torch.inference_mode():
+                model(one)
+        torch.set_num_threads(threads)
+        try:
+            return {"model": timed_blocks(run, reps, max_seconds)}
+        finally:
+            torch.set_num_threads(args.threads)
+
     def phases(reps, max_seconds=None):
         """Median ms of forward, loss, backward and optimizer step in a training step."""
         t = {"forward": [], "loss": [], "backward": [], "step": [], "whole": []}
@@ -388,7 +456,57 @@ def torch_worker(args):
         return {k + "_ms": float(np.median(v)) * 1e3 for k, v in t.items()}
 
     serve({"info": info, "logits": logits, "warmup": warmup, "train": train, "infer": infer,
-           "phases": phases})
+           "phases": phases, "infer_at": infer_at, "latency": latency})
+
+
+def ort_worker(args):
+    """onnxruntime running tinynet's own ONNX export of the same weights (tinynet.onnx.io.to_onnx),
+    one InferenceSession per thread count: intra_op_num_threads = threads, inter_op_num_threads = 1,
+    sequential execution, all graph optimisations (onnxruntime's default)."""
+    import onnxruntime as ort
+    from tinynet.nn.model import lenet
+    from tinynet.onnx.io import to_onnx
+
+    model = lenet(NUM_CLASSES, rng=np.random.default_rng(SEED_WEIGHTS))
+    with np.load(args.weights) as w:
+        model.load_state_dict(dict(w))
+    graph = to_onnx(model, [str(k) for k in range(NUM_CLASSES)]).SerializeToString()
+    batches, x_infer = benchmark_batches()
+    sessions = {}
+
+    def session(threads):
+        if threads not in sessions:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            sessions[threads] = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        return sessions[threads]
+
+    def run(threads, x):
+        return session(threads).run(["logits"], {"image": x})[0]
+
+    def info():
+        return {"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}
+
+    def logits():
+        return {"logits": run(args.threads, batches[0][0])[:4].tolist()}
+
+    def warmup(train_steps, infer_reps):
+        for threads in {1, args.threads}:
+            for _ in range(infer_reps):
+                run(threads, x_infer)
+        return {}
+
+    def infer_at(threads, reps, max_seconds=None):
+        return timed_blocks(lambda: run(threads, x_infer), reps, max_seconds)
+
+    def latency(threads, reps, max_seconds=None):
+        one = x_infer[:1]
+        return {"model": timed_blocks(lambda: run(threads, one), reps, max_seconds)}
+
+    serve({"info": info, "logits": logits, "warmup": warmup, "infer_at": infer_at,
+           "latency": latency})
 
 
 # ---------------------------------------------------------------------------------- measurements
@@ -429,11 +547,46 @@ def interleaved(workers, cmd, rounds, images_per_call, meter, budget, **kw):
            for k, v in per.items()}
     out.update({"rounds_run": len(other), "rounds_clean": len(clean), "used_clean": use == clean,
                 "other_cores_per_round": other})
-    if len(workers) == 2:
-        ratios = [a / b for a, b in zip(per["tinynet"], per["torch"])]
-        out["ratio_median"] = float(np.median([ratios[i] for i in use]))
-        out["ratio_rounds"] = ratios
+    first = workers[0].kind
+    out["ratios"] = {}
+    for w in workers[1:]:  # tinynet / each peer, round by round
+        ratios = [a / b for a, b in zip(per[first], per[w.kind])]
+        out["ratios"][w.kind] = {"median": float(np.median([ratios[i] for i in use])),
+                                 "rounds": ratios}
+    if "torch" in out["ratios"]:
+        out["ratio_median"] = out["ratios"]["torch"]["median"]
+        out["ratio_rounds"] = out["ratios"]["torch"]["rounds"]
     return out
+
+
+PEER_THREADS = (1, 2)  # thread counts of the inference comparison with onnxruntime
+PEER_ROUNDS = 7
+
+
+def peer_inference(workers, meter, budget):
+    """Inference at batch INFER_BATCH on 1 and 2 threads, every worker (tinynet, onnxruntime and
+    PyTorch when present) interleaved over PEER_ROUNDS rounds, and the latency of one image (the
+    median call of each block of calls), interleaved the same way."""
+    out = {"threads": {}}
+    for threads in PEER_THREADS:
+        out["threads"][str(threads)] = interleaved(
+            workers, "infer_at", PEER_ROUNDS, INFER_BATCH, meter, budget, threads=threads, reps=5,
+            max_seconds=2.0)
+    lat = {w.kind: [] for w in workers}
+    lat["tinynet_predictor"] = []
+    for r in range(PEER_ROUNDS):
+        for w in workers if r % 2 == 0 else workers[::-1]:
+            res = w.call("latency", threads=max(PEER_THREADS), reps=400, max_seconds=0.5)
+            lat[w.kind].append(float(np.median(res["model"]["each"])))
+            if "predictor" in res:
+                lat["tinynet_predictor"].append(float(np.median(res["predictor"]["each"])))
+    out["latency_s"] = {k: {"median": float(np.median(v)), "rounds": v} for k, v in lat.items()}
+    return out
+
+
+def sgemm_rate(worker):
+    """NumPy's float32 matmul rate on 1 and 2 BLAS threads (GFLOP/s), measured in the tinynet worker."""
+    return {str(t): worker.call("sgemm", threads=t)["gflops"] for t in PEER_THREADS}
 
 
 def write_balanced_sized_dataset(folder, rng, n_train=112_800, n_test=18_800):
@@ -734,7 +887,9 @@ def fmt(v, spec):
 
 def print_table(rows, out=sys.stdout):
     """rows: lists of cells, or a string for a section line."""
-    head = ["measurement", "tinynet", "pytorch", "speed-up", "target", "met"]
+    head = ["measurement", "tinynet", "pytorch", "speed-up", "onnxruntime", "vs ort", "target", "met"]
+    # rows of 6 cells have no onnxruntime columns
+    rows = [r if isinstance(r, str) or len(r) == 8 else [*r[:4], "", "", *r[4:]] for r in rows]
     cells = [r for r in rows if not isinstance(r, str)]
     widths = [max(len(str(c[i])) for c in cells + [head]) for i in range(len(head))]
     total = sum(widths) + 3 * (len(widths) - 1)
@@ -767,6 +922,47 @@ def noise(res, section):
     return "" if v is None else f" [other processes: {v:.1f} of {res['cpu_count']} cores]"
 
 
+MFLOP_INFER = (24 * 24 * 20 * 25 + 8 * 8 * 50 * 500 + 800 * 500 + 500 * 47) * 2 / 1e6  # 4.62
+MFLOP_TRAIN = 3 * MFLOP_INFER - 24 * 24 * 20 * 25 * 2 / 1e6  # forward, dW, dx but conv1's: 13.3
+
+
+def peer_rows(res, with_torch):
+    """Rows of the inference comparison at 1 and 2 threads (with onnxruntime) and the FLOP bound."""
+    pr, rows = res.get("peers"), []
+    if not pr:
+        return rows
+    gf = res.get("sgemm_gflops", {})
+    rows.append(f"inference, batch {INFER_BATCH}, images/s at 1 and 2 threads; median of "
+                f"{PEER_ROUNDS} interleaved rounds, ratios = median of per-round ratios; FLOP bound "
+                f"= sgemm rate / {MFLOP_INFER:.2f} MFLOP per image" + noise(res, "peers"))
+    for t, r in pr["threads"].items():
+        ort, tor = r.get("ort"), r.get("torch")
+        ratio = r["ratios"].get("ort", {}).get("median")
+        tratio = r["ratios"].get("torch", {}).get("median")
+        rows.append([f"  {t} thread{'s' if t != '1' else ''}", fmt(r["tinynet"]["median"], ".0f"),
+                     fmt(tor and tor["median"], ".0f"), fmt(tratio, ".2f") + "x" if tratio else "-",
+                     fmt(ort and ort["median"], ".0f"), fmt(ratio, ".2f") + "x" if ratio else "-",
+                     ">= 1.0x onnxruntime", met(ratio >= 1.0 if ratio else None,
+                                                not r["used_clean"])])
+        if t in gf:
+            bound = gf[t] * 1e3 / MFLOP_INFER
+            share = lambda v: f"{100 * v / bound:.0f}%" if v else "-"  # noqa: E731
+            rows.append([f"    FLOP bound {bound:,.0f} (sgemm {gf[t]:.0f} GFLOP/s): share",
+                         share(r["tinynet"]["median"]), share(tor and tor["median"]), "",
+                         share(ort and ort["median"]), "", "", ""])
+    lat = pr["latency_s"]
+    us = lambda k: fmt(lat[k]["median"] * 1e6, ".0f") if k in lat else "-"  # noqa: E731
+    ratio = lat["ort"]["median"] / lat["tinynet"]["median"] if "ort" in lat else None
+    tratio = lat["torch"]["median"] / lat["tinynet"]["median"] if "torch" in lat else None
+    rows.append(["  one image, latency (us): the model's forward", us("tinynet"), us("torch"),
+                 fmt(tratio, ".2f") + "x" if tratio else "-", us("ort"),
+                 fmt(ratio, ".2f") + "x" if ratio else "-", "not slower", met(
+                     ratio >= 1.0 if ratio else None, busy(res, "peers"))])
+    rows.append(["  one image, latency (us): Predictor.predict_proba (uint8 in)",
+                 us("tinynet_predictor"), "", "", "", "", "", ""])
+    return rows
+
+
 def build_rows(res, with_torch):
     rows = []
     tp = res.get("throughput")
@@ -774,7 +970,7 @@ def build_rows(res, with_torch):
         rows.append("throughput, images/s: median over interleaved rounds (clean = other processes "
                     f"<= {QUIET} cores); speed-up = median of per-round tinynet/pytorch ratios"
                     + noise(res, "throughput"))
-        for key, label, target in (("train", f"training, batch {TRAIN_BATCH} (fwd+bwd+SGD)", 1.25),
+        for key, label, target in (("train", f"training, batch {TRAIN_BATCH} (fwd+bwd+SGD)", 1.6),
                                    ("infer", f"inference, batch {INFER_BATCH}",
                                     2.5 if PINNED else 3.0)):
             r = tp[key]
@@ -785,6 +981,7 @@ def build_rows(res, with_torch):
                          fmt(r["torch"]["median"], ".0f") if with_torch else "-",
                          fmt(ratio, ".2f") + "x" if ratio else "-", f">= {target}x pytorch",
                          met(ratio >= target if ratio else None, not r["used_clean"])])
+    rows += peer_rows(res, with_torch)
     wr = res.get("whole_run")
     if wr:
         n1, n2 = wr["sizes"]
@@ -793,7 +990,7 @@ def build_rows(res, with_torch):
                     f"--no-progress vs bench/torch_train.py; median of {len(wr['tinynet']['rounds'])} "
                     f"interleaved rounds" + noise(res, "whole_run"))
         ratio = wr.get("ratio_median")
-        target = 1.5 if PINNED else 2.5
+        target = 1.5 if PINNED else 2.0
         rounds = " / ".join(f"{v:.2f}" for v in wr.get("ratio_rounds", []))
         rows.append(["  training images/s" + (f" (round ratios {rounds})" if rounds else ""),
                      fmt(wr["tinynet"]["median"], ".0f"),
@@ -805,9 +1002,13 @@ def build_rows(res, with_torch):
         rows.append(f"training step by layer, median ms per batch of {TRAIN_BATCH} (tinynet: forward / "
                     f"backward of slice 0, {ly['slice']} images, the other threads running other "
                     f"slices; totals for the whole batch)" + noise(res, "layers"))
-        for layer in ly["layers"]:
-            rows.append([f"  {layer['name']} ({layer['type']})",
-                         f"{layer['forward_ms']:.2f} / {layer['backward_ms']:.2f}", "", "", "", ""])
+        for k, layer in enumerate(ly["layers"]):
+            fused = layer["forward_ms"] is None  # a pooling layer run inside the convolution's step
+            after = ly["layers"][k + 1] if k + 1 < len(ly["layers"]) else None
+            label = (f"  {layer['name']} ({layer['type']})" if not (after and after["forward_ms"] is None)
+                     else f"  {layer['name']} ({layer['type']}; forward: + {after['name']}, fused)")
+            rows.append([label, ("(fused)" if fused else f"{layer['forward_ms']:.2f}")
+                         + f" / {layer['backward_ms']:.2f}", "", "", "", ""])
         ph = res.get("torch_phases") or {}
         t, p = ly["loss (softmax + cross-entropy) fwd+bwd_ms"], ph.get("loss_ms")
         rows.append(["  loss fwd+bwd (pytorch: fwd only)", f"{t:.2f}", fmt(p, ".2f"), "", "", ""])
@@ -898,8 +1099,9 @@ def parse_args(argv=None):
                    help="fewer repetitions, smaller scaling sizes, 1-epoch memory run")
     p.add_argument("--json", metavar="PATH", help="also save all results as JSON")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument("--no-ort", action="store_true", help="skip onnxruntime even if installed")
     p.add_argument("--skip", action="append", default=[],
-                   choices=("throughput", "layers", "scaling", "whole-run", "memory", "startup"),
+                   choices=("throughput", "peers", "layers", "scaling", "whole-run", "memory", "startup"),
                    help="leave out a part (repeatable)")
     p.add_argument("--whole-run-rounds", type=int, default=3,
                    help="interleaved rounds of the whole-run comparison (each: tinynet and PyTorch "
@@ -911,18 +1113,27 @@ def parse_args(argv=None):
     p.add_argument("--max-minutes", type=float, default=8.0,
                    help="overall time budget: on a machine stalled by other work, the memory run is "
                         "cut short (down to 60 s) so the whole benchmark ends near this")
-    p.add_argument("--worker", choices=("tinynet", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("tinynet", "torch", "ort"), help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def torch_available():
-    """Whether PyTorch is installed (found without importing it into this process)."""
+def installed(module):
+    """Whether ``module`` is installed (found without importing it into this process)."""
     import importlib.util
     try:
-        return importlib.util.find_spec("torch") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def torch_available():
+    return installed("torch")
+
+
+def ort_available():
+    """onnxruntime, and the onnx package that tinynet's export needs."""
+    return installed("onnxruntime") and installed("onnx")
 
 
 def main(argv=None):
@@ -931,11 +1142,14 @@ def main(argv=None):
         return tinynet_worker(args)
     if args.worker == "torch":
         return torch_worker(args)
+    if args.worker == "ort":
+        return ort_worker(args)
     if args.threads < 1:
         raise SystemExit("--threads must be at least 1")
 
     started = time.perf_counter()
     with_torch = not args.no_torch and torch_available()
+    with_ort = not args.no_ort and ort_available()
     quick = args.quick
     cfg = {"rounds": 5 if quick else 15, "train_steps": 10 if quick else 20,
            "infer_reps": 3 if quick else 5, "layer_reps": 15 if quick else 40,
@@ -949,7 +1163,7 @@ def main(argv=None):
     skip = set(args.skip)
     res = {"command": shlex.join([sys.executable] + sys.argv), "date": datetime.now().isoformat(
         timespec="seconds"), "config": cfg, "threads": args.threads, "with_torch": with_torch,
-        "loadavg_start": os.getloadavg(), "python": platform.python_version(),
+        "with_ort": with_ort, "loadavg_start": os.getloadavg(), "python": platform.python_version(),
         "platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "tinynet_source": git_state(), "other_cpu": {}}
     print(f"command: {res['command']}", flush=True)
@@ -961,17 +1175,22 @@ def main(argv=None):
     if not with_torch:
         why = "--no-torch given" if args.no_torch else "PyTorch is not installed"
         print(f"{why}: PyTorch columns are skipped (pip install torch to compare).", flush=True)
+    if not with_ort:
+        why = "--no-ort given" if args.no_ort else "onnxruntime (or onnx) is not installed"
+        print(f"{why}: onnxruntime columns are skipped (pip install 'tinynet[onnx]' to compare).",
+              flush=True)
 
     meter = CpuMeter()
     tmp = tempfile.mkdtemp(prefix="tinynet-bench-")
     workers = []
+    ort_worker_ = None
     try:
         # identical initial weights for both libraries: tinynet's lenet() initialisation
         from tinynet.nn.model import lenet
         weights = Path(tmp) / "weights.npz"
         np.savez(weights, **lenet(NUM_CLASSES, rng=np.random.default_rng(SEED_WEIGHTS)).state_dict())
 
-        need_workers = not {"throughput", "layers", "scaling"} <= skip
+        need_workers = not {"throughput", "peers", "layers", "scaling"} <= skip
         if need_workers:
             progress("starting workers (Numba kernels load or compile)")
             workers.append(Worker("tinynet", args, weights, tmp))
@@ -993,9 +1212,23 @@ def main(argv=None):
                 a = np.array(workers[0].call("logits")["logits"])
                 b = np.array(workers[1].call("logits")["logits"])
                 res["logits_max_abs_diff"] = float(np.abs(a - b).max())
+            if with_ort and "peers" not in skip:
+                ort_worker_ = Worker("ort", args, weights, tmp)
+                try:
+                    res["ort_info"] = ort_worker_.call("info")
+                    a = np.array(workers[0].call("logits")["logits"])
+                    b = np.array(ort_worker_.call("logits")["logits"])
+                    res["ort_logits_max_abs_diff"] = float(np.abs(a - b).max())
+                    ort_worker_.call("warmup", train_steps=0, infer_reps=3)
+                except RuntimeError as e:  # installed but broken: go on without it
+                    ort_worker_.proc.kill()
+                    ort_worker_ = None
+                    with_ort = res["with_ort"] = False
+                    last = str(e).strip().splitlines()[-1]
+                    print(f"onnxruntime failed to start ({last}): its columns are skipped.", flush=True)
             for w in workers:
                 w.call("warmup", train_steps=10, infer_reps=3)
-        pids = [w.proc.pid for w in workers]
+        pids = [w.proc.pid for w in workers + ([ort_worker_] if ort_worker_ else [])]
 
         def section(name, fn):
             mark = meter.start(pids)
@@ -1013,6 +1246,13 @@ def main(argv=None):
                 "infer": interleaved(workers, "infer", cfg["rounds"], INFER_BATCH, meter,
                                      cfg["infer_budget_s"], reps=cfg["infer_reps"],
                                      max_seconds=cfg["block_max_s"])})
+        if "peers" not in skip and workers:
+            progress(f"inference at 1 and 2 threads, and one image: {PEER_ROUNDS} interleaved "
+                     f"rounds" + (" with onnxruntime" if ort_worker_ else ""))
+            peers = workers[:1] + ([ort_worker_] if ort_worker_ else []) + workers[1:]
+            res["peers"] = section("peers", lambda: peer_inference(peers, meter,
+                                                                   cfg["infer_budget_s"]))
+            res["sgemm_gflops"] = sgemm_rate(workers[0])
         if "layers" not in skip:
             progress("per-layer breakdown")
             res["layers"] = section("layers", lambda: workers[0].call(
@@ -1033,6 +1273,9 @@ def main(argv=None):
             res["scaling"] = section("scaling", scaling)
         if workers:
             res["worker_peak_rss_mb"] = {w.kind: w.close() for w in workers}
+            if ort_worker_:
+                res["worker_peak_rss_mb"]["ort"] = ort_worker_.close()
+                ort_worker_ = None
             workers, pids = [], []
         if "whole-run" not in skip:
             progress(f"whole runs: {args.whole_run_rounds} interleaved rounds of train.py on "
@@ -1050,7 +1293,7 @@ def main(argv=None):
             res["startup"] = section("startup", lambda: startup(
                 args, tmp, cfg["cached_runs"], with_torch))
     finally:
-        for w in workers:
+        for w in workers + ([ort_worker_] if ort_worker_ else []):
             try:
                 w.close()
             except Exception:
@@ -1062,6 +1305,11 @@ def main(argv=None):
     print(file=sys.stderr, flush=True)
     print_table(build_rows(res, with_torch))
     notes = []
+    if "ort_logits_max_abs_diff" in res:
+        notes.append(f"same network check: max |logits tinynet - onnxruntime| = "
+                     f"{res['ort_logits_max_abs_diff']:.1e} (onnxruntime "
+                     f"{res['ort_info']['onnxruntime']} on tinynet's own ONNX export, "
+                     f"intra_op_num_threads = threads, inter_op_num_threads = 1, ORT_SEQUENTIAL)")
     if "logits_max_abs_diff" in res:
         notes.append(f"same network check: max |logits tinynet - pytorch| = "
                      f"{res['logits_max_abs_diff']:.1e} (identical weights and inputs)")

@@ -7,12 +7,15 @@ channels-last (N, H, W, C) arrays.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinynet.nn.kernels import (col2im_numba, col2im_reference, conv_output_size, im2col_numba,
-                                im2col_reference, maxpool_backward_numba, maxpool_backward_reference,
-                                maxpool_forward_numba, maxpool_forward_reference)
+                                im2col_pooled_numba, im2col_pooled_reference, im2col_reference,
+                                maxpool_backward_numba, maxpool_backward_reference,
+                                maxpool_blocks_numba, maxpool_blocks_reference, maxpool_forward_numba,
+                                maxpool_forward_reference, sgd_update_numba, sgd_update_reference)
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -58,6 +61,34 @@ def test_im2col_matches_reference(case, dtype):
 
 
 @FAST
+@given(conv_case(), st.integers(1, 3), st.sampled_from([np.float32, np.float64]))
+def test_im2col_pooled_matches_reference(case, pool, dtype):
+    """im2col in pooling order: the same receptive fields, rows grouped by offset in the window."""
+    x, k, s, p = case
+    x = x.astype(dtype)
+    n, h, w, c = x.shape
+    ph, pw = conv_output_size(h, k, s, p) // pool, conv_output_size(w, k, s, p) // pool
+    fast = im2col_pooled_numba(x, k, k, s, p, pool,
+                               np.full((pool * pool * n * ph * pw, k * k * c), np.nan, dtype=dtype))
+    np.testing.assert_array_equal(fast, im2col_pooled_reference(x, k, k, s, p, pool))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_im2col_of_one_channel_5x5_matches_reference(pooled):
+    """The unrolled path for the LeNet's conv1 (one channel, 5x5, no padding; strides 1 and 2)."""
+    x = np.random.default_rng(5).random((3, 28, 28, 1), dtype=np.float32)
+    for stride in (1, 2):
+        if pooled:
+            o = conv_output_size(28, 5, stride, 0) // 2
+            fast = im2col_pooled_numba(x, 5, 5, stride, 0, 2, np.empty((4 * 3 * o * o, 25), np.float32))
+            np.testing.assert_array_equal(fast, im2col_pooled_reference(x, 5, 5, stride, 0, 2))
+        else:
+            o = conv_output_size(28, 5, stride, 0)
+            fast = im2col_numba(x, 5, 5, stride, 0, np.empty((3 * o * o, 25), np.float32))
+            np.testing.assert_array_equal(fast, im2col_reference(x, 5, 5, stride, 0))
+
+
+@FAST
 @given(conv_case())
 def test_col2im_matches_reference(case):
     """col2im: overlapping receptive fields add up the same way in both versions."""
@@ -94,6 +125,72 @@ def test_maxpool_forward_matches_reference(case, relu):
     ref_out, ref_arg = maxpool_forward_reference(x, size, stride, relu)
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(argmax, ref_arg)
+
+
+def with_specials(x, seed):
+    """``x`` with some values replaced by NaN, +inf and -inf."""
+    u = np.random.default_rng(seed).random(x.shape)
+    x = x.copy()
+    x[u < 0.08] = np.nan
+    x[(u >= 0.08) & (u < 0.12)] = np.inf
+    x[(u >= 0.12) & (u < 0.16)] = -np.inf
+    return x
+
+
+@FAST
+@given(pool_case(), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_maxpool_forward_with_nan_inf_and_bias_matches_reference(case, relu, biased, seed):
+    """NaN and infinities in the windows, with and without a bias added on the way in: the same
+    values (a window holding a NaN gives NaN, ReLU keeps it) and the same winners."""
+    x, size, stride = case
+    x = with_specials(x, seed)
+    bias = np.random.default_rng(seed).standard_normal(x.shape[3]) if biased else None
+    n, h, w, c = x.shape
+    shape = (n, conv_output_size(h, size, stride, 0), conv_output_size(w, size, stride, 0), c)
+    out, argmax = np.empty(shape), np.empty(shape, dtype=np.int32)
+    maxpool_forward_numba(x, size, stride, relu, out, argmax, bias)
+    ref_out, ref_arg = maxpool_forward_reference(x, size, stride, relu, bias)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(argmax, ref_arg)
+    windows_with_nan = maxpool_forward_reference(np.isnan(x).astype(float), size, stride)[0] > 0
+    assert np.isnan(out[windows_with_nan]).all()  # never hidden
+
+
+@FAST
+@given(st.integers(1, 9), st.integers(1, 70), st.integers(1, 5), st.booleans(),
+       st.integers(0, 2**32 - 1), st.sampled_from([np.float32, np.float64]))
+def test_maxpool_blocks_matches_reference(blocks, rows, channels, relu, seed, dtype):
+    """Elementwise pooling of blocks (more rows than one tile too), with NaN and infinities."""
+    rng = np.random.default_rng(seed)
+    x = with_specials(rng.integers(-3, 4, (blocks, rows, channels)).astype(dtype), seed)
+    bias = rng.standard_normal(channels).astype(dtype)
+    fast = maxpool_blocks_numba(x, bias, relu, np.full((rows, channels), 7.0, dtype=dtype))
+    np.testing.assert_array_equal(fast, maxpool_blocks_reference(x, bias, relu))
+
+
+def test_pooling_blocks_equals_pooling_the_convolution(rng):
+    """What the evaluation pass computes: im2col in pooling order, one matmul, elementwise block
+    maxima + bias + ReLU == the convolution + bias, then ReLU + max-pool (the training pass)."""
+    x = rng.standard_normal((2, 9, 11, 3))
+    W2, b = rng.standard_normal((4, 3 * 3 * 3)), rng.standard_normal(4)
+    conv = (im2col_reference(x, 3, 3, 1, 0) @ W2.T + b).reshape(2, 7, 9, 4)
+    expected, _ = maxpool_forward_reference(conv, 2, 2, relu=True)
+    blocks = (im2col_pooled_reference(x, 3, 3, 1, 0, 2) @ W2.T).reshape(4, -1, 4)
+    got = maxpool_blocks_reference(blocks, b, True).reshape(expected.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum, nesterov, decay", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                       (0.9, True, 5e-4), (0.0, False, 1e-3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_update_matches_reference_bitwise(momentum, nesterov, decay, dtype, rng):
+    """The one-pass SGD kernel rounds every product and sum as the NumPy expressions do."""
+    p, g, v = (rng.standard_normal(1000).astype(dtype) for _ in range(3))
+    p2, v2 = p.copy(), v.copy()
+    sgd_update_numba(p, g, v, dtype(0.01), dtype(momentum), nesterov, dtype(decay))
+    sgd_update_reference(p2, g, v2 if momentum else None, 0.01, momentum, nesterov, decay)
+    np.testing.assert_array_equal(p, p2)
+    np.testing.assert_array_equal(v, v2)
 
 
 @FAST

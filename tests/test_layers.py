@@ -160,3 +160,126 @@ def test_softmax_cross_entropy_value(rng):
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     expected = -np.mean(np.log(p[np.arange(4), y]))
     assert abs(SoftmaxCrossEntropy().forward(z, y) - expected) < 1e-12
+
+
+def with_nan_and_inf(x, rng):
+    """``x`` with about one value in ten NaN, and some +inf and -inf."""
+    x = x.copy()
+    u = rng.random(x.shape)
+    x[u < 0.1] = np.nan
+    x[(u >= 0.1) & (u < 0.15)] = np.inf
+    x[(u >= 0.15) & (u < 0.2)] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (2, 1)])
+def test_fused_relu_maxpool_keeps_nan_and_inf_as_relu_then_maxpool(size, stride, rng):
+    """NaN is never turned into a number: with NaN and infinities in the input, the fused layer
+    gives what ReLU then MaxPool2D give (a window holding a NaN gives NaN: np.maximum(NaN, 0) is
+    NaN, and in a window NaN beats every number), and routes the gradient the same way (none to
+    a NaN, as ReLU's mask x > 0 is False there). The plain reference layers agree too."""
+    from tinynet.nn import reference
+    x = with_nan_and_inf(rng.integers(-3, 4, (2, 3, 9, 8)).astype(np.float64), rng)
+    relu, pool, fused = ReLU(), MaxPool2D(size, stride), ReLUMaxPool2D(size, stride)
+    expected = pool.forward(relu.forward(x))
+    out = fused.forward(x)
+    assert np.isnan(out).any() and np.isinf(out).any()
+    np.testing.assert_array_equal(out, expected)
+    plain_relu, plain_pool = reference.ReLU(), reference.MaxPool2D(size, stride)
+    np.testing.assert_array_equal(plain_pool.forward(plain_relu.forward(x)), expected)
+    dout = rng.standard_normal(out.shape)
+    dx = fused.backward(dout)
+    np.testing.assert_array_equal(dx, relu.backward(pool.backward(dout)))
+    # (overlapping windows: the reference adds a pixel's gradients in another order; rounding)
+    np.testing.assert_allclose(dx, plain_relu.backward(plain_pool.backward(dout)), rtol=1e-14,
+                               atol=1e-14)
+
+
+def test_maxpool_never_hides_a_nan(rng):
+    """MaxPool2D: a NaN anywhere in a window (not only first) makes the window's output NaN, and
+    the window's gradient goes to that NaN (the first one), as the reference layer (np.argmax)."""
+    from tinynet.nn import reference
+    x = rng.standard_normal((1, 1, 4, 4))
+    x[0, 0, 1, 1] = np.nan   # last pixel of the top-left window
+    x[0, 0, 0, 3] = np.nan   # second pixel of the top-right window
+    pool, plain = MaxPool2D(2), reference.MaxPool2D(2)
+    out = pool.forward(x)
+    np.testing.assert_array_equal(np.isnan(out[0, 0]), [[True, True], [False, False]])
+    np.testing.assert_array_equal(out, plain.forward(x))
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_array_equal(pool.backward(dout), plain.backward(dout))
+
+
+def test_conv2d_and_pool_fused_equal_the_layers_one_after_the_other(rng):
+    """Conv2D.forward_pool (what Sequential.forward runs) == Conv2D.forward then the pooling
+    layer's forward: same output, and afterwards both layers' backward give the same gradients.
+    For evaluation (pooling order, no argmax) the output is the same up to float rounding."""
+    for pool_class in (MaxPool2D, ReLUMaxPool2D):
+        conv = Conv2D(2, 3, 3, rng=rng).astype(np.float64)
+        conv.params["b"] = rng.standard_normal(3)
+        x = rng.standard_normal((3, 2, 10, 11))  # conv output 8 x 9: the last column is not pooled
+        pool = pool_class(2)
+        expected = pool.forward(conv.forward(x))
+        dout = rng.standard_normal(expected.shape)
+        dx = conv.backward(pool.backward(dout))
+        grads = {k: v.copy() for k, v in conv.grads.items()}
+        np.testing.assert_array_equal(conv.forward_pool(x, pool, True), expected)
+        np.testing.assert_array_equal(conv.backward(pool.backward(dout)), dx)
+        for k in grads:
+            np.testing.assert_array_equal(conv.grads[k], grads[k])
+        np.testing.assert_allclose(conv.forward_pool(x, pool, False), expected, rtol=1e-12, atol=1e-12)
+        with pytest.raises(RuntimeError, match="train=True"):
+            pool.backward(dout)  # an evaluation pass keeps no argmax: a clear error, not garbage
+
+
+def test_conv2d_backward_after_an_evaluation_forward(rng):
+    """Backward after forward(train=False) (explain's saliency maps) rebuilds the im2col matrix it
+    did not keep, and gives the same gradients as after a training forward."""
+    conv = Conv2D(2, 3, 3, padding=1, rng=rng).astype(np.float64)
+    x = rng.standard_normal((2, 2, 6, 5))
+    dout = rng.standard_normal(conv.forward(x, train=True).shape)
+    dx = conv.backward(dout)
+    grads = {k: v.copy() for k, v in conv.grads.items()}
+    conv.forward(x, train=False)
+    np.testing.assert_allclose(conv.backward(dout), dx, rtol=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(conv.grads[k], grads[k], rtol=1e-12)
+
+
+def every_layer(rng):
+    """One of each layer (fast and reference) with an input it takes, as (name, layer, shape)."""
+    from tinynet.nn import reference
+    from tinynet.nn.layers import LogitAdjustment
+    return [
+        ("Conv2D", Conv2D(2, 3, 3, rng=rng), (2, 2, 7, 6)),
+        ("MaxPool2D", MaxPool2D(2), (2, 3, 6, 6)),
+        ("ReLUMaxPool2D", ReLUMaxPool2D(2), (2, 3, 6, 6)),
+        ("ReLU", ReLU(), (2, 5)),
+        ("Flatten", Flatten(), (2, 3, 2, 2)),
+        ("Dense", Dense(4, 3, rng=rng), (2, 4)),
+        ("Dropout", Dropout(0.5, rng=rng), (2, 5)),
+        ("LogitAdjustment", LogitAdjustment([0.2, 0.3, 0.5]), (2, 3)),
+        ("reference.Conv2D", reference.Conv2D(2, 3, 3, rng=rng), (2, 2, 7, 6)),
+        ("reference.MaxPool2D", reference.MaxPool2D(2), (2, 3, 6, 6)),
+    ]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_every_layers_forward_result_belongs_to_the_caller(train, rng):
+    """A second forward call (other values, same shape) leaves the first call's result as it was:
+    no layer returns a scratch buffer that it reuses."""
+    for name, layer, shape in every_layer(rng):
+        x1 = rng.standard_normal(shape).astype(np.float32)
+        first = layer.forward(x1, train)
+        kept = np.array(first, copy=True)
+        layer.forward(rng.standard_normal(shape).astype(np.float32), train)
+        np.testing.assert_array_equal(first, kept, err_msg=name)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_conv_pool_result_belongs_to_the_caller(train, rng):
+    conv, pool = Conv2D(1, 4, 5, rng=rng), ReLUMaxPool2D(2)
+    first = conv.forward_pool(rng.random((3, 1, 28, 28), dtype=np.float32), pool, train)
+    kept = first.copy()
+    conv.forward_pool(rng.random((3, 1, 28, 28), dtype=np.float32), pool, train)
+    np.testing.assert_array_equal(first, kept)

@@ -83,3 +83,43 @@ def test_lenet_overfits_a_small_real_training_set():
         opt.step(model)
     accuracy = np.mean(model.forward(x, train=False).argmax(axis=1) == y)
     assert accuracy == 1.0, f"training accuracy after 200 steps: {accuracy:.3f}"
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_nan_weights_give_nan_logits(train, rng):
+    """NaN is never turned into a number: with conv1's weights all NaN, every logit is NaN (the
+    fused ReLU + max-pool keeps NaN, as ReLU then max-pooling do), in the model and split over
+    threads."""
+    from tinynet.nn.parallel import DataParallel
+    model = lenet(47, rng=rng)
+    model.layers[0].params["W"][...] = np.nan
+    x = rng.random((5, 1, 28, 28), dtype=np.float32)
+    assert np.isnan(model.forward(x, train=train)).all()
+    with DataParallel(model, 2) as net:
+        assert np.isnan(net.forward(x, train=train)).all()
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_sequential_forward_equals_the_layers_one_by_one(train, rng):
+    """Sequential.forward runs each conv + pool pair as one fused step; the logits equal those of
+    the layers called one after the other (training: bitwise; evaluation, whose pooling order
+    changes the matmul's row blocking: to float32 rounding), and so do the gradients after it."""
+    model = lenet(47, rng=rng)
+    for layer in model.layers:
+        if "b" in layer.params:
+            layer.params["b"][...] = 0.1 * rng.standard_normal(layer.params["b"].shape)
+    x = rng.random((6, 1, 28, 28), dtype=np.float32)
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, train)
+    one_by_one = h.copy()
+    if train:
+        d = rng.standard_normal(h.shape).astype(np.float32)
+        model.backward(d)
+        grads = {name: g.copy() for name, _, g in model.parameters()}
+        np.testing.assert_array_equal(model.forward(x, train), one_by_one)
+        model.backward(d)
+        for name, _, g in model.parameters():
+            np.testing.assert_array_equal(g, grads[name], err_msg=name)
+    else:
+        np.testing.assert_allclose(model.forward(x, train), one_by_one, rtol=1e-5, atol=1e-6)

@@ -22,9 +22,12 @@ memory, as every activation inside the LeNet is).
 - ``maxpool_forward`` takes windows of ``size x size`` every ``stride`` pixels (no padding, output
   ``floor((H - size) / stride) + 1``) and records, for each output, the flat index ``h*W + w`` of the
   winning pixel within its channel. Ties go to the *first* maximum in row-major order within the
-  window, so the gradient of a tie goes to exactly one, deterministically chosen, input. With
-  ``relu=True`` the kernel computes ``relu(maxpool(x))`` (equal to ``maxpool(relu(x))``, since both
-  are monotone) and marks outputs that ReLU clipped with index ``-1``, so their gradient is dropped.
+  window, so the gradient of a tie goes to exactly one, deterministically chosen, input. A NaN
+  beats every number (the window's first NaN wins, as with ``np.argmax``), so a NaN anywhere in a
+  window comes out: pooling never hides one. With ``relu=True`` the kernel computes
+  ``relu(maxpool(x))`` (equal to ``maxpool(relu(x))``, since both are monotone; NaN stays NaN as
+  ``np.maximum(NaN, 0)`` does) and marks outputs that ReLU clipped, and NaN outputs (ReLU's mask
+  ``x > 0`` is False for NaN), with index ``-1``, so their gradient is dropped.
 - ``maxpool_backward`` routes each output gradient to its recorded winner (adding where
   overlapping windows share a winner).
 
@@ -38,12 +41,26 @@ import numpy as np
 from numba import njit
 
 
+TILE = 64  # rows per pass of maxpool_blocks_numba
+
+
 def conv_output_size(size, kernel, stride, padding):
     """Output length of a convolution or pooling along one axis: floor((size + 2p - k) / s) + 1."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
 # --------------------------------------------------------------------------------------------- im2col
+
+@njit(nogil=True, cache=True, inline="always")
+def copy_patch_5x5(image, h0, w0, row):
+    """``row[0:25]`` = the 5x5 patch of the one-channel ``image`` (H, W) at (h0, w0), in (i, j)
+    order. The LeNet's first layer (5x5 kernels on a one-channel image) spends most of its im2col
+    here: with the sizes fixed, the compiler unrolls these loops into straight copies (about 3x
+    faster than the general loops below, whose runs are only 5 numbers long)."""
+    for i in range(5):
+        for j in range(5):
+            row[i * 5 + j] = image[h0 + i, w0 + j]
+
 
 @njit(nogil=True, cache=True)
 def im2col_numba(x, kh, kw, stride, padding, cols):
@@ -57,6 +74,12 @@ def im2col_numba(x, kh, kw, stride, padding, cols):
     OW = (W + 2 * padding - kw) // stride + 1
     run = kw * C
     rows = x.reshape(N, H, W * C)  # one image row per row: pixel w, channel c at w*C + c
+    if C == 1 and kh == 5 and kw == 5 and padding == 0:  # the LeNet's conv1
+        for n in range(N):
+            for oh in range(OH):
+                for ow in range(OW):
+                    copy_patch_5x5(rows[n], oh * stride, ow * stride, cols[(n * OH + oh) * OW + ow])
+        return cols
     for n in range(N):
         for oh in range(OH):
             h0 = oh * stride - padding
@@ -92,6 +115,63 @@ def im2col_reference(x, kh, kw, stride, padding):
             # every output position's pixel at kernel offset (i, j): a strided slice of the input
             cols[:, :, :, i, j, :] = xp[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :]
     return cols.reshape(N * OH * OW, kh * kw * C)
+
+
+@njit(nogil=True, cache=True)
+def im2col_pooled_numba(x, kh, kw, stride, padding, pool, cols):
+    """Fill ``cols`` (pool*pool * N*PH*PW, kH*kW*C) with the receptive fields of the convolution
+    outputs that a ``pool x pool`` max-pooling (stride ``pool``) reads, in *pooling order*: block
+    ``b = a*pool + e`` holds, for every pooling window (n, ph, pw) in order, the receptive field of
+    output (ph*pool + a, pw*pool + e), the window's pixel at offset (a, e). The matmul of such a
+    matrix gives the window's pool*pool candidates as pool*pool contiguous blocks, which
+    :func:`maxpool_blocks_numba` pools elementwise. PH = OH // pool, PW = OW // pool: outputs that
+    no window reads are not computed."""
+    N, H, W, C = x.shape
+    OH = (H + 2 * padding - kh) // stride + 1
+    OW = (W + 2 * padding - kw) // stride + 1
+    PH, PW = OH // pool, OW // pool
+    run = kw * C
+    rows = x.reshape(N, H, W * C)
+    for a in range(pool):
+        for e in range(pool):
+            for n in range(N):
+                for ph in range(PH):
+                    h0 = (ph * pool + a) * stride - padding
+                    r0 = (((a * pool + e) * N + n) * PH + ph) * PW
+                    if C == 1 and kh == 5 and kw == 5 and padding == 0:  # the LeNet's conv1
+                        for pw in range(PW):
+                            copy_patch_5x5(rows[n], h0, (pw * pool + e) * stride, cols[r0 + pw])
+                        continue
+                    for pw in range(PW):
+                        r = r0 + pw
+                        w0 = (pw * pool + e) * stride - padding
+                        inside = w0 >= 0 and w0 + kw <= W
+                        for i in range(kh):
+                            h = h0 + i
+                            k = i * run
+                            if inside and 0 <= h < H:
+                                start = w0 * C
+                                for t in range(run):
+                                    cols[r, k + t] = rows[n, h, start + t]
+                            else:
+                                for j in range(kw):
+                                    w = w0 + j
+                                    ok = 0 <= h < H and 0 <= w < W
+                                    for c in range(C):
+                                        cols[r, k + j * C + c] = rows[n, h, w * C + c] if ok else 0.0
+    return cols
+
+
+def im2col_pooled_reference(x, kh, kw, stride, padding, pool):
+    """NumPy twin of :func:`im2col_pooled_numba`: the rows of :func:`im2col_reference` reordered."""
+    N, H, W, C = x.shape
+    OH = conv_output_size(H, kh, stride, padding)
+    OW = conv_output_size(W, kw, stride, padding)
+    PH, PW = OH // pool, OW // pool
+    cols = im2col_reference(x, kh, kw, stride, padding).reshape(N, OH, OW, -1)
+    blocks = [cols[:, a:a + pool * PH:pool, e:e + pool * PW:pool].reshape(N * PH * PW, cols.shape[-1])
+              for a in range(pool) for e in range(pool)]
+    return np.concatenate(blocks)
 
 
 # --------------------------------------------------------------------------------------------- col2im
@@ -145,10 +225,14 @@ def col2im_reference(cols, x_shape, kh, kw, stride, padding):
 # -------------------------------------------------------------------------------------------- maxpool
 
 @njit(nogil=True, cache=True)
-def maxpool_forward_numba(x, size, stride, relu, out, argmax):
+def maxpool_forward_numba(x, size, stride, relu, out, argmax, bias=None):
     """Fill ``out`` and ``argmax`` (N, OH, OW, C) from ``x`` (N, H, W, C); see the module docstring.
 
-    The innermost loop runs over channels, i.e. over consecutive numbers in memory.
+    With ``bias`` (C,), the kernel pools ``x + bias`` (each value gets its channel's bias before
+    it is compared): the convolution's bias added on the way in, so the convolution's output never
+    needs a pass of its own (``Conv2D.forward_pool`` in ``tinynet/nn/layers.py``).
+    The innermost loops run over channels, i.e. over consecutive numbers in memory, and choose
+    with selects instead of branches, so that they vectorise.
     """
     N, H, W, C = x.shape
     OH, OW = out.shape[1], out.shape[2]
@@ -157,30 +241,42 @@ def maxpool_forward_numba(x, size, stride, relu, out, argmax):
             for ow in range(OW):
                 h0 = oh * stride
                 w0 = ow * stride
+                best = out[n, oh, ow]
+                where = argmax[n, oh, ow]
+                first = x[n, h0, w0]
                 for c in range(C):
-                    out[n, oh, ow, c] = x[n, h0, w0, c]
-                    argmax[n, oh, ow, c] = h0 * W + w0
+                    best[c] = first[c] if bias is None else first[c] + bias[c]
+                    where[c] = h0 * W + w0
                 for i in range(size):
                     for j in range(size):
-                        h = h0 + i
-                        w = w0 + j
+                        if i + j == 0:
+                            continue
+                        pixel = x[n, h0 + i, w0 + j]
+                        index = (h0 + i) * W + w0 + j
                         for c in range(C):
-                            v = x[n, h, w, c]
-                            if v > out[n, oh, ow, c]:  # strict: the first maximum wins ties
-                                out[n, oh, ow, c] = v
-                                argmax[n, oh, ow, c] = h * W + w
+                            v = pixel[c] if bias is None else pixel[c] + bias[c]
+                            m = best[c]
+                            # strict: the first maximum wins ties; a NaN wins over any number
+                            # (and the first NaN over later ones), so no NaN is ever hidden
+                            take = v > m or (v != v and m == m)
+                            best[c] = v if take else m
+                            where[c] = index if take else where[c]
                 if relu:
                     for c in range(C):
-                        if not out[n, oh, ow, c] > 0.0:
-                            out[n, oh, ow, c] = 0.0
-                            argmax[n, oh, ow, c] = -1
+                        m = best[c]
+                        clip = m <= 0.0  # False for NaN: NaN stays NaN, as ReLU keeps it
+                        nan = m != m     # ReLU's mask (x > 0) is False there: no gradient
+                        best[c] = 0.0 if clip else m
+                        where[c] = -1 if clip or nan else where[c]
     return out, argmax
 
 
-def maxpool_forward_reference(x, size, stride, relu=False):
+def maxpool_forward_reference(x, size, stride, relu=False, bias=None):
     """NumPy twin of :func:`maxpool_forward_numba`: ``x`` (N, H, W, C) -> ``(out, argmax)``, each
     (N, OH, OW, C)."""
     N, H, W, C = x.shape
+    if bias is not None:
+        x = x + bias
     OH = conv_output_size(H, size, stride, 0)
     OW = conv_output_size(W, size, stride, 0)
     out = np.full((N, OH, OW, C), -np.inf, dtype=x.dtype)
@@ -188,16 +284,78 @@ def maxpool_forward_reference(x, size, stride, relu=False):
     for i in range(size):          # visit window offsets in row-major order ...
         for j in range(size):
             v = x[:, i:i + stride * OH:stride, j:j + stride * OW:stride, :]
-            better = v > out       # ... and replace only on a strict improvement: first maximum wins
+            # ... and replace only on a strict improvement (the first maximum wins), or with the
+            # window's first NaN (np.argmax's rule: NaN is never hidden)
+            better = (v > out) | (np.isnan(v) & ~np.isnan(out)) if (i, j) != (0, 0) else np.ones(
+                v.shape, dtype=bool)
             out = np.where(better, v, out)
             rows = np.arange(OH)[:, None, None] * stride + i
             cols = np.arange(OW)[None, :, None] * stride + j
             argmax = np.where(better, rows * W + cols, argmax).astype(np.int32)
     if relu:
-        clipped = ~(out > 0)
+        clipped = out <= 0  # NaN is not <= 0: it stays NaN (np.maximum(NaN, 0) is NaN) ...
         out = np.where(clipped, 0, out).astype(x.dtype)
-        argmax = np.where(clipped, -1, argmax).astype(np.int32)
+        # ... but gets no gradient, as ReLU's mask x > 0 is False for NaN
+        argmax = np.where(clipped | np.isnan(out), -1, argmax).astype(np.int32)
     return out, argmax
+
+
+@njit(nogil=True, cache=True)
+def maxpool_blocks_numba(blocks, bias, relu, out):
+    """``out`` (M, C) = the elementwise maximum of ``blocks`` (B, M, C) + ``bias`` (C,), then ReLU
+    when ``relu``: max-pooling of a convolution computed in pooling order
+    (:func:`im2col_pooled_numba`), for evaluation (no argmax: nothing will route a gradient). NaN
+    wins, as in :func:`maxpool_forward_numba`, and stays NaN through ReLU.
+
+    The loops run over ``TILE`` rows * C numbers at once, with the bias repeated for each row of
+    a tile (a loop over 20 channels at a time is several times slower); 2x2 pooling (B = 4) reads
+    its four blocks in one pass."""
+    B, M, C = blocks.shape
+    src = blocks.reshape(B, M * C)
+    flat = out.reshape(M * C)
+    rows = min(M, TILE)
+    add = np.empty(rows * C, dtype=out.dtype)
+    for r in range(rows):
+        for c in range(C):
+            add[r * C + c] = bias[c]
+    for start in range(0, M * C, rows * C):
+        stop = min(start + rows * C, M * C)
+        o = flat[start:stop]
+        first = src[0, start:stop]
+        if B == 4:
+            b1, b2, b3 = src[1, start:stop], src[2, start:stop], src[3, start:stop]
+            for t in range(stop - start):
+                m = first[t]
+                v = b1[t]
+                m = v if (v > m) | (v != v) else m
+                v = b2[t]
+                m = v if (v > m) | (v != v) else m
+                v = b3[t]
+                m = v if (v > m) | (v != v) else m
+                m += add[t]
+                o[t] = 0.0 if relu and m <= 0.0 else m
+            continue
+        for t in range(stop - start):
+            o[t] = first[t]
+        for b in range(1, B):
+            other = src[b, start:stop]
+            for t in range(stop - start):
+                v = other[t]
+                m = o[t]
+                o[t] = v if (v > m) | (v != v) else m
+        for t in range(stop - start):
+            m = o[t] + add[t]
+            o[t] = 0.0 if relu and m <= 0.0 else m
+    return out
+
+
+def maxpool_blocks_reference(blocks, bias, relu):
+    """NumPy twin of :func:`maxpool_blocks_numba`: blocks (B, M, C), bias (C,) -> (M, C)."""
+    out = blocks[0]
+    for block in blocks[1:]:
+        out = np.where((block > out) | np.isnan(block), block, out)
+    out = out + bias  # max(x) + b == max(x + b): rounding is monotone
+    return np.where(out <= 0, 0, out).astype(blocks.dtype) if relu else out
 
 
 @njit(nogil=True, cache=True)
@@ -229,3 +387,37 @@ def maxpool_backward_reference(dout, argmax, x_shape):
         keep = winners >= 0
         dx[n[keep], winners[keep], c[keep]] += flat_dout[:, p, :][keep]
     return dx.reshape(x_shape)
+
+
+# ------------------------------------------------------------------------------------------ SGD step
+
+@njit(nogil=True, cache=True)
+def sgd_update_numba(p, g, v, lr, momentum, nesterov, weight_decay):
+    """One SGD step of a parameter, in place, in one pass: ``p``, ``g`` and (when ``momentum``)
+    ``v`` are flat arrays of the parameter, its gradient and its velocity; the scalars have the
+    arrays' dtype (the caller converts them, as NumPy converts a Python float in ``lr * g``), so
+    every product and sum is rounded exactly as in :func:`sgd_update_reference`:
+
+        d = g + weight_decay * p;  v = momentum * v + d (as v *= momentum; v += d)
+        p = p - lr * (d + momentum * v)   if nesterov,   p - lr * v  with momentum,   p - lr * d
+    """
+    for i in range(p.size):
+        d = g[i] + weight_decay * p[i] if weight_decay != 0 else g[i]
+        if momentum != 0:
+            vi = v[i] * momentum
+            vi = vi + d
+            v[i] = vi
+            d = d + momentum * vi if nesterov else vi
+        p[i] = p[i] - lr * d
+
+
+def sgd_update_reference(p, g, v, lr, momentum, nesterov, weight_decay):
+    """NumPy twin of :func:`sgd_update_numba` (the update as ``tinynet.nn.optim.SGD`` wrote it
+    before it had a kernel), in place."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        v *= momentum
+        v += g
+        g = g + momentum * v if nesterov else v
+    p -= lr * g

@@ -23,9 +23,15 @@ import math
 
 import numpy as np
 
-from ..errors import ArgumentError
-from .kernels import (col2im_numba, conv_output_size, im2col_numba, maxpool_backward_numba,
-                      maxpool_forward_numba)
+from ..errors import ArgumentError, OrderError
+from .kernels import (col2im_numba, conv_output_size, im2col_numba, im2col_pooled_numba,
+                      maxpool_backward_numba, maxpool_blocks_numba, maxpool_forward_numba)
+
+
+# Bytes of im2col matrix per chunk of images (Conv2D.convolve): small enough that each chunk's
+# matrix and matmul output are still in cache (L2 and L3) when the matmul and the pooling read
+# them; measured on a 2-core AMD EPYC (512 KB L2 per core), 256 KB to 1 MB were best.
+CHUNK_BYTES = 1 << 20
 
 
 def he_normal(rng, shape, fan_in):
@@ -93,9 +99,10 @@ class Conv2D(Layer):
     ``tinynet/nn/kernels.py``) and W2 = W reordered to (C_out, kH*kW*C_in) in the same column order:
         out2 = X @ W2.T + b        (N*OH*OW, C_out): one row of channels per output position.
 
-    Memory layout: ``out2`` *is* the output, read as (N, OH, OW, C_out) and returned transposed to
-    NCHW shape without copying, so activations stay channels-last in memory from layer to layer
-    (the next layer's kernels read them as they are).
+    Memory layout: ``out2``, read as (N, OH, OW, C_out), is returned transposed to NCHW shape
+    without copying, so activations stay channels-last in memory from layer to layer (the next
+    layer's kernels read them as they are). The batch is convolved a chunk of images at a time
+    (:meth:`convolve`), each chunk's im2col matrix and matmul small enough to stay in cache.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, *, rng, stride=1, padding=0,
@@ -115,22 +122,98 @@ class Conv2D(Layer):
         self.compute_input_grad = True
 
     def forward(self, x, train=True):
-        W, b = self.params["W"], self.params["b"]
+        """x (N, C_in, H, W) -> out (N, C_out, OH, OW): a new array, channels-last in memory."""
+        out = None
+        for n0, n1, conv in self.convolve(x, train):
+            if out is None:
+                out = np.empty((len(x), *conv.shape[1:]), dtype=conv.dtype)
+            np.add(conv, self.params["b"], out=out[n0:n1])  # + b while the chunk is in cache
+        return out.transpose(0, 3, 1, 2)
+
+    def forward_pool(self, x, pool, train=True):
+        """``pool.forward(self.forward(x, train))`` in one go, for a max-pooling layer ``pool``
+        (``MaxPool2D`` or ``ReLUMaxPool2D``): each chunk of the convolution is pooled while it is
+        in cache, with the bias added as the pooling kernel reads it, so the convolution's output
+        is never written out whole. Same numbers, and both layers cache what their backward needs,
+        as if each had run its own forward."""
+        if not train and pool.stride == pool.size:
+            return self.forward_pool_eval(x, pool)
+        pooled = argmax = None
+        for n0, n1, conv in self.convolve(x, train):
+            if pooled is None:
+                N, OH, OW, C = len(x), *conv.shape[1:]
+                shape = (N, conv_output_size(OH, pool.size, pool.stride, 0),
+                         conv_output_size(OW, pool.size, pool.stride, 0), C)
+                pooled = np.empty(shape, dtype=conv.dtype)
+                argmax = pool.buffer("argmax", shape, np.int32)
+            maxpool_forward_numba(conv, pool.size, pool.stride, pool.relu, pooled[n0:n1],
+                                  argmax[n0:n1], self.params["b"])
+        pool.cache = ((N, OH, OW, C), argmax)
+        return pooled.transpose(0, 3, 1, 2)
+
+    def forward_pool_eval(self, x, pool):
+        """:meth:`forward_pool` for evaluation, when the pooling windows tile the image (stride =
+        size): each chunk's im2col matrix is built in *pooling order*
+        (``tinynet/nn/kernels.py``, ``im2col_pooled_numba``), so the matmul returns every window's
+        size*size candidates as size*size contiguous blocks, and pooling is an elementwise maximum
+        of those blocks (+ bias, ReLU); convolution outputs that no window reads are skipped. No
+        argmax is kept: ``pool.backward`` then refuses, as nothing routes a gradient after an
+        evaluation pass (``Sequential.forward(x, train=False)``)."""
+        x_nhwc, OH, OW, W2 = self.geometry(x)
+        size, c_out = pool.size, W2.shape[0]
+        PH, PW = OH // size, OW // size
+        per_image = size * size * PH * PW
+        step = max(1, min(len(x), CHUNK_BYTES // max(1, per_image * W2.shape[1] * x.itemsize)))
+        cols = self.buffer("chunk_cols", (step * per_image, W2.shape[1]), x.dtype)
+        conv = self.buffer("conv", (step * per_image, c_out), x.dtype)
+        pooled = np.empty((len(x), PH, PW, c_out), dtype=x.dtype)
+        k = self.params["W"].shape[2]
+        for n0 in range(0, len(x), step):
+            n1 = min(len(x), n0 + step)
+            rows = (n1 - n0) * per_image
+            im2col_pooled_numba(x_nhwc[n0:n1], k, k, self.stride, self.padding, size, cols[:rows])
+            np.matmul(cols[:rows], W2.T, out=conv[:rows])
+            maxpool_blocks_numba(conv[:rows].reshape(size * size, -1, c_out), self.params["b"],
+                                 pool.relu, pooled[n0:n1].reshape(-1, c_out))
+        self.cache = (x_nhwc.shape, x_nhwc, W2)
+        pool.cache = None
+        return pooled.transpose(0, 3, 1, 2)
+
+    def geometry(self, x):
+        """``(x channels-last (N, H, W, C_in), OH, OW, W2)`` for an input ``x`` (N, C_in, H, W),
+        with W2 = the weights as (C_out, kH*kW*C_in), columns in im2col's (i, j, c) order."""
+        W = self.params["W"]
         c_out, _, k, _ = W.shape
         x_nhwc = channels_last(x)
-        N, H, Wd, _ = x_nhwc.shape
+        _, H, Wd, _ = x_nhwc.shape
         OH = conv_output_size(H, k, self.stride, self.padding)
         OW = conv_output_size(Wd, k, self.stride, self.padding)
-        cols = self.buffer("cols", (N * OH * OW, W[0].size), x.dtype)
-        im2col_numba(x_nhwc, k, k, self.stride, self.padding, cols)
-        W2 = W.transpose(0, 2, 3, 1).reshape(c_out, -1)  # (C_out, kH*kW*C_in), columns in (i, j, c) order
-        out2 = self.buffer("out2", (N * OH * OW, c_out), x.dtype)
-        np.matmul(cols, W2.T, out=out2)
-        out2 += b
-        self.cache = (x_nhwc.shape, cols, W2)
-        # Like ``cols``, ``out2`` is a scratch buffer that the next forward call overwrites (reusing
-        # it saves ~20% at batch 1024): the caller uses the output before the next forward.
-        return out2.reshape(N, OH, OW, c_out).transpose(0, 3, 1, 2)
+        return x_nhwc, OH, OW, W.transpose(0, 2, 3, 1).reshape(c_out, -1)
+
+    def convolve(self, x, train):
+        """Yields ``(n0, n1, conv)`` for consecutive chunks of images: ``conv`` (n1 - n0, OH, OW,
+        C_out) holds images n0..n1-1 convolved, *without* the bias, in a scratch buffer that the
+        next chunk overwrites. Each chunk's im2col matrix is about CHUNK_BYTES, so it is still in
+        cache when its matmul reads it. While training, the chunks fill one im2col matrix for the
+        whole batch, which backward needs; otherwise one chunk-sized matrix is reused and backward
+        (explain's saliency maps run one) rebuilds it from the cached input."""
+        x_nhwc, OH, OW, W2 = self.geometry(x)
+        N, (c_out, _, k, _) = len(x_nhwc), self.params["W"].shape
+        per_image = OH * OW
+        step = max(1, min(N, CHUNK_BYTES // (per_image * W2.shape[1] * x.itemsize)))
+        if train:
+            cols = self.buffer("cols", (N * per_image, W2.shape[1]), x.dtype)
+        else:
+            cols = self.buffer("chunk_cols", (step * per_image, W2.shape[1]), x.dtype)
+        conv = self.buffer("conv", (step * per_image, c_out), x.dtype)
+        self.cache = (x_nhwc.shape, cols if train else x_nhwc, W2)
+        for n0 in range(0, max(N, 1), step):  # (an empty batch: one empty chunk)
+            n1 = min(N, n0 + step)
+            rows = slice(n0 * per_image, n1 * per_image) if train else slice(0, (n1 - n0) * per_image)
+            im2col_numba(x_nhwc[n0:n1], k, k, self.stride, self.padding, cols[rows])
+            part = conv[:(n1 - n0) * per_image]
+            np.matmul(cols[rows], W2.T, out=part)
+            yield n0, n1, part.reshape(n1 - n0, OH, OW, c_out)
 
     def backward(self, dout):
         """dout (N, C_out, OH, OW) -> dx (N, C_in, H, W), or None if ``compute_input_grad`` is off.
@@ -141,10 +224,15 @@ class Conv2D(Layer):
             db  = D summed over its rows
             dX  = D @ W2,  dx = col2im(dX)   (each input pixel sums the gradients of every
                                               output whose receptive field contains it)
+        dX is computed and scattered a chunk of images at a time, so it never leaves the cache.
         """
         x_shape, cols, W2 = self.cache
         W = self.params["W"]
         c_out, c_in, k, _ = W.shape
+        if cols.ndim == 4:  # the forward pass ran for evaluation: cached its input, not its im2col
+            x_nhwc = cols
+            cols = np.empty((len(x_nhwc) * dout.shape[2] * dout.shape[3], W2.shape[1]), x_nhwc.dtype)
+            im2col_numba(x_nhwc, k, k, self.stride, self.padding, cols)
         d2 = channels_last(dout).reshape(-1, c_out)
         dW2 = d2.T @ cols
         self.grads["W"] = np.ascontiguousarray(dW2.reshape(c_out, k, k, c_in).transpose(0, 3, 1, 2))
@@ -153,10 +241,16 @@ class Conv2D(Layer):
         self.grads["b"] = np.ones(len(d2), dtype=d2.dtype) @ d2
         if not self.compute_input_grad:
             return None
-        dcols = self.buffer("dcols", cols.shape, dout.dtype)
-        np.matmul(d2, W2, out=dcols)
+        N = x_shape[0]
+        per_image = dout.shape[2] * dout.shape[3]
+        step = max(1, min(N, CHUNK_BYTES // (per_image * W2.shape[1] * dout.itemsize)))
+        dcols = self.buffer("dcols", (step * per_image, W2.shape[1]), dout.dtype)
         dx = np.empty(x_shape, dtype=dout.dtype)
-        col2im_numba(dcols, k, k, self.stride, self.padding, dx)
+        for n0 in range(0, N, step):
+            n1 = min(N, n0 + step)
+            part = dcols[:(n1 - n0) * per_image]
+            np.matmul(d2[n0 * per_image:n1 * per_image], W2, out=part)
+            col2im_numba(part, k, k, self.stride, self.padding, dx[n0:n1])
         return dx.transpose(0, 3, 1, 2)
 
 
@@ -188,6 +282,10 @@ class MaxPool2D(Layer):
 
     def backward(self, dout):
         """dout (N, C, OH, OW) -> dx (N, C, H, W): dx[winner of window] += dout[window], 0 elsewhere."""
+        if self.cache is None:
+            raise OrderError(f"layer {self.name!r}: backward needs a forward pass with train=True "
+                               f"before it (its last forward was an evaluation pass, fused with the "
+                               f"convolution before it, which keeps no argmax)")
         x_shape, argmax = self.cache
         dx = np.empty(x_shape, dtype=dout.dtype)
         maxpool_backward_numba(channels_last(dout), argmax, dx)
@@ -246,7 +344,9 @@ class Dense(Layer):
 
     def forward(self, x, train=True):
         self.cache = x
-        return x @ self.params["W"] + self.params["b"]
+        out = x @ self.params["W"]
+        out += self.params["b"]  # in place: no second (N, out) array
+        return out
 
     def backward(self, dout):
         """dout (N, out) -> dx (N, in).  dW = x.T @ dout;  db = sum_n dout;  dx = dout @ W.T."""

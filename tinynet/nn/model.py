@@ -4,8 +4,7 @@ architecture description a checkpoint stores)."""
 import numpy as np
 
 from ..errors import ArgumentError
-
-from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, ReLU, ReLUMaxPool2D
+from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
 
 
 class Sequential:
@@ -25,9 +24,20 @@ class Sequential:
             raise ArgumentError(f"layer names must be unique, got {names}")
 
     def forward(self, x, train=True):
-        """x (N, 1, 28, 28) -> logits (N, num_classes)."""
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        """x (N, 1, 28, 28) -> logits (N, num_classes).
+
+        A ``Conv2D`` followed by a max-pooling layer runs as one step (``Conv2D.forward_pool``:
+        the same numbers, without writing the convolution's whole output to memory); every other
+        layer runs on its own."""
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
+                x = layer.forward_pool(x, after, train)
+                i += 2
+            else:
+                x = layer.forward(x, train)
+                i += 1
         return x
 
     def backward(self, dout):

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..errors import ArgumentError
+from .kernels import sgd_update_numba, sgd_update_reference
 
 
 class SGD:
@@ -28,17 +29,23 @@ class SGD:
         self.velocity = {}
 
     def step(self, model):
+        """Update every parameter of ``model`` in place: one pass of ``sgd_update_numba``
+        (``tinynet/nn/kernels.py``) per parameter, the NumPy expressions of
+        ``sgd_update_reference`` where an array is not contiguous."""
         for name, p, g in model.parameters():
-            if self.weight_decay and p.ndim > 1:
-                g = g + self.weight_decay * p
+            v = None
             if self.momentum:
                 v = self.velocity.get(name)
                 if v is None:
                     v = self.velocity[name] = np.zeros_like(p)
-                v *= self.momentum
-                v += g
-                g = g + self.momentum * v if self.nesterov else v
-            p -= self.lr * g
+            decay = self.weight_decay if p.ndim > 1 else 0.0
+            arrays = (p, g) if v is None else (p, g, v)
+            if all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays):
+                kind = p.dtype.type  # the scalars rounded to the parameter's dtype, as NumPy does
+                sgd_update_numba(p.reshape(-1), g.reshape(-1), p.reshape(-1) if v is None else v.reshape(-1),
+                                 kind(self.lr), kind(self.momentum), self.nesterov, kind(decay))
+            else:
+                sgd_update_reference(p, g, v, self.lr, self.momentum, self.nesterov, decay)
 
     def state_dict(self):
         """Velocity arrays by parameter name (for checkpoints)."""

@@ -74,9 +74,11 @@ class OneBlasThread:
 
     Counted: any number of threads may be inside at once (a trainer's fit, the server's requests,
     each ``DataParallel`` call); the limit is set when the first enters and restored when the last
-    leaves, so an inner or concurrent use never restores too early. Entering costs ~10 us the first
-    time (threadpoolctl's ``ThreadpoolController``, built once, sets the limit) and well under 1 us
-    inside another use.
+    leaves, so an inner or concurrent use never restores too early. The first to enter reads each
+    BLAS library's thread count and sets it to 1, the last to leave sets it back, through
+    threadpoolctl's per-library controllers (found once): ~6 us for the pair, a third of what
+    ``ThreadpoolController.limit`` takes, which matters for one-image predictions (~150 us); well
+    under 1 us inside another use.
 
     From any thread: OpenBLAS (built with pthreads, as NumPy's wheels are) has one thread count
     for the whole process, and threadpoolctl >= 3.8 lets only one thread, the first to change it,
@@ -84,20 +86,21 @@ class OneBlasThread:
     thread after the main thread had set one was ignored: BLAS kept every core there, on top of
     tinynet's own threads, and rounded matmuls differently from the main thread. tinynet's counter
     already decides who sets and restores, so each of its changes takes effect from whichever thread
-    makes it (:func:`_blas_limits`)."""
+    makes it (:func:`_set_blas_threads`)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._users = 0
-        self._controller = None
-        self._limiter = None
+        self._libraries = None  # threadpoolctl's controllers of the BLAS libraries loaded
+        self._saved = []        # (library, its thread count before the first user entered)
 
     def __enter__(self):
         with self._lock:
             if self._users == 0:
-                if self._controller is None:
-                    self._controller = threadpoolctl.ThreadpoolController()
-                self._limiter = _blas_limits(lambda: self._controller.limit(limits=1, user_api="blas"))
+                if self._libraries is None:
+                    self._libraries = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+                self._saved = [(lib, lib.num_threads) for lib in self._libraries]
+                _set_blas_threads([(lib, 1) for lib, threads in self._saved if threads != 1])
             self._users += 1
         return self
 
@@ -105,21 +108,24 @@ class OneBlasThread:
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                _blas_limits(self._limiter.restore_original_limits)
-                self._limiter = None
+                _set_blas_threads([(lib, threads) for lib, threads in self._saved if threads != 1])
+                self._saved = []
 
 
-def _blas_limits(change):
-    """``change()`` (a threadpoolctl limit or restore), made to take effect from this thread: the
-    thread that threadpoolctl (>= 3.8) lets change OpenBLAS's process-wide thread count is
-    forgotten before (so this thread may) and after (so the next caller, the user's main thread
-    say, may again, as if tinynet had never changed it)."""
+def _set_blas_threads(changes):
+    """Give each BLAS library of ``changes`` (``(library controller, thread count)`` pairs) its
+    thread count, taking effect from this thread: the thread that threadpoolctl (>= 3.8) lets change
+    OpenBLAS's process-wide thread count is forgotten before (so this thread may) and after (so the
+    next caller, the user's main thread say, may again, as if tinynet had never changed it)."""
+    if not changes:
+        return
     openblas = getattr(threadpoolctl, "OpenBLASController", None)
     forget = getattr(openblas, "clear_controlling_thread", None)  # threadpoolctl >= 3.8
     if forget is not None:
         forget(force=True)
     try:
-        return change()
+        for library, threads in changes:
+            library.set_num_threads(threads)
     finally:
         if forget is not None:
             forget(force=True)
@@ -193,7 +199,7 @@ class DataParallel:
         """``x``'s rows in ``used`` consecutive slices: ``slices``, or one per row for a batch of
         fewer rows. Depends on ``len(x)`` only, never on the thread count."""
         self.used = self.slice_count(len(x))
-        return np.array_split(x, self.used)
+        return [x] if self.used == 1 else np.array_split(x, self.used)
 
     def slice_count(self, rows):
         """How many slices a batch of ``rows`` rows is cut into."""
@@ -204,6 +210,9 @@ class DataParallel:
         pool threads each take the next slice not yet started until none is left; the pool threads
         run in a copy of this thread's context (so that settings such as ``np.errstate`` hold there
         too). Waits for every slice, even when one raises; then raises the first slice's error."""
+        if len(parts) == 1:  # one slice (a batch of one row): run it here, nothing to hand out
+            with one_blas_thread:
+                return [fn(self.replicas[0], *parts[0])]
         results, errors = [None] * len(parts), [None] * len(parts)
         counter = itertools.count()  # next() on it is atomic: each slice is taken exactly once
 
@@ -242,8 +251,8 @@ class DataParallel:
             parts = self.split(x)
             if train:
                 self.reseed_dropout()
-            return np.concatenate(self.map_replicas(type(self.model).forward,
-                                                    [(part, train) for part in parts]))
+            results = self.map_replicas(type(self.model).forward, [(part, train) for part in parts])
+            return results[0] if len(results) == 1 else np.concatenate(results)
 
     def backward(self, dout):
         """dL/dlogits (N, K) -> dL/dx (None when the first layer skips it); leaves the batch's

@@ -58,7 +58,7 @@ def look_inside(model, x, target=None):
     for layer in model.layers:
         out = layer.forward(out, train=False)
         if isinstance(layer, Conv2D):
-            maps[layer.name] = np.maximum(out[0], 0)  # a copy: ``out`` is the layer's scratch buffer
+            maps[layer.name] = np.maximum(out[0], 0)  # the feature maps after ReLU
     logits = out[0].copy()
     target = int(logits.argmax()) if target is None else target
     seed = np.zeros_like(out)

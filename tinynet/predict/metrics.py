@@ -33,8 +33,8 @@ def evaluate(model, images, labels, batch_size=256):
     the accuracy the model would have if every class were equally frequent) of ``model`` on uint8
     images (N, 28, 28).
 
-    Batches of 256 keep the evaluation's scratch arrays small (at 1024 the im2col matrices alone
-    take ~200 MB, which would double a training run's peak memory)."""
+    In batches of 256 images (the evaluation pass builds its im2col matrices a few images at a
+    time, so its scratch memory does not grow with the batch)."""
     if len(labels) == 0:
         return float("nan"), float("nan"), float("nan")
     loss = SoftmaxCrossEntropy()
