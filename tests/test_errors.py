@@ -21,7 +21,6 @@ BUILT_IN_BASES = {
     "tinynet.errors.TinynetError": Exception,
     "tinynet.errors.ArgumentError": ValueError,
     "tinynet.errors.ClosedError": RuntimeError,
-    "tinynet.errors.OrderError": RuntimeError,
     "tinynet.nn.gradcheck.GradientCheckError": AssertionError,
     "tinynet.files.npyfile.NpyHeaderError": ValueError,
     "tinynet.files.checkpoint.CheckpointError": ValueError,

@@ -1,4 +1,4 @@
-"""The base of every error tinynet raises, and the general errors of the maths core.
+"""The base of every error tinynet raises, and the two general errors of the maths core.
 
 Every exception class tinynet defines derives from :class:`TinynetError`, so one
 ``except TinynetError`` catches whatever tinynet refuses. Each also keeps the built-in base it
@@ -9,7 +9,6 @@ has always had, so code written against that still works:
     ==========================  ======================  =========================================
     ``ArgumentError``           ``ValueError``          a setting or argument tinynet cannot use
     ``ClosedError``             ``RuntimeError``        an object used after ``close()``
-    ``OrderError``              ``RuntimeError``        a call its object is not ready for
     ``DataError``               ``ValueError``          a data set's files (``tinynet.datasets``)
     ``CheckpointError``         ``ValueError``          a checkpoint file (``tinynet.files``)
     ``OnnxError``               ``CheckpointError``     an ONNX export or import (``tinynet.onnx``)
@@ -36,8 +35,3 @@ class ArgumentError(TinynetError, ValueError):
 class ClosedError(TinynetError, RuntimeError):
     """An object that owns threads (``DataParallel``, ``Predictor``, ``Trainer``) used after
     ``close()``."""
-
-
-class OrderError(TinynetError, RuntimeError):
-    """A call made out of order: a layer's ``backward`` after a forward pass that kept nothing for
-    it (an evaluation pass, ``train=False``)."""

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ..errors import ArgumentError, OrderError
+from ..errors import ArgumentError
 from .kernels import (col2im_numba, conv_output_size, im2col_numba, im2col_pooled_numba,
                       maxpool_backward_numba, maxpool_blocks_numba, maxpool_forward_numba)
 
@@ -138,6 +138,12 @@ class Conv2D(Layer):
         as if each had run its own forward."""
         if not train and pool.stride == pool.size:
             return self.forward_pool_eval(x, pool)
+        pooled, pool.cache = self.pool_with_winners(x, pool, train)
+        return pooled.transpose(0, 3, 1, 2)
+
+    def pool_with_winners(self, x, pool, train):
+        """The convolution of ``x`` pooled by ``pool``, channels-last ``(N, PH, PW, C_out)``, and the
+        cache ``pool.backward`` reads: the convolution output's shape and each window's winner."""
         pooled = argmax = None
         for n0, n1, conv in self.convolve(x, train):
             if pooled is None:
@@ -148,8 +154,7 @@ class Conv2D(Layer):
                 argmax = pool.buffer("argmax", shape, np.int32)
             maxpool_forward_numba(conv, pool.size, pool.stride, pool.relu, pooled[n0:n1],
                                   argmax[n0:n1], self.params["b"])
-        pool.cache = ((N, OH, OW, C), argmax)
-        return pooled.transpose(0, 3, 1, 2)
+        return pooled, ((N, OH, OW, C), argmax)
 
     def forward_pool_eval(self, x, pool):
         """:meth:`forward_pool` for evaluation, when the pooling windows tile the image (stride =
@@ -157,8 +162,8 @@ class Conv2D(Layer):
         (``tinynet/nn/kernels.py``, ``im2col_pooled_numba``), so the matmul returns every window's
         size*size candidates as size*size contiguous blocks, and pooling is an elementwise maximum
         of those blocks (+ bias, ReLU); convolution outputs that no window reads are skipped. No
-        argmax is kept: ``pool.backward`` then refuses, as nothing routes a gradient after an
-        evaluation pass (``Sequential.forward(x, train=False)``)."""
+        argmax is kept: a backward pass after evaluation (a saliency map) is rare, so ``pool`` is
+        left a way to find its winners again, from this input, when its backward asks for them."""
         x_nhwc, OH, OW, W2 = self.geometry(x)
         size, c_out = pool.size, W2.shape[0]
         PH, PW = OH // size, OW // size
@@ -176,7 +181,7 @@ class Conv2D(Layer):
             maxpool_blocks_numba(conv[:rows].reshape(size * size, -1, c_out), self.params["b"],
                                  pool.relu, pooled[n0:n1].reshape(-1, c_out))
         self.cache = (x_nhwc.shape, x_nhwc, W2)
-        pool.cache = None
+        pool.cache = lambda: self.pool_with_winners(x, pool, False)[1]  # called by pool.backward
         return pooled.transpose(0, 3, 1, 2)
 
     def geometry(self, x):
@@ -282,10 +287,8 @@ class MaxPool2D(Layer):
 
     def backward(self, dout):
         """dout (N, C, OH, OW) -> dx (N, C, H, W): dx[winner of window] += dout[window], 0 elsewhere."""
-        if self.cache is None:
-            raise OrderError(f"layer {self.name!r}: backward needs a forward pass with train=True "
-                               f"before it (its last forward was an evaluation pass, fused with the "
-                               f"convolution before it, which keeps no argmax)")
+        if callable(self.cache):  # after an evaluation pass fused with its convolution: find the winners
+            self.cache = self.cache()
         x_shape, argmax = self.cache
         dx = np.empty(x_shape, dtype=dout.dtype)
         maxpool_backward_numba(channels_last(dout), argmax, dx)
