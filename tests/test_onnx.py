@@ -28,6 +28,7 @@ from tinynet.predict.explain import look_inside  # noqa: E402
 from tinynet.predict.predictor import BUNDLED_MODEL, Predictor  # noqa: E402
 from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, Layer, LogitAdjustment, MaxPool2D,  # noqa: E402
                                ReLU, ReLUMaxPool2D, SoftmaxCrossEntropy)
+from tinynet.nn.describe import describe  # noqa: E402
 from tinynet.nn.model import Sequential, lenet  # noqa: E402
 from tinynet.onnx import OnnxError, load_onnx, save_onnx, to_onnx  # noqa: E402
 from tinynet.nn.optim import SGD  # noqa: E402
@@ -356,16 +357,20 @@ def test_a_torch_style_lenet_imports_as_tinynets_lenet(flatten, head, images, tm
     np.testing.assert_array_equal(tinynet_logits(again, x), tinynet_logits(model, x))
 
 
-def test_a_classic_lenet5_imports_as_generic_layers(images, tmp_path):
+def test_a_classic_lenet5_imports_with_its_own_description(images, tmp_path):
     """Other widths and a padded conv1 (LeNet-5: 6, 16, 120; 84 is left out): not build_model's
-    LeNet, so architecture None, but it predicts, trains and explains the same way."""
+    LeNet, so its layers are named in graph order and its description written down from them; it
+    predicts, trains, explains, and saves as a checkpoint that loads back bitwise."""
     proto, _ = torch_style_lenet(np.random.default_rng(2), widths=(6, 16, 120), padding=2, batch=4,
                                  opset=11, ir_version=6, flatten="Flatten")
     path = write(proto, tmp_path / "lenet5.onnx")
     model, meta = load_onnx(path, classes="0123456789")
-    assert meta["architecture"] is None and meta["classes"] == list("0123456789")
+    assert meta["classes"] == list("0123456789")
     assert [type(la).__name__ for la in model.layers] == [
         "Conv2D", "ReLUMaxPool2D", "Conv2D", "ReLUMaxPool2D", "Flatten", "Dense", "ReLU", "Dense"]
+    assert meta["architecture"] == describe(model) and meta["architecture"]["input"] == [1, 28, 28]
+    assert meta["architecture"]["layers"][0] == {"kind": "Conv2D", "name": "conv1", "out_channels": 6,
+                                                 "kernel_size": 5, "stride": 1, "padding": 2}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = images[:64]
     theirs = np.concatenate([session.run(None, {"input": x[i:i + 4]})[0] for i in range(0, len(x), 4)])
@@ -374,6 +379,60 @@ def test_a_classic_lenet5_imports_as_generic_layers(images, tmp_path):
     assert predictor.classes == tuple(str(i) for i in range(10))
     assert predictor.predict(np.zeros((3, 28, 28), np.uint8)).shape == (3,)
     assert look_inside(model, x[:1])[2].shape == (28, 28)
+    save_checkpoint(tmp_path / "c.npz", model, meta["architecture"], meta["classes"])
+    again, again_meta, _, _ = load_checkpoint(tmp_path / "c.npz")
+    assert again_meta["architecture"] == meta["architecture"]
+    np.testing.assert_array_equal(tinynet_logits(again, x), tinynet_logits(model, x))
+
+
+def mlp_graph(rng, shape=(1, 20, 24), hidden=7, classes=4, tail=None):
+    """An MLP graph without any convolution, for images of ``shape``: Flatten, Gemm, Relu, Gemm
+    (transB 1, as PyTorch writes Linear), then ``tail`` (op, constant) if given."""
+    features = int(np.prod(shape))
+    f32 = lambda *s: rng.normal(0, 0.1, size=s).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(a, n) for n, a in [("w1", f32(hidden, features)), ("b1", f32(hidden)),
+                                                         ("w2", f32(classes, hidden)), ("b2", f32(classes))]]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y" if tail is None else "z"], transB=1)]
+    if tail is not None:
+        op, constant = tail
+        inits.append(numpy_helper.from_array(constant, "c"))
+        nodes.append(helper.make_node(op, ["z", "c"], ["y"]))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("tail", [None, "prior"])
+def test_a_network_without_convolutions_on_images_of_another_size_imports_and_saves(tail, tmp_path):
+    rng = np.random.default_rng(8)
+    log_prior = np.log(np.array([0.1, 0.2, 0.3, 0.4])).astype(np.float32)
+    path = write(mlp_graph(rng, tail=("Sub", log_prior) if tail else None), tmp_path / "mlp.onnx")
+    model, meta = load_onnx(path)
+    assert model.input_shape == (1, 20, 24) and meta["input"]["shape"] == ["N", 1, 20, 24]
+    assert meta["architecture"] == describe(model) and meta["architecture"]["input"] == [1, 20, 24]
+    assert [spec["kind"] for spec in meta["architecture"]["layers"]] == [
+        "Flatten", "Dense", "ReLU", "Dense"] + (["LogitAdjustment"] if tail else [])
+    x = rng.uniform(0, 1, size=(300, 1, 20, 24)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert relative_difference(session.run(None, {"x": x})[0], tinynet_logits(model, x)) < TOLERANCE
+    save_checkpoint(tmp_path / "c.npz", model, meta["architecture"], meta["classes"])
+    again, _, _, _ = load_checkpoint(tmp_path / "c.npz")
+    np.testing.assert_array_equal(tinynet_logits(again, x), tinynet_logits(model, x))
+
+
+def test_a_constant_after_the_last_gemm_that_is_no_log_prior_is_refused(tmp_path):
+    """A class-prior correction subtracts log(prior), whose exponentials sum to 1; another
+    constant would not survive being written down as a prior."""
+    rng = np.random.default_rng(8)
+    path = write(mlp_graph(rng, tail=("Sub", np.ones(4, np.float32))), tmp_path / "m.onnx")
+    with pytest.raises(OnnxError, match="is not a class-prior correction: .* these to 10.87"):
+        load_onnx(path)
 
 
 # ---------------------------------------------------------------------------- refused, never crash
@@ -462,7 +521,7 @@ def set_cycle(proto):
 
 
 def set_input_shape(proto):
-    proto.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 32
+    proto.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
 
 
 def set_opset(proto):
@@ -502,7 +561,7 @@ def set_int8(proto):
     (set_second_input, "has 2 inputs"),
     (set_branch, "feeds 2 nodes"),
     (set_cycle, "not on the path from the input"),
-    (set_input_shape, "has shape \\[1, 1, 32, 28\\]; tinynet models take"),
+    (set_input_shape, "has shape \\[1, 1, '\\?', 28\\]; tinynet models take \\(N, C, H, W\\) images"),
     (set_opset, "opset 99"),
     (set_int8, "element type INT8"),
 ])
@@ -704,7 +763,8 @@ def test_dropout_is_skipped_at_evaluation_but_not_in_training_mode(tmp_path):
                 "Dropout", ["/Relu_2_pre", "ratio", "mode"], ["/Relu_2_output_0"], name="/dropout"))
         return edit
     model, meta = load_onnx(write(edited(with_dropout(False)), tmp_path / "eval.onnx"))
-    assert meta["architecture"] is None and len(model.layers) == 8
+    assert len(model.layers) == 8
+    assert "Dropout" not in {spec["kind"] for spec in meta["architecture"]["layers"]}
     with pytest.raises(OnnxError, match="Dropout in training mode"):
         load_onnx(write(edited(with_dropout(True)), tmp_path / "train.onnx"))
 
