@@ -29,7 +29,7 @@ from tinynet.predict.predictor import BUNDLED_MODEL, Predictor  # noqa: E402
 from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, Layer, LogitAdjustment, MaxPool2D,  # noqa: E402
                                ReLU, ReLUMaxPool2D, SoftmaxCrossEntropy)
 from tinynet.nn.describe import describe  # noqa: E402
-from tinynet.nn.model import Sequential, lenet  # noqa: E402
+from tinynet.nn.model import Sequential, build_model, input_shape, lenet, mlp  # noqa: E402
 from tinynet.onnx import OnnxError, load_onnx, save_onnx, to_onnx  # noqa: E402
 from tinynet.nn.optim import SGD  # noqa: E402
 from tinynet.nn.step import train_step  # noqa: E402
@@ -76,7 +76,8 @@ def relative_difference(a, b):
 
 
 def assert_runs_the_same(model, classes, path, x, architecture=None):
-    """Export, run in onnxruntime, compare; import and compare the weights bitwise. Returns the
+    """Export, run in onnxruntime, compare; import and compare the weights bitwise and the
+    description; save the import as a checkpoint, load it and predict bitwise the same. Returns the
     relative logit difference."""
     save_onnx(model, classes, path, architecture)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
@@ -93,10 +94,15 @@ def assert_runs_the_same(model, classes, path, x, architecture=None):
     assert len(params(model)) == len(params(back))
     for p, q in zip(params(model), params(back)):
         assert p.dtype == q.dtype and p.shape == q.shape and p.tobytes() == q.tobytes()
-    if architecture is not None:
-        assert a.keys() == b.keys() and meta["architecture"] == architecture
+    assert a.keys() == b.keys()
+    own = describe(model, input_shape(model))
+    assert meta["architecture"] == (architecture if architecture is not None else own)
+    assert describe(back) == own
     # the same batch through both: BLAS may round differently for another number of rows
     np.testing.assert_array_equal(tinynet_logits(back, x[:256]), tinynet_logits(model, x[:256]))
+    save_checkpoint(path.with_suffix(".npz"), back, meta["architecture"], meta["classes"])
+    again, _, _, _ = load_checkpoint(path.with_suffix(".npz"))
+    np.testing.assert_array_equal(tinynet_logits(again, x), tinynet_logits(back, x))
     return difference
 
 
@@ -178,6 +184,119 @@ def test_other_strides_paddings_and_pools_export(stride, padding, pool, images, 
                       Dense(6 * side * side, 12, rng=rng, name="d"), ReLU(name="r"),
                       Dense(12, 5, rng=rng, name="out")])
     assert_runs_the_same(net, "abcde", tmp_path / "m.onnx", images[:200])
+
+
+def train_briefly(net, sample, images, steps=200, seed=7):
+    """A few hundred SGD steps on the sample, so that predictions mean something."""
+    rng = np.random.default_rng(seed)
+    optimizer, loss = SGD(0.05, momentum=0.9), SoftmaxCrossEntropy()
+    for _ in range(steps):
+        batch = rng.integers(0, len(images), 32)
+        train_step(net, loss, optimizer, images[batch], sample.labels[batch])
+    return net
+
+
+STRIDED = {"input": [1, 28, 28], "layers": [  # stride-2 convolutions with padding, no pooling
+    {"kind": "Conv2D", "name": "conv1", "out_channels": 8, "kernel_size": 5, "stride": 2, "padding": 2},
+    {"kind": "ReLU", "name": "relu1"},
+    {"kind": "Conv2D", "name": "conv2", "out_channels": 16, "kernel_size": 3, "stride": 2, "padding": 1},
+    {"kind": "ReLU", "name": "relu2"},
+    {"kind": "Flatten", "name": "flatten"},
+    {"kind": "Dense", "name": "fc1", "out_features": 47}]}
+
+
+@pytest.mark.parametrize("network", ["fresh lenet", "mlp", "strided"])
+def test_more_networks_run_the_same_in_onnxruntime_and_save_bitwise(network, sample, images, tmp_path):
+    """A freshly built LeNet (random weights), the MLP preset and a stride-2 padded conv net without
+    pooling (each trained briefly): onnxruntime agrees on the 3,760 sample images, and the import
+    saves, loads and predicts bitwise (assert_runs_the_same)."""
+    rng = np.random.default_rng(11)
+    if network == "fresh lenet":
+        net, architecture = lenet(47, rng=rng), {"name": "lenet", "num_classes": 47}
+    elif network == "mlp":
+        architecture = {"name": "mlp", "num_classes": 47, "dropout": 0.25}
+        net = train_briefly(mlp(47, rng=rng, dropout=0.25), sample, images)
+    else:
+        net, architecture = train_briefly(build_model(STRIDED, rng), sample, images), STRIDED
+    if network != "fresh lenet":
+        assert (tinynet_logits(net, images).argmax(1) == sample.labels).mean() > 0.3
+    diff = assert_runs_the_same(net, sample.classes, tmp_path / "m.onnx", images, architecture)
+    print(f"{network}: max relative logit difference {diff:.3g}")
+
+
+def every_kind(shape):
+    """A network with every kind of layer and non-default settings, for images of ``shape``."""
+    return {"input": list(shape), "layers": [
+        {"kind": "Conv2D", "name": "c1", "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1},
+        {"kind": "ReLUMaxPool2D", "name": "rp", "size": 3, "stride": 1},
+        {"kind": "Conv2D", "name": "c2", "out_channels": 4, "kernel_size": 2, "stride": 1, "padding": 0},
+        {"kind": "ReLU", "name": "r"},
+        {"kind": "MaxPool2D", "name": "mp", "size": 2, "stride": 2},
+        {"kind": "Flatten", "name": "f"},
+        {"kind": "Dense", "name": "d1", "out_features": 9},
+        {"kind": "ReLU", "name": "r2"},
+        {"kind": "Dropout", "name": "drop", "p": 0.3},
+        {"kind": "Dense", "name": "d2", "out_features": 5},
+        {"kind": "LogitAdjustment", "name": "adj", "prior": [1.0, 2.0, 3.0, 0.5, 7.25]}]}
+
+
+def images_of(images, shape):
+    """Sample images padded (zeros: background) or cropped to (1, H, W), one per row."""
+    _, h, w = shape
+    out = np.zeros((len(images), 1, h, w), np.float32)
+    ch, cw = min(h, 28), min(w, 28)
+    out[:, :, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw] = \
+        images[:, :, (28 - ch) // 2:(28 - ch) // 2 + ch, (28 - cw) // 2:(28 - cw) // 2 + cw]
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 32, 20), (1, 17, 40)])
+def test_every_layer_kind_with_its_settings_exports_for_any_input_size(shape, images, tmp_path):
+    description = every_kind(shape)
+    net = build_model(description, np.random.default_rng(4))
+    x = images_of(images[:1000], shape)
+    path = tmp_path / "every.onnx"
+    assert_runs_the_same(net, "abcde", path, x)
+    proto = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", *shape]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["architecture"]) == description
+    assert json.loads(props["input"])["shape"] == ["N", *shape]
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "MaxPool", "Relu", "Conv", "Relu", "MaxPool",
+                                                     "Flatten", "Gemm", "Relu", "Gemm", "Sub", "Softmax"]
+    conv = proto.graph.node[0]
+    assert {a.name: helper.get_attribute_value(a) for a in conv.attribute} == {
+        "kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    back, meta = load_onnx(path)
+    assert meta["architecture"] == description and back.input_shape == shape
+    assert [type(layer) for layer in back.layers] == [type(layer) for layer in net.layers]  # dropout kept
+
+
+def test_without_its_metadata_an_export_imports_as_the_same_network_under_generic_names(images, tmp_path):
+    """A reader that drops metadata_props loses the names and the dropout, not the network."""
+    net = build_model(every_kind((1, 32, 20)), np.random.default_rng(4))
+    proto = to_onnx(net, "abcde")
+    del proto.metadata_props[:]
+    back, meta = load_onnx(write(proto, tmp_path / "bare.onnx"))
+    assert [spec["name"] for spec in meta["architecture"]["layers"]] == [
+        "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "relu3", "fc2", "prior"]
+    assert meta["architecture"]["layers"][3] == {"kind": "ReLUMaxPool2D", "name": "pool2", "size": 2,
+                                                 "stride": 2}
+    x = images_of(images[:256], (1, 32, 20))
+    np.testing.assert_array_equal(tinynet_logits(back, x), tinynet_logits(net, x))
+
+
+def test_a_stated_architecture_that_does_not_fit_the_graph_is_not_believed(bundled, tmp_path):
+    """The metadata's architecture is only used when it describes exactly the graph's network."""
+    model, meta = bundled
+    proto = to_onnx(model, meta["classes"], {"name": "lenet", "num_classes": 47, "class_prior": [1.0] * 47})
+    back, back_meta = load_onnx(write(proto, tmp_path / "m.onnx"))
+    assert back_meta["architecture"] == {"name": "lenet", "num_classes": 47}
+    other = {"input": [1, 28, 28], "layers": [{"kind": "Flatten"}, {"kind": "Dense", "out_features": 47}]}
+    proto = to_onnx(model, meta["classes"], other)
+    back, back_meta = load_onnx(write(proto, tmp_path / "m.onnx"))
+    assert back_meta["architecture"] == {"name": "lenet", "num_classes": 47}
 
 
 class Doubler(Layer):
