@@ -1,14 +1,16 @@
 """ONNX import (:func:`load_onnx`): an ONNX graph of a few operators as a tinynet model.
 
-It reads a plain chain of Conv, Relu, MaxPool, Flatten or Reshape (to (N, features)), Gemm,
-optionally Sub/Add of a constant after the last Gemm (a class-prior correction), Dropout/Identity
-(skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits are its input), on (N, C, H,
-W) images of a fixed size: tinynet's own export, or a LeNet as ``torch.onnx.export`` writes it (Conv
-with bias, Gemm with transB = 1, Flatten or Reshape with a constant shape). The file is read once,
-with its size bounded; every tensor must be stored inside it (external data is refused: nothing
-outside the file is read), its declared size is checked against the bytes that hold it
-(``tensors``), and anything else is refused with an :class:`OnnxError` naming the file and the
-fault.
+It reads a chain of Conv, Relu, MaxPool, Flatten or Reshape (to (N, features)), Gemm, MatMul (with
+the Add of its bias), optionally Sub/Add of a constant after the last Gemm (a class-prior
+correction), Dropout/Identity (skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits
+are its input), on (N, C, H, W) images of a fixed size: tinynet's own export, and what PyTorch 2.x
+writes by default (``ops`` lists each operator's translator): the dynamo exporter's files, whose
+Reshape has allowzero 1 (their weights must be saved inside the model here), and the
+older TorchScript exporter's, whose ``x.view(x.size(0), -1)`` with a dynamic batch is a
+Shape-Gather-Unsqueeze-Concat-Reshape group, the one branch the chain may have. The file is read
+once, with its size bounded; every tensor must be stored inside it (external data is refused), its
+declared size is checked against the bytes that hold it (``tensors``), and anything else is refused
+with an :class:`OnnxError` naming the file and the fault.
 
 This module reads the file and checks the model as a whole (opset, input, outputs, metadata); its
 walker follows the chain of nodes from the input, computing one image's shape after each step, and
@@ -182,22 +184,23 @@ class _Importer:
 
     @staticmethod
     def check_end(specs, shape):
-        """The chain must have a Gemm (a dense layer) and end in (N, K) logits of 1 to MAX_CLASSES
-        classes."""
+        """The chain must have a Gemm or MatMul (a dense layer) and end in (N, K) logits of 1 to
+        MAX_CLASSES classes."""
         if shape is None or len(shape) != 1:
             raise Refused(f"the graph ends with a {shape} feature map per image; tinynet imports "
                           f"models that end with (N, K) logits")
         if not any(s[0] == "dense" for s in specs):
-            raise Refused("has no Gemm (dense) layer: tinynet imports models that end with one")
+            raise Refused("has no Gemm or MatMul (dense) layer: tinynet imports models that end with one")
         if not 1 <= shape[0] <= MAX_CLASSES:
             raise Refused(f"has {shape[0]} outputs; tinynet imports models of 1 to {MAX_CLASSES} classes")
 
 
 class _Chain:
     """The single path of nodes from the graph's input, followed a node at a time (:meth:`next`),
-    each node checked as it is reached: the tensor before it feeds only it, it is not reached twice
-    (a cycle), its one computed input is that tensor (the rest are constants), and only its first
-    output is used."""
+    each node checked as it is reached: the tensor before it feeds only it (or, once at a time,
+    exactly a Shape and a Reshape of it: :meth:`fork`), it is not reached twice (a cycle), its one
+    computed input is that tensor (the rest are constants; the Reshape closing a fork takes the
+    forked tensor too), and only its first output is used."""
 
     def __init__(self, graph, consts, source, batch, attribute_types):
         self.graph, self.consts, self.batch, self.AP = graph, consts, batch, attribute_types
@@ -206,6 +209,7 @@ class _Chain:
         self.last = None       # the node reached last; passed when the one after it is asked for
         self.ahead = []        # [the next node's Step (or None)] once peek() has looked at it
         self.seen = set()      # indices of the nodes reached
+        self.join = None       # (Reshape node, tensor) of an open x.view(x.size(0), -1) branch
 
     def next(self):
         """The :class:`Step` of the next node on the path (its shape not set), after its checks, or
@@ -225,10 +229,7 @@ class _Chain:
         users = self.consumers.get(self.reached)
         if not users:
             return None
-        if len(users) != 1:
-            raise Refused(f"tensor {self.reached!r} feeds {len(users)} nodes; tinynet imports a "
-                          f"plain chain of layers")
-        i = users[0]
+        i = users[0] if len(users) == 1 else self.fork(users)
         if i in self.seen:
             raise Refused(f"the graph has a cycle through node {i}")
         self.seen.add(i)
@@ -236,7 +237,10 @@ class _Chain:
         where = _where(i, n)
         attrs = attributes(n, where, self.AP)
         data = [name for name in n.input if name and name not in self.consts]
-        if data != [self.reached]:
+        expected = [self.reached]
+        if self.join is not None and self.join[0] == i:  # the Reshape closing the branch
+            expected, self.join = [self.join[1], self.reached], None
+        if data != expected:
             raise Refused(f"{where}: takes {data} as computed inputs; tinynet imports layers of "
                           f"one input with constant weights")
         outputs = [name for name in n.output if name]
@@ -248,6 +252,22 @@ class _Chain:
                               f"imports only the first")
         self.last = Step(n, where, attrs, outputs[0], self.consts, self.batch, self.peek, self.next)
         return self.last
+
+    def fork(self, users):
+        """The one branch tinynet follows: a tensor feeding a Shape and a Reshape of itself, as
+        ``x.view(x.size(0), -1)`` does (``ops.view_flatten``). Returns the Shape node's index, after
+        which the path goes on until the Reshape, which then takes that tensor and its new shape."""
+        ops = sorted((self.graph.node[i].op_type, i) for i in users)
+        if [op for op, _ in ops] != ["Reshape", "Shape"] or self.join is not None:
+            raise Refused(f"tensor {self.reached!r} feeds {len(users)} nodes; tinynet imports a "
+                          f"plain chain of layers (branching only into x.view(x.size(0), -1)'s "
+                          f"Shape and Reshape)")
+        (_, reshape), (_, shape) = ops
+        if self.graph.node[reshape].input[0] != self.reached:
+            raise Refused(f"tensor {self.reached!r} feeds a Shape and a Reshape, but is not what "
+                          f"that Reshape reshapes")
+        self.join = (reshape, self.reached)
+        return shape
 
     def unvisited(self):
         """Indices of the nodes (other than Constants) the path did not reach."""
