@@ -1,12 +1,15 @@
-"""Importing what PyTorch 2.x writes (tinynet/onnx/), with the files PyTorch 2.13 exported in
+"""Importing what PyTorch 2.x writes (tinynet/onnx/): the files PyTorch 2.13 exported in
 tests/fixtures/onnx/ (their script, make_torch_fixtures.py, says how), so that these tests need no
-PyTorch: Reshape with allowzero 1; the Shape-Gather-Unsqueeze-Concat-Reshape flatten; MatMul + Add
-as a dense layer.
+PyTorch; external data beside the model, read safely; Reshape with allowzero 1; the
+Shape-Gather-Unsqueeze-Concat-Reshape flatten; MatMul + Add as a dense layer; and, where PyTorch is
+installed, a fresh export.
 
 Agreement is ``max |a - b| / max |b|`` over all the logits of all the images, as in test_onnx.py.
 """
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,13 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from tinynet.datasets.idx import to_float  # noqa: E402
 from tinynet.datasets.load import load_sample  # noqa: E402
+from tinynet.files.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from tinynet.nn.describe import describe  # noqa: E402
+from tinynet.nn.layers import SoftmaxCrossEntropy  # noqa: E402
+from tinynet.nn.optim import SGD  # noqa: E402
+from tinynet.nn.step import train_step  # noqa: E402
 from tinynet.onnx import OnnxError, load_onnx  # noqa: E402
+from tinynet.onnx import tensors  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "onnx"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -49,8 +58,256 @@ def images(sample):
     return to_float(sample.images)  # float32 (3760, 1, 28, 28): upright, / 255, light ink on dark
 
 
+def relative_difference(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
 def logits_of(model, x, batch=512):
     return np.concatenate([model.forward(x[i:i + batch], train=False).copy() for i in range(0, len(x), batch)])
+
+
+def onnxruntime_logits(path, x):
+    """The graph's first output for every image, in batches its input takes (a fixed batch of 1 for
+    the dynamo exporter's files)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    first = session.get_inputs()[0]
+    batch = first.shape[0] if isinstance(first.shape[0], int) else 256
+    return np.concatenate([session.run(None, {first.name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def graph(name):
+    return onnx.load(str(FIXTURES / name), load_external_data=False)
+
+
+# --------------------------------------------------------------------- the files PyTorch wrote
+
+def test_the_fixtures_are_what_pytorch_writes():
+    """So that the tests below are about PyTorch's styles: external data, allowzero 1, the
+    view-flatten group, MatMul + Add, each where its exporter writes it."""
+    assert MANIFEST["torch"].startswith("2.13")
+    ops = {name: [n.op_type for n in graph(name).graph.node] for name in FILES}
+    for name, entry in MANIFEST["files"].items():
+        g = graph(name)
+        assert g.producer_name == "pytorch"
+        external = [t.name for t in g.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert bool(external) == (entry["style"] == "dynamo"), name
+        if entry["external_data"]:
+            assert (FIXTURES / entry["external_data"]).is_file()
+        if entry["style"] in ("dynamo", "inline"):
+            reshape = next(n for n in g.graph.node if n.op_type == "Reshape")
+            assert helper.get_attribute_value(reshape.attribute[0]) == 1  # allowzero
+    for net in ("lenet", "matmul"):
+        assert ops[f"{net}.torchscript.onnx"][ops[f"{net}.torchscript.onnx"].index("Shape"):][:8] == [
+            "Shape", "Constant", "Gather", "Constant", "Unsqueeze", "Constant", "Concat", "Reshape"]
+    assert ops["matmul.dynamo.onnx"][2:4] == ["MatMul", "Add"]
+    assert ops["matmul.torchscript.onnx"][-1] == "MatMul"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_each_pytorch_export_imports_and_computes_what_pytorch_computed(name, images):
+    model, meta = load_onnx(FIXTURES / name)
+    network = MANIFEST["files"][name]["network"]
+    assert [type(layer).__name__ for layer in model.layers] == KINDS[network]
+    assert meta["architecture"] == describe(model)  # a full description: it saves as a checkpoint
+    pytorch = np.load(FIXTURES / f"{network}.logits.npy")
+    ours = model.forward(images[MANIFEST["probe"]], train=False)
+    assert relative_difference(ours, pytorch) <= TOLERANCE
+    assert np.array_equal(ours.argmax(1), pytorch.argmax(1))
+
+
+@pytest.mark.parametrize("network", ["lenet", "mlp", "strided", "matmul"])
+def test_every_export_style_gives_the_same_weights(network):
+    """The dynamo exporter's file (weights beside it), its inline twin and the TorchScript
+    exporter's file hold the same network: the imports are bitwise the same."""
+    styles = [name for name in FILES if MANIFEST["files"][name]["network"] == network]
+    assert len(styles) >= 2
+    models = [load_onnx(FIXTURES / name)[0] for name in styles]
+    for other in models[1:]:
+        for (a, p, _), (b, q, _) in zip(models[0].parameters(), other.parameters()):
+            assert a == b and p.tobytes() == q.tobytes()
+
+
+@pytest.mark.parametrize("name", ["lenet.dynamo.onnx", "strided.torchscript.onnx", "mlp.dynamo.onnx",
+                                  "matmul.torchscript.onnx"])
+def test_a_pytorch_export_agrees_with_onnxruntime_on_the_sample_and_saves_bitwise(name, sample, images,
+                                                                                   tmp_path):
+    """onnxruntime running PyTorch's file and tinynet running its import agree on the 3,760 real
+    images of the shipped sample; the import saves as a checkpoint that loads and predicts bitwise."""
+    model, meta = load_onnx(FIXTURES / name, classes=sample.classes)
+    theirs, ours = onnxruntime_logits(FIXTURES / name, images), logits_of(model, images)
+    difference = relative_difference(theirs, ours)
+    assert difference <= TOLERANCE and np.array_equal(theirs.argmax(1), ours.argmax(1))
+    assert (ours.argmax(1) == sample.labels).mean() > 0.25  # it learned: the argmaxes are not constants
+    save_checkpoint(tmp_path / "c.npz", model, meta["architecture"], meta["classes"])
+    again, again_meta, _, _ = load_checkpoint(tmp_path / "c.npz")
+    assert again_meta["architecture"] == meta["architecture"] and again_meta["classes"] == list(sample.classes)
+    assert np.array_equal(logits_of(again, images), ours)
+    print(f"{name}: max relative logit difference {difference:.2g} on {len(images)} images")
+
+
+def test_an_imported_network_resumes_training_bitwise(sample, images, tmp_path):
+    """Train an imported network a few steps, save it with its optimiser state, load it and go on:
+    the same weights as going on without saving."""
+    model, meta = load_onnx(FIXTURES / "strided.dynamo.onnx", classes=sample.classes)
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, len(images), 32) for _ in range(6)]
+    optimizer, loss = SGD(0.01, momentum=0.9), SoftmaxCrossEntropy()
+    for b in batches[:3]:
+        train_step(model, loss, optimizer, images[b], sample.labels[b])
+    save_checkpoint(tmp_path / "c.npz", model, meta["architecture"], meta["classes"],
+                    optimizer=optimizer.state_dict())
+    again, _, velocity, _ = load_checkpoint(tmp_path / "c.npz")
+    resumed = SGD(0.01, momentum=0.9)
+    resumed.load_state_dict(velocity)
+    for b in batches[3:]:
+        train_step(model, loss, optimizer, images[b], sample.labels[b])
+        train_step(again, loss, resumed, images[b], sample.labels[b])
+    for (name, p, _), (other, q, _) in zip(model.parameters(), again.parameters()):
+        assert name == other and p.tobytes() == q.tobytes()
+
+
+# ------------------------------------------------------------------ external data beside the model
+
+def copy_fixture(name, folder):
+    """The fixture ``name`` and its data file copied into ``folder``; returns the model's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / name, folder / name)
+    shutil.copy(FIXTURES / f"{name}.data", folder / f"{name}.data")
+    return folder / name
+
+
+def with_entries(path, edit, tensor="fc1.weight"):
+    """Rewrite the model at ``path`` after ``edit(entries)`` of one external tensor's
+    external_data {key: value} (None deletes a key)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    t = next(t for t in proto.graph.initializer if t.name == tensor)
+    entries = {e.key: e.value for e in t.external_data}
+    edit(entries)
+    del t.external_data[:]
+    for key, value in entries.items():
+        if value is not None:
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def test_external_data_is_read_from_the_model_folder_only(tmp_path, monkeypatch):
+    """The model and its data file are the only files opened."""
+    path = copy_fixture("lenet.dynamo.onnx", tmp_path / "here")
+    opened = []
+    real_open, real_os_open = open, os.open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: opened.append(str(f)) or real_os_open(f, *a, **k))
+    model, _ = load_onnx(path)
+    assert set(opened) == {str(path), str(path) + ".data"}
+    inline, _ = load_onnx(FIXTURES / "lenet.inline.onnx")
+    for (_, p, _), (_, q, _) in zip(model.parameters(), inline.parameters()):
+        assert p.tobytes() == q.tobytes()
+
+
+def secret_beside(folder):
+    (folder / "secret.bin").write_bytes(bytes(range(256)) * 64)
+    return folder / "secret.bin"
+
+
+@pytest.mark.parametrize("location, fault", [
+    ("../lenet.dynamo.onnx.data", "not a file name in the model's folder"),
+    ("sub/lenet.dynamo.onnx.data", "not a file name in the model's folder"),
+    ("ABSOLUTE", "not a file name in the model's folder"),
+    ("..", "not a file name in the model's folder"),
+    ("", "not a file name in the model's folder"),
+    ("a\\b", "not a file name in the model's folder"),
+    ("lenet.dynamo.onnx", "is the model file itself"),
+    ("missing.data", "'missing.data' is not in the model's folder"),
+    ("link.data", "'link.data' is a link"),
+    ("inside-link.data", "'inside-link.data' is a link"),
+    ("folder.data", "is not a regular file"),
+    ("fifo.data", "is not a regular file"),
+])
+def test_external_data_anywhere_else_is_refused(location, fault, tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = secret_beside(outside)
+    path = copy_fixture("lenet.dynamo.onnx", tmp_path / "model")
+    (path.parent / "sub").mkdir()
+    shutil.copy(path.parent / "lenet.dynamo.onnx.data", path.parent / "sub" / "lenet.dynamo.onnx.data")
+    shutil.copy(path.parent / "lenet.dynamo.onnx.data", outside / "lenet.dynamo.onnx.data")
+    (path.parent / "link.data").symlink_to(secret)
+    (path.parent / "inside-link.data").symlink_to(path.parent / "lenet.dynamo.onnx.data")
+    (path.parent / "folder.data").mkdir()
+    os.mkfifo(path.parent / "fifo.data")  # opening it would block: it must never be opened
+    location = str(secret) if location == "ABSOLUTE" else location
+    with_entries(path, lambda e: e.update(location=location))
+    opened = []
+    real_os_open = os.open
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: opened.append(str(f)) or real_os_open(f, *a, **k))
+    with pytest.raises(OnnxError, match=fault) as info:
+        load_onnx(path)
+    assert str(info.value).startswith(f"{path}: initializer 'fc1.weight'")
+    assert not [f for f in opened if "lenet.dynamo.onnx.data" not in f or "sub" in f or "outside" in f]
+
+
+@pytest.mark.parametrize("edit, fault", [
+    (lambda e: e.update(offset="999999"), "do not fit the"),
+    (lambda e: e.update(length="12"), "declares 6144 bytes of data but its external length is 12"),
+    (lambda e: e.update(offset="-4"), "offset '-4' is not a number of bytes"),
+    (lambda e: e.update(offset="1e3"), "offset '1e3' is not a number of bytes"),
+    (lambda e: e.update(length=""), "length '' is not a number of bytes"),
+    (lambda e: e.update(offset="9" * 40), "is not a number of bytes"),
+    (lambda e: e.update(checksum="abc"), "external_data key 'checksum' is not supported"),
+    (lambda e: e.update(location=None), "names no location"),
+    (lambda e: e.update(length=None, offset="0"), "do not fit the"),  # the rest of the file is not its size
+])
+def test_external_data_ranges_are_checked_against_the_file_and_the_tensor(edit, fault, tmp_path):
+    path = with_entries(copy_fixture("lenet.dynamo.onnx", tmp_path), edit)
+    with pytest.raises(OnnxError, match=fault):
+        load_onnx(path)
+
+
+def test_external_data_without_length_reads_to_the_end_of_the_file(tmp_path):
+    """ONNX's rule: no length means from the offset to the end of the file, which must then be
+    exactly the tensor's size."""
+    path = copy_fixture("lenet.dynamo.onnx", tmp_path)
+    proto = onnx.load(str(path), load_external_data=False)
+    t = next(t for t in proto.graph.initializer if t.name == "fc2.weight")
+    entries = {e.key: e.value for e in t.external_data}
+    start, size = int(entries["offset"]), int(entries["length"])
+    (tmp_path / "last.data").write_bytes((tmp_path / "lenet.dynamo.onnx.data").read_bytes()[start:start + size])
+    with_entries(path, lambda e: e.update(location="last.data", offset=None, length=None), tensor="fc2.weight")
+    model, _ = load_onnx(path)
+    original, _ = load_onnx(FIXTURES / "lenet.dynamo.onnx")
+    assert model.state_dict()["fc2.W"].tobytes() == original.state_dict()["fc2.W"].tobytes()
+
+
+def test_an_external_data_file_larger_than_the_cap_is_refused(tmp_path, monkeypatch):
+    path = copy_fixture("lenet.dynamo.onnx", tmp_path)
+    monkeypatch.setattr(tensors, "MAX_FILE_BYTES", (tmp_path / "lenet.dynamo.onnx.data").stat().st_size - 1)
+    with pytest.raises(OnnxError, match="external data file 'lenet.dynamo.onnx.data' is larger than the"):
+        load_onnx(path)
+
+
+def test_a_tensor_both_inside_and_beside_is_refused(tmp_path):
+    path = copy_fixture("lenet.dynamo.onnx", tmp_path)
+    proto = onnx.load(str(path), load_external_data=False)
+    t = next(t for t in proto.graph.initializer if t.name == "fc1.weight")
+    t.raw_data = b"\0" * 6144
+    path.write_bytes(proto.SerializeToString())
+    with pytest.raises(OnnxError, match="both in the model and in an external file"):
+        load_onnx(path)
+    t.ClearField("raw_data")
+    t.data_location = onnx.TensorProto.DEFAULT
+    path.write_bytes(proto.SerializeToString())
+    with pytest.raises(OnnxError, match="has external_data entries but its data_location is not EXTERNAL"):
+        load_onnx(path)
+
+
+def test_a_data_file_that_was_cut_short_is_refused(tmp_path):
+    path = copy_fixture("lenet.dynamo.onnx", tmp_path)
+    data = tmp_path / "lenet.dynamo.onnx.data"
+    data.write_bytes(data.read_bytes()[:-100])
+    with pytest.raises(OnnxError, match="do not fit the 11852 bytes of 'lenet.dynamo.onnx.data'"):
+        load_onnx(path)
 
 
 # -------------------------------------------------------------------------- Reshape, allowzero 1
@@ -267,3 +524,42 @@ def test_matmul_and_add_near_misses(edit, fault, tmp_path):
     else:
         with pytest.raises(OnnxError, match=fault):
             load_onnx(path)
+
+
+# ---------------------------------------------------------------- a fresh export, where torch is
+
+def test_a_fresh_pytorch_export_imports(tmp_path, images):
+    """With the PyTorch installed here (whatever its version): its default export (the dynamo
+    exporter, external data), the data inside, and the TorchScript exporter with a dynamic batch,
+    of a small conv net with padding, strides and a view-flatten; each imports and agrees."""
+    torch = pytest.importorskip("torch", reason="a fresh export needs PyTorch (a dev install: "
+                                                "pip install torch onnxscript); the committed fixtures "
+                                                "test what PyTorch 2.13 wrote")
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Conv2d(3, 5, 5, padding=2)
+            self.fc1, self.fc2 = nn.Linear(5 * 7 * 7, 12), nn.Linear(12, 47)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
+            return self.fc2(torch.relu(self.fc1(x.view(x.size(0), -1))))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.from_numpy(images[:64])
+    with torch.no_grad():
+        expected = net(x).numpy()
+    calls = {"default.onnx": {}, "inline.onnx": {"external_data": False},
+             "torchscript.onnx": {"dynamo": False, "input_names": ["input"],
+                                  "dynamic_axes": {"input": {0: "N"}}}}
+    for name, options in calls.items():
+        try:
+            torch.onnx.export(net, x[:1], str(tmp_path / name), **options)
+        except Exception as e:  # e.g. onnxscript missing for the dynamo exporter
+            pytest.skip(f"torch.onnx.export(..., {options}) failed here: {type(e).__name__}: {e}")
+        model, meta = load_onnx(tmp_path / name)
+        assert relative_difference(logits_of(model, images[:64]), expected) <= TOLERANCE
+        assert meta["architecture"] == describe(model)

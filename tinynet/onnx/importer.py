@@ -5,12 +5,12 @@ the Add of its bias), optionally Sub/Add of a constant after the last Gemm (a cl
 correction), Dropout/Identity (skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits
 are its input), on (N, C, H, W) images of a fixed size: tinynet's own export, and what PyTorch 2.x
 writes by default (``ops`` lists each operator's translator): the dynamo exporter's files, whose
-Reshape has allowzero 1 (their weights must be saved inside the model here), and the
+larger weights lie in a data file beside the model and whose Reshape has allowzero 1, and the
 older TorchScript exporter's, whose ``x.view(x.size(0), -1)`` with a dynamic batch is a
 Shape-Gather-Unsqueeze-Concat-Reshape group, the one branch the chain may have. The file is read
-once, with its size bounded; every tensor must be stored inside it (external data is refused), its
-declared size is checked against the bytes that hold it (``tensors``), and anything else is refused
-with an :class:`OnnxError` naming the file and the fault.
+once, with its size bounded; a tensor's data is read from the file or from a plain file beside it,
+checked (``tensors``), and anything else is refused with an :class:`OnnxError` naming the file and
+the fault.
 
 This module reads the file and checks the model as a whole (opset, input, outputs, metadata); its
 walker follows the chain of nodes from the input, computing one image's shape after each step, and
@@ -41,7 +41,8 @@ def load_onnx(path, classes=None):
     when the graph is one, else layers named conv1, pool1, fc1, ... in graph order. ``metadata``
     holds ``classes`` (the file's ``classes`` metadata, else ``classes``, else "0".."K-1"),
     ``architecture`` (the model's description, ``tinynet.nn.describe``: it saves as a checkpoint),
-    ``input`` and the file's ``metadata_props`` as ``onnx_metadata``.
+    ``input`` and the file's ``metadata_props`` as ``onnx_metadata``. External data is read only
+    from beside ``path``.
     Raises :class:`OnnxError` naming the file and the fault for anything else.
     """
     path = Path(path)
@@ -57,7 +58,7 @@ def load_onnx(path, classes=None):
         raise OnnxError(f"{path}: not an ONNX model (its protobuf does not parse: "
                         f"{' '.join(str(e).split()) or type(e).__name__})") from None
     try:
-        return _Importer(onnx, proto).load(classes)
+        return _Importer(onnx, proto, path).load(classes)
     except Refused as e:
         raise OnnxError(f"{path}: {e}") from None
 
@@ -83,8 +84,8 @@ def _read_bounded(path):
 class _Importer:
     """One ONNX ``ModelProto`` checked and translated to tinynet layers (:func:`load_onnx`)."""
 
-    def __init__(self, onnx, proto):
-        self.onnx, self.proto = onnx, proto
+    def __init__(self, onnx, proto, path=None):
+        self.onnx, self.proto, self.path = onnx, proto, path  # path: the model file (external data beside it)
 
     def load(self, classes):
         """``(model, metadata)``, as :func:`load_onnx` returns them; :class:`Refused` for a fault."""
@@ -95,7 +96,7 @@ class _Importer:
         if len(graph.node) > MAX_NODES:
             raise Refused(f"has {len(graph.node)} nodes, more than the {MAX_NODES} tinynet imports")
         self.opset = self.check_opset()
-        self.consts = TensorReader(self.onnx).constants(graph)
+        self.consts = TensorReader(self.onnx, self.path).constants(graph)
         source = self.check_input(graph)
         specs, logits, head = self.walk(graph, source)
         outputs = [o.name for o in graph.output]
