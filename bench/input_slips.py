@@ -18,7 +18,8 @@ from tinynet.predict.predictor import BUNDLED_MODEL
 
 
 def accuracy(model, x, labels):
-    predicted = np.concatenate([model.forward(x[i:i + 512], train=False).argmax(1) for i in range(0, len(x), 512)])
+    predicted = np.concatenate([model.forward(x[i:i + 512], train=False).argmax(1)
+                                for i in range(0, len(x), 512)])
     return float((predicted == labels).mean())
 
 

@@ -114,7 +114,8 @@ def onnxruntime_logits(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     batch = first.shape[0] if isinstance(first.shape[0], int) else 256
-    return np.concatenate([session.run(None, {first.name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    return np.concatenate([session.run(None, {first.name: x[i:i + batch]})[0]
+                           for i in range(0, len(x), batch)])
 
 
 def row(net, style, kwargs, x, folder):
@@ -149,7 +150,7 @@ def main(argv=None):
     x = to_float(load_sample().images)
     rows = []
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {len(x)} images\n")
-    print(f"| network | export style | imported | max relative logit difference | same predictions |")
+    print("| network | export style | imported | max relative logit difference | same predictions |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for net_name, make in NETWORKS.items():
