@@ -89,7 +89,7 @@ from typing import Callable
 from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
 
 MAX_LAYERS = 1_000
-MAX_PARAMETERS = 1 << 26  # 67 million values (256 MB of float32); the LeNet for 47 classes has 431,080
+MAX_PARAMETERS = 1 << 26  # 67 million values (256 MB of float32); the LeNet for 47 classes has 449,617
 MAX_ACTIVATION = 1 << 22  # values one image makes a layer hold (its output or scratch); LeNet: 14,400
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVED_NAMES = ("optimizer", "extra")  # the checkpoint's other arrays: optimizer.*, extra.*

@@ -11,9 +11,9 @@ CONFUSED_PAIRS = 10  # most confused pairs in a report
 
 
 def predict_logits(model, images, batch_size=1024):
-    """Yields ``(start, logits)`` for consecutive batches of uint8 images (N, 28, 28), upright.
+    """Yields ``(start, logits)`` for consecutive batches of uint8 images (N, H, W), upright.
 
-    Each batch is converted to float32 (N, 1, 28, 28) in [0, 1] only when it is used, so memory
+    Each batch is converted to float32 (N, 1, H, W) in [0, 1] only when it is used, so memory
     stays at one batch of floats whatever N is.
     """
     for start in range(0, len(images), batch_size):
@@ -21,18 +21,18 @@ def predict_logits(model, images, batch_size=1024):
 
 
 def predict_proba(model, images, batch_size=1024):
-    """Class probabilities (N, K) float32 for uint8 images (N, 28, 28); (0, K) for no images."""
+    """Class probabilities (N, K) float32 for uint8 images (N, H, W); (0, K) for no images."""
     out = [softmax(logits) for _, logits in predict_logits(model, images, batch_size)]
     if out:
         return np.concatenate(out)
-    blank = np.zeros((1, 28, 28), np.uint8)  # the model's class count: from its answer to one image
+    blank = np.zeros((1, *images.shape[1:]), np.uint8)  # the class count: from the answer to one image
     return softmax(model.forward(to_float(blank), train=False))[:0]
 
 
 def evaluate(model, images, labels, batch_size=256):
     """Mean cross-entropy loss, accuracy and balanced accuracy (the mean of the classes' recalls:
     the accuracy the model would have if every class were equally frequent) of ``model`` on uint8
-    images (N, 28, 28).
+    images (N, H, W).
 
     Batches of 256 keep the evaluation's scratch arrays small (at 1024 the im2col matrices alone
     take ~200 MB, which would double a training run's peak memory)."""
