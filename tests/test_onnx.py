@@ -554,6 +554,24 @@ def test_a_constant_after_the_last_gemm_that_is_no_log_prior_is_refused(tmp_path
         load_onnx(path)
 
 
+def test_the_input_shape_is_the_graphs_whatever_the_metadata_says(bundled, tmp_path):
+    model, meta = bundled
+    proto = to_onnx(model, meta["classes"])
+    entry = next(p for p in proto.metadata_props if p.key == "input")
+    entry.value = json.dumps({**json.loads(entry.value), "shape": ["N", 3, 64, 64]})
+    back, back_meta = load_onnx(write(proto, tmp_path / "m.onnx"))
+    assert back_meta["input"]["shape"] == ["N", 1, 28, 28] and back.input_shape == (1, 28, 28)
+    assert "light ink" in back_meta["input"]["polarity"]
+
+
+def test_an_add_of_three_inputs_is_refused(tmp_path):
+    rng = np.random.default_rng(8)
+    proto = mlp_graph(rng, tail=("Add", np.log(np.full(4, 0.25, np.float32))))
+    proto.graph.node[-1].input.append("c")
+    with pytest.raises(OnnxError, match="Add of 3 inputs"):
+        load_onnx(write(proto, tmp_path / "m.onnx"))
+
+
 # ---------------------------------------------------------------------------- refused, never crash
 
 def small_torch(rng=None):

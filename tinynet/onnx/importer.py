@@ -85,7 +85,8 @@ class _Importer:
     """One ONNX ``ModelProto`` checked and translated to tinynet layers (:func:`load_onnx`)."""
 
     def __init__(self, onnx, proto, path=None):
-        self.onnx, self.proto, self.path = onnx, proto, path  # path: the model file (external data beside it)
+        self.onnx, self.proto = onnx, proto
+        self.path = path  # the model file, beside which its external data may lie
 
     def load(self, classes):
         """``(model, metadata)``, as :func:`load_onnx` returns them; :class:`Refused` for a fault."""
@@ -335,10 +336,10 @@ def _labels(props, classes, K):
 
 
 def _stated_input(props, shape):
-    """The ``input`` metadata (a JSON object) when the file has it, else what tinynet's models take,
-    of one image's ``shape``."""
+    """The ``input`` metadata (a JSON object) when the file has it, else what tinynet's models take;
+    its shape always the graph's, (N, *``shape``)."""
     try:
         stated = json.loads(props.get("input", "null"))
     except ValueError:
         stated = None
-    return stated if isinstance(stated, dict) else {**INPUT, "shape": ["N", *shape]}
+    return {**(stated if isinstance(stated, dict) else INPUT), "shape": ["N", *shape]}

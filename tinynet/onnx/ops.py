@@ -307,6 +307,7 @@ def add_sub(step):
     walker and ``build`` check that it comes right after the last Gemm)."""
     n, shape, need = step.node, step.shape, step.need
     op = n.op_type
+    need(len(n.input) == 2, f"{op} of {len(n.input)} inputs")
     data_first = n.input[0] not in step.consts
     need(op == "Add" or data_first, "tinynet imports Sub(logits, constant)")
     c = step.const(1 if data_first else 0, "constant")
