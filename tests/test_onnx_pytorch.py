@@ -17,6 +17,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx", reason="ONNX import needs the onnx package (tinynet[onnx])")
 ort = pytest.importorskip("onnxruntime", reason="checking imports needs onnxruntime (tinynet[onnx])")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -308,6 +310,48 @@ def test_a_data_file_that_was_cut_short_is_refused(tmp_path):
     data.write_bytes(data.read_bytes()[:-100])
     with pytest.raises(OnnxError, match="do not fit the 11852 bytes of 'lenet.dynamo.onnx.data'"):
         load_onnx(path)
+
+
+LOCATIONS = st.sampled_from(["lenet.dynamo.onnx.data", "../lenet.dynamo.onnx.data", "/etc/passwd", "", ".",
+                             "..", "lenet.dynamo.onnx", "x/../lenet.dynamo.onnx.data", "link.data",
+                             "lenet.dynamo.onnx.data\0", "LENET.DYNAMO.ONNX.DATA", "~", "\u00e9.data"])
+NUMBERS = st.one_of(st.integers(0, 20_000).map(str), st.sampled_from(["", "-1", "0x10", "1e3", " 1", "9" * 30]))
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.sampled_from(["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]),
+                                st.sampled_from(["location", "offset", "length", "checksum"]),
+                                st.one_of(LOCATIONS, NUMBERS, st.none())), min_size=1, max_size=4))
+def test_any_external_data_entries_load_or_are_refused_and_open_nothing_else(edits, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("m")
+    path = copy_fixture("lenet.dynamo.onnx", folder)
+    (folder / "link.data").symlink_to(folder / "lenet.dynamo.onnx.data")
+    proto = onnx.load(str(path), load_external_data=False)
+    for name, key, value in edits:
+        tensor = next(t for t in proto.graph.initializer if t.name == name)
+        entries = {e.key: e.value for e in tensor.external_data}
+        entries[key] = value
+        del tensor.external_data[:]
+        for k, v in entries.items():
+            if v is not None:
+                entry = tensor.external_data.add()
+                entry.key, entry.value = k, v
+    path.write_bytes(proto.SerializeToString())
+    opened, real_os_open = [], os.open
+
+    def recording_open(f, *a, **k):
+        opened.append(str(f))
+        return real_os_open(f, *a, **k)
+    os.open = recording_open
+    try:
+        model, _ = load_onnx(path)
+        assert model.forward(np.zeros((1, 1, 28, 28), np.float32), train=False).shape == (1, 47)
+    except OnnxError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+    finally:
+        os.open = real_os_open
+    assert set(opened) <= {str(folder / "lenet.dynamo.onnx.data")}
 
 
 # -------------------------------------------------------------------------- Reshape, allowzero 1
