@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinynet.datasets.load import load_sample
 from tinynet.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -330,3 +332,98 @@ def test_checkpoints_written_before_load_and_predict_bitwise_the_same(path):
         assert np.array_equal(new.predict_proba(images), old.predict_proba(images))
     if path == FIXTURE:
         assert set(optimizer) == set(model.state_dict()) and extra["order"].tolist() == list(range(12))
+
+
+@st.composite
+def descriptions(draw):
+    """A random description that can be built: convolutions and pools that fit the shrinking
+    feature maps, activations, a flatten, dense layers, maybe dropout and a prior; names left out
+    now and then (Sequential's rule), settings with defaults left out now and then."""
+    h, w = draw(st.integers(4, 20)), draw(st.integers(4, 20))
+    shape, layers = [1, h, w], []
+
+    def maybe(spec, key, value, default):
+        if value != default or draw(st.booleans()):
+            spec[key] = value
+
+    for _ in range(draw(st.integers(0, 3))):
+        k = draw(st.integers(1, min(h, w, 4)))
+        pad = draw(st.integers(0, k // 2))
+        stride = draw(st.integers(1, 2))
+        spec = {"kind": "Conv2D", "out_channels": draw(st.integers(1, 4)), "kernel_size": k}
+        maybe(spec, "stride", stride, 1)
+        maybe(spec, "padding", pad, 0)
+        layers.append(spec)
+        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        if min(h, w) >= 2 and draw(st.booleans()):
+            size = draw(st.integers(1, 2))
+            spec = {"kind": draw(st.sampled_from(["MaxPool2D", "ReLUMaxPool2D"])), "size": size}
+            maybe(spec, "stride", size, size)
+            layers.append(spec)
+            h, w = (h - size) // size + 1, (w - size) // size + 1
+        elif draw(st.booleans()):
+            layers.append({"kind": "ReLU"})
+    layers.append({"kind": "Flatten"})
+    for _ in range(draw(st.integers(0, 2))):
+        layers += [{"kind": "Dense", "out_features": draw(st.integers(1, 8))}, {"kind": "ReLU"}]
+    if draw(st.booleans()):
+        layers.append({"kind": "Dropout", "p": draw(st.floats(0, 0.9))})
+    classes = draw(st.integers(1, 6))
+    layers.append({"kind": "Dense", "out_features": classes})
+    if draw(st.booleans()):
+        layers.append({"kind": "LogitAdjustment", "prior": draw(st.lists(st.floats(0.01, 10), min_size=classes,
+                                                                         max_size=classes))})
+    for i, spec in enumerate(layers):
+        if draw(st.booleans()):
+            spec["name"] = f"L{i}"
+    return {"input": shape, "layers": layers}
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_descriptions_build_describe_and_save_back(data, tmp_path_factory):
+    """Any buildable description: describe(build(d)) is d written out in full (check(d)); that is a
+    fixed point, survives JSON and a checkpoint, and the model's logits have the planned shape."""
+    description = data.draw(descriptions())
+    plan = check(description)
+    model = build_model(description, np.random.default_rng(0))
+    assert describe(model) == plan.description == check(plan.description).description
+    assert json.loads(json.dumps(plan.description)) == plan.description
+    c, height, width = plan.shapes[0]
+    logits = model.forward(np.random.default_rng(1).random((2, c, height, width), dtype=np.float32), train=False)
+    assert logits.shape == (2, *plan.shapes[-1])
+    path = tmp_path_factory.mktemp("ckpt") / "m.npz"
+    save_checkpoint(path, model, None, [str(k) for k in range(plan.shapes[-1][0])])
+    loaded = load_checkpoint(path)[0]
+    assert describe(loaded) == plan.description
+    assert np.array_equal(loaded.forward(np.ones((1, c, height, width), np.float32), train=False),
+                          model.forward(np.ones((1, c, height, width), np.float32), train=False))
+
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**12), st.floats(allow_nan=True),
+                 st.text(max_size=5), st.lists(st.integers(-1, 3), max_size=3), st.dictionaries(st.text(max_size=2),
+                                                                                                st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_change_to_a_description_builds_or_is_refused_in_one_line(data):
+    """A description with any one value replaced by junk (a kind, a name, a setting, the input, a
+    whole layer): either it still builds, or DescriptionError says why in one line; never
+    anything else (no TypeError, no NumPy traceback, no huge allocation)."""
+    description = json.loads(json.dumps(STRIDED))
+    where = data.draw(st.sampled_from(["input", "layers", "layer", "key"]))
+    if where in ("input", "layers"):
+        description[where] = data.draw(JUNK)
+    else:
+        i = data.draw(st.integers(0, len(description["layers"]) - 1))
+        if where == "layer":
+            description["layers"][i] = data.draw(JUNK)
+        else:
+            key = data.draw(st.sampled_from(["kind", "name", "out_channels", "kernel_size", "stride", "padding",
+                                             "out_features", "p", "prior", "size"]))
+            description["layers"][i][key] = data.draw(JUNK)
+    try:
+        build_model(description)
+    except DescriptionError as e:
+        assert "\n" not in str(e) and len(str(e)) < 600

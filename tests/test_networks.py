@@ -9,9 +9,12 @@ layers, and the sample shipped with tinynet is a data set every command knows.
   inference.py), upright or transposed as their files say.
 - --dataset sample works offline end to end: train.py (with --watch's recorder), inference.py.
 - The pages and TensorBoard for networks without a convolution and with several.
+- docs/library.md's "Your own network" example runs as written.
 """
 
 import json
+import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -265,3 +268,34 @@ def test_explain_draws_any_network(tmp_path, architecture):
     assert list(explanation.feature_maps) == ([] if "name" in architecture else ["conv1", "conv2"])
     save_explanation(explanation, tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_your_own_network_example_runs_as_written(tmp_path):
+    """docs/library.md's "Your own network" code (build, train, save, export on the sample; a layer
+    of one's own), run as it is in a fresh process: the checkpoint predicts the test accuracy the
+    run reported, the ONNX file is written, the learner's Tanh layer builds and describes itself."""
+    pytest.importorskip("onnx", reason="the example exports ONNX (the [onnx] extra)")
+    section = (ROOT / "docs" / "library.md").read_text().split("## Your own network")[1].split("\n## ")[0]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    reported, predicted = lines[-4], lines[-2]
+    assert float(reported) == float(predicted) > 0.5 and lines[-1] == "True"
+    assert (tmp_path / "my-net.onnx").stat().st_size > 10_000
+
+
+def test_the_tinynet_subcommands_know_the_sample(tmp_path, capsys):
+    """tinynet download (nothing to do), train (an MLP), infer (the run's model on the sample's test
+    split) and export, with --dataset sample and no data folder."""
+    from tinynet.cli.main import main
+    assert main(["download", "--dataset", "sample"]) == 0
+    assert "sample ships with tinynet: nothing to download" in capsys.readouterr().out
+    assert main(["train", "--dataset", "sample", "--model", "mlp", "--epochs", "1", "--limit", "64",
+                 "--runs-dir", str(tmp_path), "--name", "t", "--no-progress"]) == 0
+    assert main(["infer", "--dataset", "sample", "--runs-dir", str(tmp_path)]) == 0
+    assert f"{tmp_path / 't' / 'best.npz'}" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "t" / "best.npz"), "--output", str(tmp_path / "x.npz")]) == 0
+    assert load_checkpoint(tmp_path / "x.npz")[1]["architecture"]["layers"][1]["name"] == "fc1"
+    assert not (tmp_path / "data").exists()

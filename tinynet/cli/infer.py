@@ -284,8 +284,8 @@ def add_serve_options(p):
     """``inference.py``'s --serve, --host and --port: the drawing page instead of predictions."""
     p.add_argument("--serve", action="store_true",
                    help="serve the drawing page instead (as tinynet serve does): draw a character "
-                        "in the browser and see the top-k, the 28x28 input, feature maps, filters "
-                        "and saliency (Ctrl-C stops)")
+                        "in the browser and see the top-k, the input (28x28 for the LeNet), feature "
+                        "maps, filters and saliency (Ctrl-C stops)")
     p.add_argument("--host", metavar="ADDRESS", default=None,
                    help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this "
                         f"machine only)")
@@ -320,8 +320,8 @@ def add_output_options(p, serve):
                         "errors.png go (default: inference-NAME-SPLIT beside the checkpoint; for the "
                         "bundled model, in --runs-dir)")
     p.add_argument("--save-preprocessed", metavar="DIR", default=None,
-                   help="image files only: write each 28x28 input the model saw to DIR as PNG "
-                        "(default: none)")
+                   help="image files only: write each input the model saw (28x28 for EMNIST) to DIR "
+                        "as PNG (default: none)")
     p.add_argument("--explain", metavar="DIR", default=None,
                    help="image files only: write one PNG per image to DIR showing the input, the "
                         "top-k, the saliency map, conv1's filters and the conv1 / conv2 feature maps "

@@ -15,7 +15,7 @@ from .. import __version__
 
 # name: (module under tinynet.cli, one line for `tinynet --help`)
 COMMANDS = {
-    "train": ("train", "train a network (the LeNet, an MLP, yours) on IDX files or the sample (python3 train.py)"),
+    "train": ("train", "train a network (the LeNet, an MLP, yours) on IDX data or the sample (python3 train.py)"),
     "infer": ("infer", "predict characters: a test set, image files or a .npy array (python3 inference.py)"),
     "serve": ("serve", "the drawing page: draw a character, see what the model makes of it (inference.py --serve)"),
     "export": ("export", "write a checkpoint for use elsewhere: inference-only .npz, or ONNX (--onnx)"),
