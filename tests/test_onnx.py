@@ -554,6 +554,22 @@ def test_a_constant_after_the_last_gemm_that_is_no_log_prior_is_refused(tmp_path
         load_onnx(path)
 
 
+def test_a_gemm_without_bias_takes_the_add_after_it_as_its_bias(tmp_path):
+    """PyTorch's dynamo exporter writes F.linear(x, W) + b as Gemm(x, W) then Add(b): one dense
+    layer, not a class-prior correction (b is no log prior)."""
+    rng = np.random.default_rng(8)
+    bias = np.array([0.5, -1.0, 2.0, 0.25], np.float32)
+    proto = mlp_graph(rng, tail=("Add", bias))
+    del proto.graph.node[3].input[2:]  # the last Gemm without its bias
+    path = write(proto, tmp_path / "m.onnx")
+    model, meta = load_onnx(path)
+    assert [spec["kind"] for spec in meta["architecture"]["layers"]] == ["Flatten", "Dense", "ReLU", "Dense"]
+    assert model.state_dict()["fc2.b"].tobytes() == bias.tobytes()
+    x = rng.uniform(0, 1, size=(200, 1, 20, 24)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert relative_difference(session.run(None, {"x": x})[0], tinynet_logits(model, x)) < TOLERANCE
+
+
 def test_the_input_shape_is_the_graphs_whatever_the_metadata_says(bundled, tmp_path):
     model, meta = bundled
     proto = to_onnx(model, meta["classes"])
