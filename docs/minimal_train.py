@@ -1,5 +1,6 @@
 """Train the fast LeNet with nothing around tinynet's training step but the data loader.
 
+    python3 docs/minimal_train.py --dataset sample    # the sample shipped with tinynet: no download
     python3 docs/minimal_train.py                     # EMNIST-Balanced in data/ (tinynet download)
     python3 docs/minimal_train.py --data-dir DIR --dataset NAME
 
@@ -17,7 +18,8 @@ import argparse
 
 import numpy as np
 
-from tinynet.datasets.idx import load_split, to_float
+from tinynet.datasets.idx import to_float
+from tinynet.datasets.load import load_dataset
 from tinynet.nn.layers import SoftmaxCrossEntropy
 from tinynet.nn.model import lenet
 from tinynet.nn.optim import SGD
@@ -27,17 +29,18 @@ from tinynet.nn.step import train_step
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default="data", help="folder of the IDX files (default: data)")
-    p.add_argument("--dataset", default="emnist-balanced", help="dataset name (default: emnist-balanced)")
+    p.add_argument("--dataset", default="emnist-balanced",
+                   help="dataset name, or sample: the sample shipped with tinynet (default: emnist-balanced)")
     p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
     p.add_argument("--train-images", type=int, default=None,
                    help="draw batches from the first N training images only (default: all)")
     p.add_argument("--test-images", type=int, default=2000, help="test images to score (default: 2000)")
     args = p.parse_args(argv)
 
-    train = load_split(args.data_dir, args.dataset, "train")  # uint8 (N, 28, 28) images, labels 0..K-1
-    test = load_split(args.data_dir, args.dataset, "test")
+    splits = load_dataset(args.dataset, args.data_dir, download=False)  # DataError if files are missing
+    train, test = splits["train"], splits["test"]  # uint8 (N, H, W) images (EMNIST: 28x28), labels 0..K-1
     rng = np.random.default_rng(0)
-    model = lenet(len(train.classes), rng=rng)
+    model = lenet(len(train.classes), rng=rng, input_shape=(1, *train.images.shape[1:]))
     loss_fn = SoftmaxCrossEntropy()
     optimizer = SGD(lr=0.01, momentum=0.9)
 

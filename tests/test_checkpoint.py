@@ -53,9 +53,8 @@ def test_failed_write_keeps_the_old_checkpoint(saved, rng):
     """If writing fails midway, the previous checkpoint under that name is untouched."""
     path, model, _ = saved
     before = path.read_bytes()
-    bad_arch = {"name": "lenet", "num_classes": 5, "dropout": 0.0, "oops": object()}  # not JSON
     with pytest.raises(TypeError):
-        save_checkpoint(path, model, bad_arch, CLASSES)
+        save_checkpoint(path, model, ARCH, CLASSES, {"oops": object()})  # not JSON
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["model.npz"]
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tinynet.datasets.idx import (DataError, Split, dataset_paths, load_split, read_idx_images,
-                                  read_idx_labels, read_mapping, to_float, train_val_split)
+from tinynet.datasets.idx import (MAX_SIDE, DataError, Split, dataset_paths, load_split, read_idx_images,
+                                  read_idx_labels, read_mapping, stored_transposed, to_float, train_val_split)
 from tinynet.datasets.idx import write_idx
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -227,11 +227,36 @@ def test_wrong_magic(tmp_path, reader):
         f"{'images' if right == 2051 else 'labels'} file")
 
 
-def test_wrong_image_size(tmp_path):
+def test_images_of_any_size_are_read_upright_and_absurd_sizes_refused_from_the_header(tmp_path):
+    """Images of any height and width from 1 to MAX_SIDE are read (before issue #38, anything
+    but 28x28 was refused); a header declaring 0 or more than MAX_SIDE pixels a side is refused
+    before any image is read (here the file holds only the header)."""
+    upright = np.random.default_rng(0).integers(0, 256, (3, 32, 24), dtype=np.uint8)
     path = tmp_path / "x-images-idx3-ubyte.gz"
-    write_idx(path, np.zeros((2, 32, 32), np.uint8))
-    assert data_error(read_idx_images, path) == (
-        f"{path}: wrong image size: 32x32, expected 28x28")
+    write_idx(path, upright.transpose(0, 2, 1))
+    assert np.array_equal(read_idx_images(path), upright)
+    write_idx(path, upright)
+    assert np.array_equal(read_idx_images(path, transposed=False), upright)
+    for dims in ((2, 0, 28), (1, 28, MAX_SIDE + 1), (1, 2**31, 2**31)):
+        path.write_bytes(gzip.compress(struct.pack(">HBB3I", 0, 8, 3, *dims)))
+        assert data_error(read_idx_images, path) == (
+            f"{path}: image size {dims[1]}x{dims[2]} is not one tinynet reads (height and width from 1 "
+            f"to {MAX_SIDE} pixels)")
+
+
+@pytest.mark.parametrize("name, orientation, transposed", [
+    ("emnist-balanced", None, True), ("tiny", None, True), ("mnist", None, False), ("Fashion-MNIST", None, False),
+    ("kmnist49", None, False), ("qmnist", None, False), ("emnist-mnist", None, True),
+    ("mnist", "transposed", True), ("emnist-letters", "upright", False), ("digits", "upright", False)])
+def test_how_a_set_stores_its_images_is_said_by_its_name_or_its_orientation(tmp_path, name, orientation, transposed):
+    """EMNIST's files store images transposed, MNIST's, Fashion-MNIST's and KMNIST's upright: by the
+    name unless ``orientation`` says; load_split always returns them upright."""
+    assert stored_transposed(name, orientation) is transposed
+    written = make_dataset(tmp_path, name=name, counts=(("test", 4),))
+    images = load_split(tmp_path, name, "test", orientation).images
+    assert np.array_equal(images, written["test"][0] if transposed else written["test"][0].transpose(0, 2, 1))
+    with pytest.raises(ValueError, match="orientation must be one of transposed, upright, got 'sideways'"):
+        stored_transposed(name, "sideways")
 
 
 def test_count_mismatch(tmp_path):

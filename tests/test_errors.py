@@ -20,6 +20,8 @@ PACKAGE = Path(tinynet.__file__).resolve().parent
 BUILT_IN_BASES = {
     "tinynet.errors.TinynetError": Exception,
     "tinynet.errors.ArgumentError": ValueError,
+    "tinynet.nn.describe.DescriptionError": ValueError,
+    "tinynet.training.errors.NetworkError": RuntimeError,
     "tinynet.errors.ClosedError": RuntimeError,
     "tinynet.nn.gradcheck.GradientCheckError": AssertionError,
     "tinynet.files.npyfile.NpyHeaderError": ValueError,
@@ -49,7 +51,10 @@ ALLOWED_BUILT_INS = {
 }
 # Modules that raise a built-in inside a ``try`` whose ``except`` turns it into one of tinynet's
 # errors (the message is composed in one place).
-CONVERTED_INSIDE = {"tinynet.training.state": {"ValueError"}, "tinynet.web.filecache": {"ValueError"}}
+CONVERTED_INSIDE = {"tinynet.training.state": {"ValueError"}, "tinynet.web.filecache": {"ValueError"},
+                    # a layer kind's setting checks (a learner's own kinds too) raise ValueError,
+                    # which check() turns into a DescriptionError naming the layer
+                    "tinynet.nn.describe": {"ValueError"}}
 
 
 def module_names():

@@ -24,6 +24,7 @@ from conftest import require_resplit
 from tinynet.files.checkpoint import load_checkpoint
 from tinynet.datasets.idx import load_split
 from tinynet.cli.infer import main
+from tinynet.nn.model import build_model
 from tinynet.predict.predictor import BUNDLED_MODEL
 from tinynet.predict.preprocess import preprocess_file
 from tinynet.web.draw import MAX_BODY_BYTES, make_server
@@ -92,6 +93,54 @@ def test_model_endpoint(server, bundled):
     filters = np.array(info["filters"])
     assert filters.shape == (20, 5, 5) and np.abs(filters).max() == 1.0
     assert np.allclose(filters * info["filters_scale"], bundled[0].layers[0].params["W"][:, 0], atol=1e-3)
+
+
+def test_model_endpoint_describes_the_lenet(server, bundled):
+    """The bundled LeNet's convolutions (weights within the uint8 rounding), input and layers."""
+    info = json.loads(request(server, "GET", "/api/model")[2])
+    model = bundled[0]
+    assert info["input_shape"] == [1, 28, 28] and [c["name"] for c in info["convolutions"]] == ["conv1", "conv2"]
+    for entry, conv in zip(info["convolutions"], (model.layers[0], model.layers[2])):
+        data = np.frombuffer(base64.b64decode(entry["data"]), np.uint8).reshape(entry["shape"])
+        assert entry["shape"] == list(conv.params["W"].shape) and (entry["stride"], entry["padding"]) == (1, 0)
+        assert np.allclose((data / 127.5 - 1) * entry["scale"], conv.params["W"], atol=entry["scale"] / 127)
+    assert [(layer["name"], layer["output"]) for layer in info["network"]][:2] == [("conv1", [20, 24, 24]),
+                                                                                 ("pool1", [20, 12, 12])]
+    assert sum(layer["parameters"] for layer in info["network"]) == 449_617  # the LeNet's weights, 47 classes
+
+
+TWO_CONVS_24x20 = {"input": [1, 24, 20], "layers": [
+    {"kind": "Conv2D", "name": "c1", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1},
+    {"kind": "ReLU", "name": "r1"},
+    {"kind": "Conv2D", "name": "c2", "out_channels": 10, "kernel_size": 3, "stride": 1, "padding": 1},
+    {"kind": "ReLUMaxPool2D", "name": "p2", "size": 2, "stride": 2}, {"kind": "Flatten", "name": "f"},
+    {"kind": "Dense", "name": "fc", "out_features": 47}]}
+
+
+@pytest.mark.parametrize("architecture, maps", [
+    ({"name": "mlp", "num_classes": 47}, {}),
+    (TWO_CONVS_24x20, {"c1": [6, 12, 10], "c2": [10, 12, 10]}),
+], ids=["no-convolution", "two-convolutions-24x20"])
+def test_the_page_api_for_any_network(bundled, architecture, maps):
+    """A network without a convolution: no filters (null), no feature maps ({}), its layers; one
+    with two convolutions on 24x20 images: both convolutions' weights, both feature maps, and the
+    drawing preprocessed to 24x20 (input and saliency of that size)."""
+    model = build_model(architecture, np.random.default_rng(0))
+    server = start(model, bundled[1])
+    try:
+        info = json.loads(request(server, "GET", "/api/model")[2])
+        status, answer = predict(server, png(np.pad(np.full((30, 8), 255, np.uint8), 20)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    size = architecture.get("input", [1, 28, 28])
+    assert info["input_shape"] == size and len(info["network"]) == len(model.layers)
+    assert [c["name"] for c in info["convolutions"]] == list(maps)
+    assert (info["filters"] is None) == (not maps) and (info["filters_scale"] is None) == (not maps)
+    assert info["network"][-1]["output"] == [47]
+    assert status == 200 and np.array(answer["input"]).shape == tuple(size[1:])
+    assert np.array(answer["saliency"]).shape == tuple(size[1:])
+    assert {name: m["shape"] for name, m in answer["feature_maps"].items()} == maps
 
 
 def test_real_test_images_come_back_with_their_labels(server, bundled, tmp_path):

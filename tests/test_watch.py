@@ -427,6 +427,24 @@ def test_tensorboard_event_file_reads_back(data, tmp_path):
     assert histograms["weights/conv1.W"][-1][1].num == 20 * 25
 
 
+def test_tensorboard_and_the_snapshot_of_a_network_without_a_convolution(data, tmp_path):
+    """An MLP: no filters image in TensorBoard and ``"filters": null`` in the snapshot (the page says
+    why), everything else as for the LeNet; no filters.png in the run folder."""
+    pytest.importorskip("tensorboardX", reason="tensorboardX is not installed (the [tensorboard] extra)")
+    from tinynet.training.tensorboard import TensorBoardLog
+    run = tmp_path / "run"
+    train(config(data), run, callbacks=[TensorBoardLog(every=2), recorder()], network="mlp", **quiet)
+    (events,) = (run / "tensorboard").glob("events.out.tfevents.*")
+    tags = {value.tag for event in read_events(events) for value in event.summary.value}
+    assert {"step/loss", "epoch/val_accuracy", "weights/fc1.W", "weights/fc3.b"} <= tags
+    assert not [tag for tag in tags if tag.endswith("/filters")]
+    snap = json.loads((run / "snapshot.json").read_text())
+    assert snap["filters"] is None and snap["grid"]["shape"] == [28, 28] and snap["step"] == 34
+    assert not (run / "filters.png").exists() and (run / "summary.json").exists()
+    answer = Runs(tmp_path).snapshot("run")
+    assert answer["problem"] is None and answer["snapshot"]["filters"] is None
+
+
 def test_tensorboard_missing_is_a_clear_error(monkeypatch, data, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     code = train_cli.main(["--data-dir", str(data), "--dataset", "tiny", "--no-download", "--epochs", "1",

@@ -1,7 +1,8 @@
 """The training page in a real browser (Debian's Chromium through /usr/bin/chromedriver, as
-tests/test_browser.py): ``train.py --watch`` on the real sample that ships with tinynet, the page
-opened while it trains; the loss curve gains points, conv1's filters and the grid of predictions
-appear, the browser's console has no errors; then Ctrl-C stops the run (status ``stopped``). And
+tests/test_browser.py): ``train.py --dataset sample --watch`` (the real sample that ships with
+tinynet: no folder, no download), the page opened while it trains; the loss curve gains points,
+conv1's filters and the grid of predictions appear, the browser's console has no errors; then
+Ctrl-C stops the run (status ``stopped``). And
 ``tinynet watch``'s page comparing two finished runs.
 
 The screenshot is saved to the test's tmp folder, and also to the path in the environment
@@ -22,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from test_browser import browser
-from tinynet.testing.datasets import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +32,9 @@ def test_watch_a_run_learn_in_chromium(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser(tmp_path)
-    data = write_sample_dataset(tmp_path / "data")
     screenshot = os.environ.get("TINYNET_SCREENSHOT")
     process = subprocess.Popen(
-        [sys.executable, "train.py", "--data-dir", str(data), "--dataset", "sample", "--no-download",
+        [sys.executable, "train.py", "--dataset", "sample",
          "--recipe", "strong", "--epochs", "30", "--batch-size", "32", "--runs-dir", str(tmp_path / "runs"),
          "--name", "sample-strong", "--watch", "--watch-port", "0", "--no-progress"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

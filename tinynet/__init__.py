@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _API = {
     "TinynetError": "errors", "ArgumentError": "errors", "ClosedError": "errors",
-    "lenet": "nn.model", "build_model": "nn.model", "Sequential": "nn.model",
+    "lenet": "nn.model", "mlp": "nn.model", "build_model": "nn.model", "Sequential": "nn.model",
+    "describe": "nn.describe", "DescriptionError": "nn.describe",
     "check_layer": "nn.gradcheck", "train_step": "nn.step", "SGD": "nn.optim",
     "DataParallel": "nn.parallel",
     "load_checkpoint": "files.checkpoint", "save_checkpoint": "files.checkpoint",

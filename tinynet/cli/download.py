@@ -6,6 +6,7 @@ import sys
 
 from ..datasets.download import OFFICIAL_URL, ensure_dataset, install_from
 from ..datasets.idx import SPLITS, DataError
+from ..datasets.load import SAMPLE_DATASET
 
 
 def build_parser(prog=None):
@@ -15,7 +16,8 @@ def build_parser(prog=None):
                     "into DIR, verified, from the official NIST archive (about 540 MB, resumable) "
                     "or from --from PATH.")
     p.add_argument("--dataset", default="emnist-balanced", metavar="NAME",
-                   help="emnist-{balanced,bymerge,byclass,letters,digits,mnist} (default: %(default)s)")
+                   help="emnist-{balanced,bymerge,byclass,letters,digits,mnist} (default: %(default)s; "
+                        "sample, the sample shipped with tinynet, needs no download)")
     p.add_argument("--data-dir", default="data", metavar="DIR",
                    help="folder for the files (default: %(default)s)")
     p.add_argument("--url", default=OFFICIAL_URL, help="archive URL (default: %(default)s)")
@@ -29,6 +31,10 @@ def build_parser(prog=None):
 def main(argv=None, prog="tinynet download"):
     """``tinynet download ...``; returns the exit status."""
     args = build_parser(prog).parse_args(argv)
+    if args.dataset == SAMPLE_DATASET:
+        print(f"{SAMPLE_DATASET} ships with tinynet: nothing to download (python3 train.py --dataset "
+              f"{SAMPLE_DATASET} uses it as it is)")
+        return 0
     splits = tuple(args.split) if args.split else SPLITS
     try:
         if args.source:

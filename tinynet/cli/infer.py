@@ -8,8 +8,11 @@ It takes three kinds of ``--input``:
   prints accuracy, top-k accuracy, a per-class precision / recall / F1 table and the most confused
   pairs, and writes ``predictions.csv``, ``confusion.png`` and ``errors.png`` to ``--output-dir``;
 - an image file or a folder of image files: prints each file's top-k characters;
-- a ``.npy`` array (N, 28, 28) or (28, 28), uint8 (0..255) or float (0..1): prints each image's
-  top-k.
+- a ``.npy`` array (N, 28, 28) or (28, 28) (or the model's own input size), uint8 (0..255) or
+  float (0..1): prints each image's top-k.
+
+Without ``--input``, ``--dataset sample`` evaluates the real sample shipped with tinynet (its test
+split, 752 images; ``--split train``: its 3,008 training images), as a data folder's test set.
 
 ``--explain DIR`` (image files) also draws, per image, what the network sees (``tinynet.predict.explain``).
 ``python3 inference.py --serve [--host A] [--port N]`` serves the drawing page instead: the same as
@@ -29,14 +32,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..datasets.idx import DataError
+from ..datasets.idx import ORIENTATIONS, DataError
+from ..datasets.load import SAMPLE_DATASET, sample_splits
 from ..files.checkpoint import CheckpointError
 from ..files.plots import plot_confusion, plot_image_grid
 from ..nn.layers import LogitAdjustment
 from ..predict.explain import explain, save_explanation
 from ..predict.metrics import confusion_matrix, format_report, top_k_accuracy, top_k_indices
-from ..predict.predictor import (BUNDLED_MODEL, InputError, Predictor, check_fits, default_checkpoint,
-                                 find_idx_images, load_idx_input, load_npy)
+from ..predict.predictor import (BUNDLED_MODEL, IdxInput, InputError, Predictor, check_fits,
+                                 default_checkpoint, find_idx_images, load_idx_input, load_npy)
 from ..web.draw import DEFAULT_HOST, DEFAULT_PORT
 from . import add_checkpoint_options, pillow_quiet, positive_int
 from . import serve as serve_cli
@@ -82,9 +86,9 @@ def _listing_line(name, top_k):
     return f"{name}  {top_k[0][0]}   " + "  ".join(f"{c}:{p:.3f}" for c, p in top_k)
 
 
-def run_idx(predictor, images_path, args):
-    """Evaluate (or, without labels, just predict) an IDX images file; returns the image count."""
-    data = load_idx_input(images_path)
+def run_idx(predictor, data, images_path, args):
+    """Evaluate (or, without labels, just predict) the images of an IDX file or the sample
+    (``data``: an ``IdxInput``, read from ``images_path``); returns the image count."""
     check_fits(data, predictor)
     if not len(data.images):
         raise InputError(f"{images_path}: holds no images")
@@ -125,9 +129,15 @@ def run_idx(predictor, images_path, args):
     return len(records)
 
 
+def sample_input(split):
+    """The shipped sample's ``split`` as an ``IdxInput`` (``--dataset sample`` without ``--input``)."""
+    data = sample_splits()[split]
+    return IdxInput(data.images, data.labels, data.classes, f"{SAMPLE_DATASET}-{split}", None, None)
+
+
 def run_array(predictor, path, args):
     """Predict a .npy array and list each image's top-k; returns the image count."""
-    images = load_npy(path)
+    images = load_npy(path, predictor.image_shape)
     if not len(images):
         raise InputError(f"{path}: holds no images")
     indices, probs = predictor.top_k(images, args.top_k)
@@ -170,7 +180,8 @@ def run_images(predictor, path, args):
         out.mkdir(parents=True, exist_ok=True)
         for r, name in zip(good, names):
             Image.fromarray(r.image).save(out / f"{name}.png")
-        print(f"wrote the {len(good)} preprocessed 28x28 inputs to {out}")
+        size = "x".join(map(str, predictor.image_shape))
+        print(f"wrote the {len(good)} preprocessed {size} inputs to {out}")
     if args.explain and good:
         out = Path(args.explain)
         out.mkdir(parents=True, exist_ok=True)
@@ -219,8 +230,11 @@ input kinds:
   image file or folder    any format Pillow reads (PNG, JPEG, BMP, ...), one character per image,
                           dark ink on light paper or the reverse, any size: EMNIST-style
                           preprocessing, then each file's top-k characters
-  .npy array              shape (N, 28, 28) or (28, 28), upright, light ink on a dark background
-                          (as EMNIST); dtype uint8 (0..255) or float (0.0..1.0); never unpickled
+  .npy array              shape (N, 28, 28) or (28, 28) (or the model's input size), upright,
+                          light ink on a dark background (as EMNIST);
+                          dtype uint8 (0..255) or float (0.0..1.0); never unpickled
+  --dataset sample        (no --input) the real sample shipped with tinynet: its test split (752
+                          images; --split train: 3,008), evaluated as a data folder's
 
 exit status:
   0  at least one input was predicted (unreadable or blank image files are reported on stderr,
@@ -230,6 +244,7 @@ exit status:
 
 examples:
   python3 inference.py --input data                 (test split of the data folder's dataset)
+  python3 inference.py --dataset sample             (the sample shipped with tinynet: no download)
   python3 inference.py --input photos/ --output predictions.json --save-preprocessed seen/
   python3 inference.py --input digits.npy --checkpoint runs/my-run/best.npz --top-k 3
   python3 inference.py --input my_letter.png --explain why/   (saliency, feature maps: why/my_letter.png)
@@ -252,9 +267,10 @@ def build_parser(prog=None, serve=None):
         + (SERVE_EPILOG if serve else ""),
         description="Predict EMNIST characters with a trained tinynet checkpoint: evaluate a test\n"
                     "set, or read your own images or arrays.")
-    p.add_argument("--input", metavar="PATH", default=None, required=not serve,
+    p.add_argument("--input", metavar="PATH", default=None,
                    help="data folder, IDX images file, image file, folder of images, or .npy array "
-                        "(see input kinds below)" + ("; or, instead, --serve" if serve else ""))
+                        "(see input kinds below); or, instead, --dataset sample"
+                        + (" or --serve" if serve else ""))
     if serve:
         add_serve_options(p)
     add_checkpoint_options(p, "checkpoint to use, or an ONNX model (a .onnx file, docs/onnx.md)")
@@ -268,8 +284,8 @@ def add_serve_options(p):
     """``inference.py``'s --serve, --host and --port: the drawing page instead of predictions."""
     p.add_argument("--serve", action="store_true",
                    help="serve the drawing page instead (as tinynet serve does): draw a character "
-                        "in the browser and see the top-k, the 28x28 input, feature maps, filters "
-                        "and saliency (Ctrl-C stops)")
+                        "in the browser and see the top-k, the input (28x28 for the LeNet), feature "
+                        "maps, filters and saliency (Ctrl-C stops)")
     p.add_argument("--host", metavar="ADDRESS", default=None,
                    help=f"--serve only: address to listen on (default: {DEFAULT_HOST}, this "
                         f"machine only)")
@@ -278,12 +294,16 @@ def add_serve_options(p):
 
 
 def add_data_folder_options(p):
-    """--dataset and --split: which files of a data folder to read."""
+    """--dataset, --split and --orientation: which files of a data folder to read, and how."""
     p.add_argument("--dataset", metavar="NAME", default=None,
                    help="data folder only: which dataset's files to read (default: the only one "
-                        "in the folder)")
+                        "in the folder); without --input, sample: the sample shipped with tinynet")
     p.add_argument("--split", choices=("train", "test"), default=None,
-                   help="data folder only: which split to read (default: test)")
+                   help="data folder or --dataset sample only: which split to read (default: test)")
+    p.add_argument("--orientation", choices=ORIENTATIONS, default=None,
+                   help="data folder or IDX file only: how the file stores each image, transposed "
+                        "(EMNIST's way) or upright (MNIST's) (default: by the data set's name, as "
+                        "train.py --orientation)")
 
 
 def add_output_options(p, serve):
@@ -300,8 +320,8 @@ def add_output_options(p, serve):
                         "errors.png go (default: inference-NAME-SPLIT beside the checkpoint; for the "
                         "bundled model, in --runs-dir)")
     p.add_argument("--save-preprocessed", metavar="DIR", default=None,
-                   help="image files only: write each 28x28 input the model saw to DIR as PNG "
-                        "(default: none)")
+                   help="image files only: write each input the model saw (28x28 for EMNIST) to DIR "
+                        "as PNG (default: none)")
     p.add_argument("--explain", metavar="DIR", default=None,
                    help="image files only: write one PNG per image to DIR showing the input, the "
                         "top-k, the saliency map, conv1's filters and the conv1 / conv2 feature maps "
@@ -325,21 +345,25 @@ def main(argv=None, prog=None):
     """``python3 inference.py`` / ``tinynet infer``; returns the exit status (see the --help epilog)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    serving = getattr(args, "serve", False)
-    if serving == (args.input is not None):  # (only inference.py has --serve; else --input is required)
-        parser.error("give either --input PATH or --serve")
+    serving = getattr(args, "serve", False)  # (only inference.py has --serve)
+    sample = args.input is None and args.dataset == SAMPLE_DATASET
+    if serving == (args.input is not None or sample):
+        parser.error("give either --input PATH or --serve (or --dataset sample, without --input)"
+                     if hasattr(args, "serve") else "give --input PATH (or --dataset sample)")
     if serving:
         return serve_page(parser, args)
-    source = Path(args.input)
+    source = Path(args.input or SAMPLE_DATASET)
     try:
-        kind = input_kind(source, args.dataset)
+        kind = "sample" if sample else input_kind(source, args.dataset)
         folder_data = kind == "idx" and source.is_dir()
         check_options(parser, args, source, kind, folder_data)
         predictor = load_predictor(parser, args)
-        if kind == "idx":
+        if kind == "sample":
+            done = run_idx(predictor, sample_input(args.split or "test"), "the sample", args)
+        elif kind == "idx":
             images_path = (find_idx_images(source, args.dataset, args.split or "test")
                            if folder_data else source)
-            done = run_idx(predictor, images_path, args)
+            done = run_idx(predictor, load_idx_input(images_path, args.orientation), images_path, args)
         elif kind == "array":
             done = run_array(predictor, source, args)
         else:
@@ -358,8 +382,9 @@ def main(argv=None, prog=None):
 def check_options(parser, args, source, kind, folder_data):
     """The argparse error for an option that does not apply to ``source`` (an input of ``kind``;
     ``folder_data``: a data folder), or for --tta with --explain."""
-    for option, applies in (("--dataset", folder_data), ("--split", folder_data),
-                            ("--output-dir", kind == "idx"),
+    for option, applies in (("--dataset", folder_data or kind == "sample"),
+                            ("--split", folder_data or kind == "sample"),
+                            ("--orientation", kind == "idx"), ("--output-dir", kind in ("idx", "sample")),
                             ("--save-preprocessed", kind == "images"),
                             ("--explain", kind == "images"), ("--host", False), ("--port", False)):
         if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
@@ -388,8 +413,8 @@ def load_predictor(parser, args):
 
 def serve_page(parser, args):
     """``inference.py --serve``: ``tinynet serve`` with the options that apply to it."""
-    for option in ("--dataset", "--split", "--output", "--output-dir", "--save-preprocessed",
-                   "--explain", "--tta", "--batch-size", "--threads"):
+    for option in ("--dataset", "--split", "--orientation", "--output", "--output-dir",
+                   "--save-preprocessed", "--explain", "--tta", "--batch-size", "--threads"):
         if getattr(args, option[2:].replace("-", "_")) is not None:
             parser.error(f"{option} does not apply to --serve")
     return serve_cli.run(parser, args.checkpoint, args.runs_dir, args.host or DEFAULT_HOST,

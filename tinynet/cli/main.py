@@ -15,7 +15,7 @@ from .. import __version__
 
 # name: (module under tinynet.cli, one line for `tinynet --help`)
 COMMANDS = {
-    "train": ("train", "train the LeNet on EMNIST IDX files (python3 train.py)"),
+    "train": ("train", "train a network (the LeNet, an MLP, yours) on IDX data or the sample (python3 train.py)"),
     "infer": ("infer", "predict characters: a test set, image files or a .npy array (python3 inference.py)"),
     "serve": ("serve", "the drawing page: draw a character, see what the model makes of it (inference.py --serve)"),
     "export": ("export", "write a checkpoint for use elsewhere: inference-only .npz, or ONNX (--onnx)"),
@@ -28,8 +28,8 @@ def usage():
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
     return ("usage: tinynet COMMAND [options]    (tinynet COMMAND --help for a command's options)\n\n"
-            "tinynet " + __version__ + ": a from-scratch NumPy + Numba LeNet for handwritten "
-            "characters.\n\ncommands:\n" + "\n".join(lines) + "\n")
+            "tinynet " + __version__ + ": from-scratch NumPy + Numba networks (a LeNet first) for "
+            "handwritten characters.\n\ncommands:\n" + "\n".join(lines) + "\n")
 
 
 def main(argv=None):

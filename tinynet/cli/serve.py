@@ -1,8 +1,9 @@
 """``tinynet serve`` (and ``python3 inference.py --serve``): the drawing page over a trained model.
 
-Draw a character in the browser and see the top-k, the 28x28 input, feature maps, filters and
-saliency; the server and its HTTP API are ``tinynet.web.draw``. The model is loaded directly from its
-checkpoint: the server keeps its own replicas, one per core, so no batch predictor is built.
+Draw a character in the browser and see the top-k, the input (28x28 for the LeNet), feature maps,
+filters and saliency; the server and its HTTP API are ``tinynet.web.draw``. The model is loaded
+directly from its checkpoint: the server keeps its own replicas, one per core, so no batch
+predictor is built.
 """
 
 import argparse

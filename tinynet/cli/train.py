@@ -3,16 +3,18 @@
 run folders, never a traceback for a user's mistake."""
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from ..datasets.idx import DataError
+from ..datasets.idx import ORIENTATIONS, UPRIGHT_NAMES, DataError
 from ..files.checkpoint import CheckpointError
+from ..nn.model import PRESETS
 from ..nn.optim import SCHEDULES
 from ..training.config import BEST_BY, CLASS_BALANCE, INITS, RECIPES, TrainConfig
-from ..training.errors import ConfigError, TrainingError
+from ..training.errors import ConfigError, NetworkError, TrainingError
 from ..training.runfolder import RunFolder, resume_config
 from ..training.runlog import Recorder
 from ..training.tensorboard import TensorBoardLog, TensorBoardUnavailable
@@ -35,16 +37,36 @@ def from_recipe(field):
     return "[" + ", ".join(f"{name}: {value}" for name, value in values.items()) + "]"
 
 
+def network_of(parser, text):
+    """The network --model names: None (the LeNet), a preset's name, or the description a .json
+    file holds (read here: the argparse error for one that cannot be read)."""
+    if text is None or text in PRESETS:
+        return text
+    if not text.endswith(".json"):
+        parser.error(f"argument --model: {text!r} is neither a preset ({', '.join(PRESETS)}) nor a .json "
+                     f"file holding a network's description")
+    try:
+        with open(text, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        parser.error(f"argument --model: {text}: cannot read it ({e.strerror or e})")
+    except ValueError as e:
+        parser.error(f"argument --model: {text}: not JSON ({e})")
+
+
 def build_parser(prog=None):
-    """The parser of ``train.py`` / ``tinynet train``: its options in four groups (data, recipe, run,
-    watching)."""
+    """The parser of ``train.py`` / ``tinynet train``: its options in five groups (data, network,
+    recipe, run, watching)."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Train the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense K) on "
-                    "EMNIST IDX files. Defaults are the original recipe: batch 128, 20 epochs, plain "
-                    "SGD at learning rate 0.01, cross-entropy. Options left unset take the value of "
-                    "--recipe; each option's help shows its value in every recipe.")
+        description="Train a network on IDX image files (EMNIST's, or --dataset sample: the real "
+                    "sample shipped with tinynet) - the LeNet (conv 20@5x5, pool, conv 50@5x5, pool, "
+                    "dense 500, dense K) unless --model says otherwise. Defaults are the original "
+                    "recipe: batch 128, 20 epochs, plain SGD at learning rate 0.01, cross-entropy. "
+                    "Options left unset take the value of --recipe; each option's help shows its value "
+                    "in every recipe.")
     add_data_options(p)
+    add_network_options(p)
     add_recipe_options(p)
     add_run_options(p)
     add_watch_options(p)
@@ -58,7 +80,13 @@ def add_data_options(p):
                    help="folder holding the IDX files and mapping (default: %(default)s)")
     g.add_argument("--dataset", default="emnist-balanced",
                    help="dataset name: files NAME-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz] "
-                        "and NAME-mapping.txt (default: %(default)s)")
+                        "and NAME-mapping.txt in --data-dir, images of any size; or sample: the real "
+                        "sample shipped with tinynet, 3,008 training and 752 test images, offline "
+                        "(default: %(default)s)")
+    g.add_argument("--orientation", choices=ORIENTATIONS, default=None,
+                   help="how the IDX files store each image: transposed (EMNIST's way) or upright "
+                        "(MNIST, Fashion-MNIST, KMNIST) (default: upright for names starting "
+                        f"{', '.join(UPRIGHT_NAMES)}; transposed for any other)")
     g.add_argument("--no-download", action="store_true",
                    help="fail with instructions instead of downloading missing files")
     g.add_argument("--val-fraction", type=fraction, default=None,
@@ -73,6 +101,15 @@ def add_data_options(p):
                         f"(held-out mean per-class recall), external (--val-data accuracy) {from_recipe('best_by')}")
     g.add_argument("--limit", type=positive_int, default=None,
                    help="train on only the first N training images (quick looks)")
+
+
+def add_network_options(p):
+    """What to train: --model."""
+    g = p.add_argument_group("network")
+    g.add_argument("--model", metavar="NAME|FILE.json", default=None,
+                   help="the network: a preset, lenet (the LeNet above) or mlp (dense 300, dense 100, "
+                        "dense K: no convolution), or a .json file holding a network's description "
+                        "(its layers: docs/training.md); the input size is the data's (default: lenet)")
 
 
 def add_recipe_options(p):
@@ -124,7 +161,7 @@ def add_run_options(p):
     g.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed for every random choice of the run (default: %(default)s)")
     g.add_argument("--name", default=None,
-                   help="run folder name under --runs-dir (default: date-time and recipe)")
+                   help="run folder name under --runs-dir (default: date-time, recipe and --model)")
     g.add_argument("--runs-dir", default="runs", help="where run folders go (default: %(default)s)")
     g.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run saved in RUN_DIR (its own configuration; --epochs may "
@@ -181,7 +218,11 @@ def main(argv=None, prog=None):
         config = config_from_args(args)
     except ConfigError as e:
         parser.error(e.as_options())
+    network = network_of(parser, args.model)
     if args.resume:
+        if args.model is not None:
+            parser.error("--model does not apply to --resume (a resumed run trains the network of its "
+                         "last.npz)")
         run_dir = Path(args.resume)
         try:  # the saved run's configuration; --epochs and --threads replace its own when given
             config = resume_config(run_dir, args.epochs, args.threads)
@@ -189,7 +230,8 @@ def main(argv=None, prog=None):
             print(f"error: {e}", file=sys.stderr)
             return 1
     else:
-        name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.recipe}"
+        model = "" if args.model is None else "-" + Path(args.model).stem
+        name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.recipe}{model}"
         run_dir = Path(args.runs_dir) / name
         found = RunFolder(run_dir).run_files()  # what the library would refuse, in the command line's words
         if found:
@@ -205,7 +247,10 @@ def main(argv=None, prog=None):
         return 1
     try:
         result = train(config, run_dir, resume=bool(args.resume), download=not args.no_download,
-                       progress=not args.no_progress, callbacks=callbacks)
+                       progress=not args.no_progress, callbacks=callbacks, network=network)
+    except NetworkError as e:
+        print(f"error: --model {args.model or 'lenet'}: {e}", file=sys.stderr)
+        return 1
     except (DataError, TrainingError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

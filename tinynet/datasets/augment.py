@@ -16,7 +16,8 @@ from numba import njit
 
 def random_affine_matrices(rng, n, size=28, max_shift=2.0, max_rotation_deg=10.0, max_scale=0.1,
                            max_shear=0.15):
-    """(n, 2, 3) inverse maps for uniformly drawn shifts (px), rotations, scales and shears."""
+    """(n, 2, 3) inverse maps for uniformly drawn shifts (px), rotations, scales and shears, about
+    the centre of images of ``size`` pixels a side (or ``(height, width)``)."""
     angle = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg, n))
     scale = rng.uniform(1 - max_scale, 1 + max_scale, n)
     shear = rng.uniform(-max_shear, max_shear, n)
@@ -29,8 +30,8 @@ def random_affine_matrices(rng, n, size=28, max_shift=2.0, max_rotation_deg=10.0
     fwd[:, 1, 0] = scale * sin
     fwd[:, 1, 1] = scale * (sin * shear + cos)
     inv = np.linalg.inv(fwd)
-    centre = (size - 1) / 2.0
-    c = np.array([centre, centre])
+    height, width = (size, size) if np.ndim(size) == 0 else size
+    c = np.array([(width - 1) / 2.0, (height - 1) / 2.0])  # (x, y)
     offset = c - np.einsum("nij,nj->ni", inv, c + shift)
     return np.concatenate([inv, offset[:, :, None]], axis=2)
 
@@ -89,13 +90,13 @@ def affine_transform_reference(images, matrices):
 
 
 def augment_batch(images, rng, strength=1.0, map_rows=None):
-    """A randomly transformed copy of a float batch (n, 1, 28, 28); ``strength`` scales every range
+    """A randomly transformed copy of a float batch (n, 1, H, W); ``strength`` scales every range
     (1: shifts +-2 px, rotations +-10 deg, scaling +-10%, shear +-0.15).
 
     The transforms are drawn from ``rng`` for the whole batch, here. ``map_rows(fn, *arrays)``
     (e.g. ``DataParallel.map_rows``) may warp slices of the rows in several threads: each image's
     warp depends only on that image and its matrix, so the result is the same."""
-    matrices = random_affine_matrices(rng, len(images), size=images.shape[-1], max_shift=2.0 * strength,
+    matrices = random_affine_matrices(rng, len(images), size=images.shape[-2:], max_shift=2.0 * strength,
                                       max_rotation_deg=10.0 * strength, max_scale=0.1 * strength,
                                       max_shear=0.15 * strength)
 

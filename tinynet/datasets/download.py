@@ -98,7 +98,8 @@ def ensure_dataset(data_dir, name, download=True, *, splits=SPLITS,
     absent (``retries`` automatic resumes after a dropped connection). With
     ``download=False`` nothing is downloaded: if that archive is absent too, a
     DataError lists the missing files and how to get them.
-    ``checksums`` maps file names to sha256; ``out`` receives progress lines.
+    ``checksums`` maps file names to sha256; ``out`` receives progress lines. A data set whose
+    name does not start with ``emnist-`` is never downloaded (the archive does not hold it).
     """
     data_dir = Path(data_dir)
     wanted = dataset_files(name, splits)
@@ -107,6 +108,11 @@ def ensure_dataset(data_dir, name, download=True, *, splits=SPLITS,
         return
     archive = data_dir / ARCHIVE_NAME
     if not archive.is_file():
+        if not name.startswith("emnist-"):  # not in the EMNIST archive: nothing to download
+            files = "; ".join(f.removesuffix(".gz") + ("[.gz]" if f.endswith(".gz") else "") for f in missing)
+            raise DataError(f"{data_dir}/: missing {files}; {name} is not one of EMNIST's "
+                            f"data sets (emnist-...), which tinynet downloads: put its files there "
+                            f"(docs/training.md, \"Other data sets\")")
         if not download:
             for split in splits:
                 dataset_paths(data_dir, name, split)
@@ -288,7 +294,8 @@ def _check_structure(path, origin):
         if path.name.endswith("-mapping.txt"):
             return f"mapping parsed ({len(read_mapping(path))} classes)"
         if "-images-idx3-ubyte" in path.name:
-            return f"IDX parsed ({len(read_idx_images(path))} images of 28x28)"
+            images = read_idx_images(path)
+            return f"IDX parsed ({len(images)} images of {images.shape[1]}x{images.shape[2]})"
         return f"IDX parsed ({len(read_idx_labels(path))} labels)"
     except DataError as e:
         raise DataError(f"{origin}: {str(e).removeprefix(f'{path}: ')}") from None

@@ -3,18 +3,28 @@
 A dataset is addressed by a folder and a name. ``data_dir="data"`` and
 ``name="emnist-balanced"`` mean these files, each plain or gzipped (``.gz``)::
 
-    data/emnist-balanced-train-images-idx3-ubyte[.gz]   magic 2051, N x 28 x 28 uint8
+    data/emnist-balanced-train-images-idx3-ubyte[.gz]   magic 2051, N x H x W uint8 (28 x 28)
     data/emnist-balanced-train-labels-idx1-ubyte[.gz]   magic 2049, N uint8
     data/emnist-balanced-test-images-idx3-ubyte[.gz]
     data/emnist-balanced-test-labels-idx1-ubyte[.gz]
     data/emnist-balanced-mapping.txt                    "label ascii-code" per line
 
 This works for every EMNIST split (balanced, bymerge, byclass, letters, digits,
-mnist) and for any other set named and laid out the same way.
+mnist) and for any other single-channel set named and laid out the same way:
+MNIST, Fashion-MNIST or KMNIST files renamed ``NAME-SPLIT-...`` with a mapping
+file beside them. Images may have any height and width from 1 to
+:data:`MAX_SIDE` pixels (every image of a file the same).
 
 Orientation: every EMNIST IDX file (the ``mnist`` split's too) stores each image
-transposed. ``read_idx_images`` transposes once, at load, so every image array
-this module returns is upright: ``images[n, row, col]`` with row 0 at the top.
+transposed; MNIST, Fashion-MNIST and KMNIST store them upright. Every image array
+this module returns is upright: ``images[n, row, col]`` with row 0 at the top. How
+a set's files store them (:func:`stored_transposed`): as its ``orientation``
+says when one is given (``"transposed"`` or ``"upright"``; ``--orientation`` on
+the command lines); else upright when its name starts with ``mnist``,
+``fashion``, ``kmnist`` or ``qmnist``, and transposed (EMNIST's way, tinynet's
+default) for every other name. A model trained on images read the wrong way
+round learns sideways characters and reads upright drawings badly: the training
+log names the orientation used.
 
 Labels: class ``k`` of a loaded ``Split`` is ``classes[k]``, and labels always run
 ``0..K-1``. EMNIST Letters numbers its 26 classes from 1 in its files; its labels
@@ -46,7 +56,9 @@ from ..errors import ArgumentError, TinynetError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
-IMAGE_SIDE = 28
+MAX_SIDE = 1024  # largest height or width of an IDX image tinynet reads (EMNIST: 28)
+ORIENTATIONS = ("transposed", "upright")
+UPRIGHT_NAMES = ("mnist", "fashion", "kmnist", "qmnist")  # sets stored upright, by the start of their name
 SPLITS = ("train", "test")
 MAX_MAPPING_BYTES = 1 << 20
 MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
@@ -61,7 +73,7 @@ class DataError(TinynetError, ValueError):
 class Split:
     """One split of a dataset, in memory.
 
-    images:  uint8 (N, 28, 28), upright
+    images:  uint8 (N, H, W), upright (EMNIST: 28 x 28)
     labels:  int64 (N,), in 0..len(classes)-1
     classes: the character(s) of each label, from the mapping file
     source:  where it came from (path of the images file)
@@ -113,14 +125,29 @@ def dataset_paths(data_dir, name, split):
     return found
 
 
-def read_idx_images(path):
-    """Images of an EMNIST IDX file (plain or .gz) as uint8 (N, 28, 28), upright."""
+def stored_transposed(name, orientation=None):
+    """Whether dataset ``name``'s IDX files store images transposed (see the module docstring):
+    ``orientation`` (``"transposed"`` or ``"upright"``) when given, else by the name."""
+    if orientation is not None:
+        if orientation not in ORIENTATIONS:
+            raise ArgumentError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
+        return orientation == "transposed"
+    return not name.lower().startswith(UPRIGHT_NAMES)
+
+
+def read_idx_images(path, transposed=True):
+    """Images of an IDX file (plain or .gz) as uint8 (N, H, W), upright: transposed back when the
+    file stores them ``transposed`` (EMNIST's files do). Height and width 1 to :data:`MAX_SIDE`,
+    checked from the header, before the images are read."""
     path = Path(path)
-    stored = _read_idx(path, IMAGES_MAGIC)
-    if stored.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise DataError(f"{path}: wrong image size: {stored.shape[1]}x{stored.shape[2]}, "
-                        f"expected {IMAGE_SIDE}x{IMAGE_SIDE}")
-    return np.ascontiguousarray(stored.transpose(0, 2, 1))
+    stored = _read_idx(path, IMAGES_MAGIC, _check_image_size)
+    return np.ascontiguousarray(stored.transpose(0, 2, 1)) if transposed else stored
+
+
+def _check_image_size(path, dims):
+    if not all(1 <= side <= MAX_SIDE for side in dims[1:]):
+        raise DataError(f"{path}: image size {dims[1]}x{dims[2]} is not one tinynet reads "
+                        f"(height and width from 1 to {MAX_SIDE} pixels)")
 
 
 def read_idx_labels(path):
@@ -155,15 +182,16 @@ def read_mapping(path):
     return parse_mapping(Path(path))[1]
 
 
-def load_split(data_dir, name, split):
-    """Load one split ('train' or 'test') of dataset ``name`` from ``data_dir``.
+def load_split(data_dir, name, split, orientation=None):
+    """Load one split ('train' or 'test') of dataset ``name`` from ``data_dir``, its images upright
+    (``orientation``: how the files store them, see :func:`stored_transposed`).
 
     Checks that images and labels have the same count and that every label is
     in the mapping's range. Labels are shifted to start at 0 (see module doc).
     """
     paths = dataset_paths(data_dir, name, split)
     first, classes = parse_mapping(paths["mapping"])
-    images = read_idx_images(paths["images"])
+    images = read_idx_images(paths["images"], stored_transposed(name, orientation))
     labels = read_labels_of(paths["labels"], paths["images"], len(images), first, classes, paths["mapping"])
     return Split(images, labels, classes, str(paths["images"]))
 
@@ -206,31 +234,31 @@ def train_val_split(labels, val_fraction, seed):
 
 
 def to_float(images_uint8):
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) scaled to [0, 1]."""
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) scaled to [0, 1]."""
     return np.divide(images_uint8[:, None], np.float32(255), dtype=np.float32)
 
 
-def _read_idx(path, magic):
+def _read_idx(path, magic, check_dims=None):
     """Array of an unsigned-byte IDX file whose magic must be ``magic``.
 
-    The header is checked first; the file must then hold exactly the bytes the
-    header announces (gzip: once decompressed), no fewer and no more.
+    The header is checked first (also by ``check_dims(path, dims)`` when given); the file must
+    then hold exactly the bytes the header announces (gzip: once decompressed), no fewer and no more.
     """
     ndim = magic & 0xFF
     try:
         with open(path, "rb") as f:
             if path.name.endswith(".gz"):
-                return _read_idx_gzip(f, path, magic, ndim)
-            return _read_idx_plain(f, path, magic, ndim)
+                return _read_idx_gzip(f, path, magic, ndim, check_dims)
+            return _read_idx_plain(f, path, magic, ndim, check_dims)
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected an IDX file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _read_idx_plain(f, path, magic, ndim):
+def _read_idx_plain(f, path, magic, ndim, check_dims=None):
     size = os.fstat(f.fileno()).st_size
-    dims = _check_header(path, f.read(4 + 4 * ndim), magic, ndim)
+    dims = _check_header(path, f.read(4 + 4 * ndim), magic, ndim, check_dims)
     expected = 4 + 4 * ndim + math.prod(dims)
     if size < expected:
         raise DataError(f"{path}: truncated: {_describe(dims)} ({expected} bytes) but the "
@@ -242,7 +270,7 @@ def _read_idx_plain(f, path, magic, ndim):
     return idx2numpy.convert_from_file(f)
 
 
-def _read_idx_gzip(f, path, magic, ndim):
+def _read_idx_gzip(f, path, magic, ndim, check_dims=None):
     compressed = os.fstat(f.fileno()).st_size
     if compressed == 0:
         raise DataError(f"{path}: empty file")
@@ -250,7 +278,7 @@ def _read_idx_gzip(f, path, magic, ndim):
     data = stream.read(4 + 4 * ndim)
     if len(data) < 4 + 4 * ndim:
         stream.check_complete()
-    dims = _check_header(path, bytes(data), magic, ndim)
+    dims = _check_header(path, bytes(data), magic, ndim, check_dims)
     expected = 4 + 4 * ndim + math.prod(dims)
     if expected > compressed * MAX_DEFLATE_RATIO:
         raise DataError(f"{path}: truncated: {_describe(dims)} ({expected} bytes) but "
@@ -267,8 +295,9 @@ def _read_idx_gzip(f, path, magic, ndim):
     return idx2numpy.convert_from_string(bytes(data))
 
 
-def _check_header(path, header, magic, ndim):
-    """Dimensions from an IDX header; DataError unless it has the expected magic."""
+def _check_header(path, header, magic, ndim, check_dims=None):
+    """Dimensions from an IDX header; DataError unless it has the expected magic (and passes
+    ``check_dims(path, dims)``)."""
     if not header:
         raise DataError(f"{path}: empty file")
     if len(header) < 4:
@@ -284,6 +313,8 @@ def _check_header(path, header, magic, ndim):
     dims = struct.unpack(f">{ndim}I", header[4:])
     if math.prod(max(d, 1) for d in dims) > np.iinfo(np.intp).max:  # even with 0 images NumPy refuses
         raise DataError(f"{path}: {_describe(dims)}, a shape too large for any array")
+    if check_dims is not None:
+        check_dims(path, dims)
     return dims
 
 

@@ -7,14 +7,17 @@ Layout of a checkpoint (any NumPy, or any zip + ``.npy`` reader, can read it):
 - ``optimizer.<layer>.<param>``: the optimiser's momentum buffers (absent for plain SGD);
 - ``extra.<name>``: other arrays a run needs to resume mid-epoch (the epoch's shuffled order);
 - ``metadata``: a 0-d unicode array holding JSON: ``format``, ``format_version``,
-  ``tinynet_version``, ``architecture``, ``classes``, ``input``, and whatever the trainer adds
-  (recipe, epoch, step, metrics, random-generator states).
+  ``tinynet_version``, ``architecture`` (the network's description, ``tinynet.nn.describe``: its
+  layers, or a preset such as ``{"name": "lenet", "num_classes": 47, "dropout": 0.0}``), ``classes``,
+  ``input``, and whatever the trainer adds (recipe, epoch, step, metrics, random-generator states).
 
 Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then renamed
 over the final name: a crash leaves either the old checkpoint or the new one, never half of one.
-Reading checks every array's header (dtype and shape) against the architecture *before* reading its
-data, and never allows pickled objects, so a corrupt or hostile file cannot allocate without bound
-or run code.
+Reading checks the architecture (``tinynet.nn.describe.check``: known layers, shapes that chain,
+bounded sizes) before building the model, then every array's header (dtype and shape) against the
+model *before* reading its data, and never allows pickled objects, so a corrupt or hostile file
+cannot allocate without bound or run code. Any network of tinynet's layers saves and loads; every
+checkpoint written so far (all of them LeNets, in the preset form) loads as it always has.
 """
 
 import json
@@ -28,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import TinynetError
-from ..nn.model import build_model
+from ..errors import ArgumentError, TinynetError
+from ..nn.describe import check, describe
+from ..nn.model import build_model, expand
 from .atomic import atomic_write
 from .npyfile import NpyHeaderError, read_npy_data, read_npy_header
 
@@ -39,7 +43,7 @@ INPUT = {"shape": [1, 28, 28], "dtype": "float32", "scaling": "uint8 pixel / 255
          "polarity": "light ink (high values) on a dark background (0)",
          "orientation": "upright (EMNIST's stored images transposed once at load)"}
 MAX_METADATA_CHARS = 10_000_000
-MAX_CLASSES = 10_000  # bounds the last layer a checkpoint can make us allocate (500 x 10,000 floats)
+MAX_CLASSES = 10_000  # classes a checkpoint may have (its layers are bounded by tinynet.nn.describe)
 MAX_EXTRA_BYTES = 1 << 28  # all ``extra.*`` arrays together (an epoch's order of 33 million images)
 # What a damaged zip member or .npy header can raise while it is read (zlib/lzma: corrupt compressed
 # members; TokenError/TypeError: header text that is not a Python literal).
@@ -56,6 +60,8 @@ def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer
                     compress=False):
     """Write ``model``'s parameters and metadata to ``path`` atomically.
 
+    ``architecture``: the model's description (layers or preset, ``tinynet.nn.describe``), or None
+    to write ``describe(model)``; its logits must be one per class of ``classes``.
     ``optimizer``: arrays by parameter name (momentum buffers); ``extra``: other named arrays;
     ``compress``: deflate the zip members (smaller, slower to write; read the same way).
 
@@ -64,8 +70,14 @@ def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer
     replace a good checkpoint.
     """
     path = Path(path)
+    if architecture is None:
+        architecture = describe(model)
+    plan = check(expand(architecture))
+    if plan.shapes[-1] != (len(classes),):
+        raise ArgumentError(f"the architecture gives {plan.shapes[-1][0]} logits for {len(classes)} classes")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "tinynet_version": __version__,
-            "architecture": architecture, "classes": list(classes), "input": INPUT, **(metadata or {})}
+            "architecture": architecture, "classes": list(classes),
+            "input": {**INPUT, "shape": list(plan.shapes[0])}, **(metadata or {})}
     arrays = dict(model.state_dict())
     arrays.update({f"optimizer.{k}": v for k, v in (optimizer or {}).items()})
     bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
@@ -133,10 +145,7 @@ def load_checkpoint(path):
             if meta_info.file_size > 4 * MAX_METADATA_CHARS + 1024:
                 raise CheckpointError(f"{path}: metadata entry is implausibly large")
             meta = _parse_metadata(_read_member(zf, "metadata.npy", path, (), kinds="U"), path)
-            try:
-                model = build_model(meta["architecture"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise CheckpointError(f"{path}: unusable architecture {meta.get('architecture')!r} ({e})")
+            model = _model_of(meta, path)
             expected = {name: p.shape for name, p, _ in model.parameters()}
             missing = sorted(f"{n}.npy" for n in expected if f"{n}.npy" not in members)
             if missing:
@@ -162,6 +171,20 @@ def load_checkpoint(path):
     return model, meta, optimizer, extra
 
 
+def _model_of(meta, path):
+    """The model the metadata's architecture describes (freshly initialised), after checking that
+    it can be built within tinynet's bounds and gives one logit per class."""
+    try:
+        plan = check(expand(meta["architecture"]))
+    except ValueError as e:  # tinynet.nn.describe.DescriptionError: names the layer and the fault
+        raise CheckpointError(f"{path}: unusable architecture: {e}") from None
+    logits, classes = plan.shapes[-1][0], len(meta["classes"])
+    if logits != classes:
+        raise CheckpointError(f"{path}: metadata's classes do not match its architecture (the network "
+                              f"gives {logits} logits, the metadata has {classes} classes)")
+    return build_model(plan.description)
+
+
 def _parse_metadata(array, path):
     """Decode and validate the JSON metadata entry."""
     try:
@@ -174,12 +197,10 @@ def _parse_metadata(array, path):
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')!r} "
                               f"is not supported (this tinynet reads version {FORMAT_VERSION})")
     classes = meta.get("classes")
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict) or not isinstance(classes, list) or len(classes) != arch.get("num_classes"):
+    if not isinstance(meta.get("architecture"), dict) or not isinstance(classes, list):
         raise CheckpointError(f"{path}: metadata's classes do not match its architecture")
-    if type(arch["num_classes"]) is not int or not 1 <= arch["num_classes"] <= MAX_CLASSES:
-        raise CheckpointError(f"{path}: architecture has {arch['num_classes']!r} classes, expected an "
-                              f"integer from 1 to {MAX_CLASSES}")
+    if not 1 <= len(classes) <= MAX_CLASSES:
+        raise CheckpointError(f"{path}: metadata has {len(classes)} classes, expected from 1 to {MAX_CLASSES}")
     if not all(isinstance(c, str) for c in classes):
         raise CheckpointError(f"{path}: metadata's classes must be strings")
     try:

@@ -2,7 +2,8 @@
 
 Conventions (used everywhere in tinynet):
 
-- Images are NCHW: ``(N, C, H, W)``; the network input is float32 ``(N, 1, 28, 28)`` in [0, 1].
+- Images are NCHW: ``(N, C, H, W)``; the network input is float32 ``(N, 1, H, W)`` in [0, 1]
+  (28 x 28 for EMNIST).
   That is the *shape* (and how you index them). In memory, the convolution and pooling layers
   store their outputs channels-last, ``(N, H, W, C)``, the layout their kernels and matmuls work in,
   and return them as NCHW-shaped views (``channels_last`` below undoes the view for free).
@@ -14,6 +15,10 @@ Conventions (used everywhere in tinynet):
   recent ``forward`` cached; so call ``forward`` then ``backward`` once per batch.
 - ``forward(x, train)``: ``train`` only matters to layers that behave differently while training
   (dropout). ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
+- A layer keeps each of its settings as an attribute named like its constructor's argument
+  (``Conv2D.kernel_size``, ``Dense.out_features``, ``Dropout.p``...; the sizes its weights fix are
+  properties): ``tinynet.nn.describe`` reads them to write a network down as data, and builds
+  layers back from that description.
 
 Each backward docstring gives the backprop equation it implements. The gradient checks in
 ``tests/test_layers.py`` compare every one of them with centred finite differences.
@@ -118,8 +123,16 @@ class Conv2D(Layer):
                        "b": np.zeros(out_channels, dtype=np.float32)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         # The first layer's input is the image, whose gradient nobody needs: setting this to False
-        # skips a matmul and a col2im in backward (lenet() does so for conv1).
+        # skips a matmul and a col2im in backward (build_model() does so for a first Conv2D).
         self.compute_input_grad = True
+
+    @property
+    def in_channels(self):
+        return self.params["W"].shape[1]
+
+    @property
+    def out_channels(self):
+        return self.params["W"].shape[0]
 
     def forward(self, x, train=True):
         """x (N, C_in, H, W) -> out (N, C_out, OH, OW): a new array, channels-last in memory."""
@@ -345,6 +358,14 @@ class Dense(Layer):
                        "b": np.zeros(out_features, dtype=np.float32)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
+    @property
+    def in_features(self):
+        return self.params["W"].shape[0]
+
+    @property
+    def out_features(self):
+        return self.params["W"].shape[1]
+
     def forward(self, x, train=True):
         self.cache = x
         out = x @ self.params["W"]
@@ -395,7 +416,8 @@ class LogitAdjustment(Layer):
         out = z - log(prior)      (evaluation, ``train=False``)
         out = z                   (training: the loss sees the training set as it is)
 
-    No parameters: ``prior`` is fixed by the training set's label counts.
+    No parameters: ``prior`` is fixed by the training set's label counts (kept as given, a list of
+    floats, for the network's description; only ``offset`` is used).
     """
 
     def __init__(self, prior, name=None):
@@ -403,6 +425,7 @@ class LogitAdjustment(Layer):
         prior = np.asarray(prior, dtype=np.float64)
         if prior.ndim != 1 or not np.all(np.isfinite(prior)) or not np.all(prior > 0):
             raise ArgumentError("class prior must be a list of positive finite frequencies")
+        self.prior = prior.tolist()
         self.offset = np.log(prior / prior.sum()).astype(np.float32)
 
     def forward(self, x, train=True):

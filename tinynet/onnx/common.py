@@ -3,12 +3,12 @@ when a function needs it), the names and shapes of tinynet's ONNX graphs, and th
 import reads from a file."""
 
 from ..errors import TinynetError
-from ..files.checkpoint import INPUT, CheckpointError
+from ..files.checkpoint import CheckpointError
+from ..nn.model import EMNIST_INPUT
 
 OPSET = 13  # Softmax over one axis (its meaning since 13); read by onnxruntime >= 1.6 and -web
 INPUT_NAME, LOGITS, PROBABILITIES = "image", "logits", "probabilities"
-IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of one input image
-ONNX_INPUT = {**INPUT, "shape": ["N", *IMAGE_SHAPE]}
+IMAGE_SHAPE = EMNIST_INPUT  # (C, H, W) of one input image, when an imported graph does not say
 
 MAX_FILE_BYTES = 1 << 28     # 256 MB: a LeNet for 47 classes is 1.7 MB
 MAX_NODES = 1_000

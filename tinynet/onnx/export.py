@@ -12,9 +12,12 @@ each tinynet layer class has its writer in :data:`WRITERS`::
     Dropout         -> nothing (the identity at evaluation)
     LogitAdjustment -> Sub (logits - log prior: the class-prior correction)
 
-The graph's input ``image`` is float32 (N, 1, 28, 28) in [0, 1]; its outputs are ``logits`` (N, K)
-and ``probabilities`` (N, K) = Softmax(logits). The model's ``metadata_props`` hold the class labels
-(``classes``, JSON), the expected input (``input``, JSON), the architecture and tinynet's version.
+The graph's input ``image`` is float32 (N, C, H, W) in [0, 1], one image of the model's input shape
+(``model.input_shape``; EMNIST's (1, 28, 28) for a model that does not say); its outputs are
+``logits`` (N, K) and ``probabilities`` (N, K) = Softmax(logits). The model's ``metadata_props``
+hold the class labels (``classes``, JSON), the expected input (``input``, JSON), the network's
+description (``architecture``: the one given, else ``tinynet.nn.describe.describe(model)``), which
+import reads back for the layer names and dropout, and tinynet's version.
 Anything that cannot be written exactly (an unknown layer, shapes that do not chain, float64
 parameters) raises :class:`OnnxError` instead of writing a different network.
 
@@ -30,21 +33,22 @@ import numpy as np
 
 from .. import __version__
 from ..files.atomic import atomic_write
-from ..files.checkpoint import load_checkpoint
+from ..files.checkpoint import INPUT, load_checkpoint
+from ..nn.describe import DescriptionError, describe
 from ..nn.kernels import conv_output_size
 from ..nn.layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
-from .common import (IMAGE_SHAPE, INPUT_NAME, LOGITS, ONNX_INPUT, OPSET, PROBABILITIES, OnnxError,
-                     require_onnx)
+from ..nn.model import input_shape
+from .common import INPUT_NAME, LOGITS, OPSET, PROBABILITIES, OnnxError, require_onnx
 
 
 class _Graph:
     """The graph as it is written: its nodes and initializers so far, the tensor the next layer
     reads (``x``) and one image's shape there (``shape``)."""
 
-    def __init__(self, helper, numpy_helper):
+    def __init__(self, helper, numpy_helper, shape):
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.initializers = [], []
-        self.x, self.shape = INPUT_NAME, IMAGE_SHAPE
+        self.x, self.shape = INPUT_NAME, tuple(shape)  # shape: one image's (C, H, W) at the input
 
     def weight(self, layer, key, array):
         """Add parameter ``key`` of ``layer`` as an initializer named ``layer.key``; returns the name."""
@@ -141,14 +145,21 @@ WRITERS = {Conv2D: _conv, MaxPool2D: _max_pool, ReLUMaxPool2D: _max_pool, ReLU: 
 # --- the model ------------------------------------------------------------------------------------
 
 def to_onnx(model, classes, architecture=None, doc_string=None):
-    """The ONNX ``ModelProto`` of ``model`` (a ``Sequential``) at evaluation time, with ``classes``
-    and (when given) ``architecture`` in its metadata; checked with ``onnx.checker`` (full check).
+    """The ONNX ``ModelProto`` of ``model`` (a ``Sequential``) at evaluation time, for images of its
+    input shape, with ``classes`` and its description (``architecture``, else ``describe(model)``
+    when the model can be described) in its metadata; checked with ``onnx.checker`` (full check).
     Raises :class:`OnnxError` for a model it cannot write exactly."""
     onnx = require_onnx()
     from onnx import helper, numpy_helper
 
     classes = [str(c) for c in classes]
-    g = _Graph(helper, numpy_helper)
+    shape = input_shape(model)
+    if architecture is None:
+        try:
+            architecture = describe(model, shape)
+        except DescriptionError:
+            architecture = None  # a layer tinynet cannot describe: its writer (below) says which
+    g = _Graph(helper, numpy_helper, shape)
     for layer in model.layers:
         write = WRITERS.get(type(layer))
         if write is None:
@@ -163,8 +174,8 @@ def to_onnx(model, classes, architecture=None, doc_string=None):
         raise OnnxError("the model has no layer that computes anything")
     g.nodes[-1].output[0] = LOGITS
     g.nodes.append(helper.make_node("Softmax", [LOGITS], [PROBABILITIES], name="softmax", axis=1))
-    onnx_model = _model(g, len(classes), doc_string or _doc(classes))
-    helper.set_model_props(onnx_model, _properties(classes, architecture))
+    onnx_model = _model(g, shape, len(classes), doc_string or _doc(classes, shape))
+    helper.set_model_props(onnx_model, _properties(classes, architecture, shape))
     try:
         onnx.checker.check_model(onnx_model, full_check=True)
     except onnx.checker.ValidationError as e:  # a bug in this module, never the user's input
@@ -172,14 +183,15 @@ def to_onnx(model, classes, architecture=None, doc_string=None):
     return onnx_model
 
 
-def _model(g, K, doc_string):
-    """The ``ModelProto`` around graph ``g`` of ``K`` classes: its inputs, outputs and opset."""
+def _model(g, shape, K, doc_string):
+    """The ``ModelProto`` around graph ``g`` of images of ``shape`` and ``K`` classes: its inputs,
+    outputs and opset."""
     from onnx import TensorProto
 
     helper = g.helper
     graph = helper.make_graph(
         g.nodes, "tinynet",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", *IMAGE_SHAPE])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", *shape])],
         [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", K]),
          helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["N", K])],
         initializer=g.initializers)
@@ -190,9 +202,9 @@ def _model(g, K, doc_string):
     return onnx_model
 
 
-def _properties(classes, architecture):
+def _properties(classes, architecture, shape):
     """The model's ``metadata_props``: classes, input, outputs, tinynet's version, architecture."""
-    props = {"classes": json.dumps(classes), "input": json.dumps(ONNX_INPUT),
+    props = {"classes": json.dumps(classes), "input": json.dumps({**INPUT, "shape": ["N", *shape]}),
              "outputs": json.dumps({LOGITS: "class scores (N, K), the class-prior correction applied "
                                             "when the model has one",
                                     PROBABILITIES: "softmax(logits) (N, K)"}),
@@ -202,11 +214,11 @@ def _properties(classes, architecture):
     return props
 
 
-def _doc(classes):
+def _doc(classes, shape):
     """The model's ``doc_string``: what it takes and gives, in a sentence or two."""
     return (f"A tinynet network for {len(classes)} classes of handwritten characters. Input "
-            f"'{INPUT_NAME}': float32 (N, 1, 28, 28), pixels in [0, 1] (uint8 / 255), light ink on "
-            f"a dark (0) background, upright, the character centred as in EMNIST. Outputs "
+            f"'{INPUT_NAME}': float32 (N, {', '.join(map(str, shape))}), pixels in [0, 1] (uint8 / 255), "
+            f"light ink on a dark (0) background, upright, the character centred as in EMNIST. Outputs "
             f"'{LOGITS}' (N, K) and '{PROBABILITIES}' (N, K, softmax of the logits); the class "
             f"labels are in metadata 'classes' (JSON list).")
 

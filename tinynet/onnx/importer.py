@@ -1,27 +1,33 @@
 """ONNX import (:func:`load_onnx`): an ONNX graph of a few operators as a tinynet model.
 
-It reads a plain chain of Conv, Relu, MaxPool, Flatten or Reshape (to (N, features)), Gemm,
-optionally Sub/Add of a constant after the last Gemm (a class-prior correction), Dropout/Identity
-(skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits are its input): tinynet's own
-export, or a LeNet as ``torch.onnx.export`` writes it (Conv with bias, Gemm with transB = 1, Flatten
-or Reshape with a constant shape). The file is read once, with its size bounded; every tensor must
-be stored inside it (external data is refused: nothing outside the file is read), its declared size
-is checked against the bytes that hold it (``tensors``), and anything else is refused with an
-:class:`OnnxError` naming the file and the fault.
+It reads a chain of Conv, Relu, MaxPool, Flatten or Reshape (to (N, features)), Gemm, MatMul (with
+the Add of its bias), optionally Sub/Add of a constant after the last Gemm (a class-prior
+correction), Dropout/Identity (skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits
+are its input), on (N, C, H, W) images of a fixed size: tinynet's own export, and what PyTorch 2.x
+writes by default (``ops`` lists each operator's translator): the dynamo exporter's files, whose
+larger weights lie in a data file beside the model and whose Reshape has allowzero 1, and the
+older TorchScript exporter's, whose ``x.view(x.size(0), -1)`` with a dynamic batch is a
+Shape-Gather-Unsqueeze-Concat-Reshape group, the one branch the chain may have. The file is read
+once, with its size bounded; a tensor's data is read from the file or from a plain file beside it,
+checked (``tensors``), and anything else is refused with an :class:`OnnxError` naming the file and
+the fault.
 
 This module reads the file and checks the model as a whole (opset, input, outputs, metadata); its
-walker follows the single chain of nodes from the input and hands each node to its operator's
-translator (``ops``), whose layer specs ``build`` makes the tinynet model of. The onnx package is
-optional (``pip install "tinynet[onnx]"``): it is imported only when :func:`load_onnx` is called.
+walker follows the chain of nodes from the input, computing one image's shape after each step, and
+hands each node to its operator's translator (``ops``), whose layer specs ``build`` makes the
+tinynet model and its description of. The onnx package is optional (``pip install
+"tinynet[onnx]"``): it is imported only when :func:`load_onnx` is called.
 """
 
 import json
+import math
 from pathlib import Path
 
-from ..files.checkpoint import MAX_CLASSES
+from ..files.checkpoint import INPUT, MAX_CLASSES
+from ..nn.describe import MAX_ACTIVATION
 from .build import build, out_features
-from .common import (IMAGE_SHAPE, MAX_FILE_BYTES, MAX_METADATA_CHARS, MAX_NODES, MIN_IMPORT_OPSET, NEEDS_ONNX,
-                     ONNX_INPUT, OnnxError, Refused, require_onnx)
+from .common import (IMAGE_SHAPE, MAX_FILE_BYTES, MAX_METADATA_CHARS, MAX_NODES, MAX_SIDE, MIN_IMPORT_OPSET,
+                     NEEDS_ONNX, OnnxError, Refused, require_onnx)
 from .ops import HEADS, TRANSLATORS, Step, attributes
 from .tensors import TensorReader, is_constant
 
@@ -29,12 +35,14 @@ from .tensors import TensorReader, is_constant
 def load_onnx(path, classes=None):
     """Read an ONNX file as a tinynet model: returns ``(model, metadata)``.
 
-    ``model`` is a ``Sequential`` (a ``lenet`` with its layer names, its dropout and class prior when
-    the graph is one, else layers named conv1, pool1, fc1, ... in graph order). ``metadata`` holds
-    ``classes`` (the file's ``classes`` metadata, else ``classes``, else "0".."K-1"),
-    ``architecture`` (the ``build_model`` description, or None when the graph is not one
-    ``build_model`` makes: such a model predicts and trains, but cannot be saved as a checkpoint),
-    ``input`` and the file's ``metadata_props`` as ``onnx_metadata``.
+    ``model`` is a ``Sequential`` for the graph's image shape: the network the file's
+    ``architecture`` metadata describes, when it describes exactly the graph (tinynet's export
+    writes it: layer names, dropout and class prior come back), else a preset (the LeNet, the MLP)
+    when the graph is one, else layers named conv1, pool1, fc1, ... in graph order. ``metadata``
+    holds ``classes`` (the file's ``classes`` metadata, else ``classes``, else "0".."K-1"),
+    ``architecture`` (the model's description, ``tinynet.nn.describe``: it saves as a checkpoint),
+    ``input`` and the file's ``metadata_props`` as ``onnx_metadata``. External data is read only
+    from beside ``path``.
     Raises :class:`OnnxError` naming the file and the fault for anything else.
     """
     path = Path(path)
@@ -50,7 +58,7 @@ def load_onnx(path, classes=None):
         raise OnnxError(f"{path}: not an ONNX model (its protobuf does not parse: "
                         f"{' '.join(str(e).split()) or type(e).__name__})") from None
     try:
-        return _Importer(onnx, proto).load(classes)
+        return _Importer(onnx, proto, path).load(classes)
     except Refused as e:
         raise OnnxError(f"{path}: {e}") from None
 
@@ -76,8 +84,9 @@ def _read_bounded(path):
 class _Importer:
     """One ONNX ``ModelProto`` checked and translated to tinynet layers (:func:`load_onnx`)."""
 
-    def __init__(self, onnx, proto):
+    def __init__(self, onnx, proto, path=None):
         self.onnx, self.proto = onnx, proto
+        self.path = path  # the model file, beside which its external data may lie
 
     def load(self, classes):
         """``(model, metadata)``, as :func:`load_onnx` returns them; :class:`Refused` for a fault."""
@@ -88,7 +97,7 @@ class _Importer:
         if len(graph.node) > MAX_NODES:
             raise Refused(f"has {len(graph.node)} nodes, more than the {MAX_NODES} tinynet imports")
         self.opset = self.check_opset()
-        self.consts = TensorReader(self.onnx).constants(graph)
+        self.consts = TensorReader(self.onnx, self.path).constants(graph)
         source = self.check_input(graph)
         specs, logits, head = self.walk(graph, source)
         outputs = [o.name for o in graph.output]
@@ -96,10 +105,10 @@ class _Importer:
             raise Refused(f"graph outputs {outputs}: tinynet imports a graph whose outputs are its "
                           f"logits and/or their softmax")
         props = _metadata(proto)
-        model, architecture = build(specs, props)
+        model, architecture = build(specs, props, self.input_shape)
         labels = _labels(props, classes, out_features(model))
-        return model, {"classes": labels, "architecture": architecture, "input": _stated_input(props),
-                       "onnx_metadata": props}
+        return model, {"classes": labels, "architecture": architecture,
+                       "input": _stated_input(props, self.input_shape), "onnx_metadata": props}
 
     def check_opset(self):
         """The version of the standard operators the model uses, if tinynet imports it."""
@@ -113,8 +122,9 @@ class _Importer:
         return version
 
     def check_input(self, graph):
-        """The name of the graph's one input, a float32 batch of images (its fixed batch size, if
-        it has one, in ``self.batch``)."""
+        """The name of the graph's one input, a float32 batch of images (N, C, H, W); one image's
+        shape in ``self.input_shape`` (EMNIST's (1, 28, 28) when the graph does not say), its
+        fixed batch size, if it has one, in ``self.batch``."""
         inputs = [i for i in graph.input if i.name not in self.consts]
         if len(inputs) != 1:
             raise Refused(f"has {len(inputs)} inputs ({', '.join(i.name for i in inputs) or 'none'}); "
@@ -123,14 +133,18 @@ class _Importer:
         t = x.type.tensor_type if x.type.HasField("tensor_type") else None
         if t is None or t.elem_type != self.onnx.TensorProto.FLOAT:
             raise Refused(f"input {x.name!r} is not a float32 tensor")
-        self.batch = None  # the input's fixed batch size, if it has one
+        self.batch, self.input_shape = None, IMAGE_SHAPE
         if t.HasField("shape"):
             dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
             self.batch = dims[0] if dims and dims[0] else None
-            if len(dims) != 4 or any(d is not None and d != want for d, want in zip(dims[1:], IMAGE_SHAPE)):
-                shown = ["?" if d is None else d for d in dims]
-                raise Refused(f"input {x.name!r} has shape {shown}; tinynet models take "
-                              f"(N, {', '.join(map(str, IMAGE_SHAPE))}) images")
+            shown = ["?" if d is None else d for d in dims]
+            if len(dims) != 4 or not all(d is not None and 1 <= d <= MAX_SIDE for d in dims[1:]):
+                raise Refused(f"input {x.name!r} has shape {shown}; tinynet models take (N, C, H, W) "
+                              f"images of a fixed size (H and W from 1 to {MAX_SIDE})")
+            if math.prod(dims[1:]) > MAX_ACTIVATION:
+                raise Refused(f"input {x.name!r} has shape {shown}: more than the {MAX_ACTIVATION} values "
+                              f"per image tinynet takes")
+            self.input_shape = tuple(dims[1:])
         return x.name
 
     def walk(self, graph, source):
@@ -138,7 +152,7 @@ class _Importer:
         translator: ``(specs, logits name, head name)``, with a spec per layer:
         ``(op, attributes, constant inputs)``; ``head``: the Softmax's output, if there is one."""
         chain = _Chain(graph, self.consts, source, self.batch, self.onnx.AttributeProto)
-        specs, shape, head = [], IMAGE_SHAPE, None
+        specs, shape, head = [], self.input_shape, None
         while (step := chain.next()) is not None:
             if step.node.op_type in HEADS:
                 self.check_head(step, shape, chain)
@@ -172,25 +186,23 @@ class _Importer:
 
     @staticmethod
     def check_end(specs, shape):
-        """The chain must start with a Conv, have a Gemm, and end in (N, K) logits of 1 to
+        """The chain must have a Gemm or MatMul (a dense layer) and end in (N, K) logits of 1 to
         MAX_CLASSES classes."""
         if shape is None or len(shape) != 1:
             raise Refused(f"the graph ends with a {shape} feature map per image; tinynet imports "
                           f"models that end with (N, K) logits")
         if not any(s[0] == "dense" for s in specs):
-            raise Refused("has no Gemm (dense) layer: tinynet imports models that end with one")
-        if not specs or specs[0][0] != "conv":
-            raise Refused("does not start with a Conv; tinynet imports convolutional networks "
-                          "(its drawing page and --explain look at the first convolution)")
+            raise Refused("has no Gemm or MatMul (dense) layer: tinynet imports models that end with one")
         if not 1 <= shape[0] <= MAX_CLASSES:
             raise Refused(f"has {shape[0]} outputs; tinynet imports models of 1 to {MAX_CLASSES} classes")
 
 
 class _Chain:
     """The single path of nodes from the graph's input, followed a node at a time (:meth:`next`),
-    each node checked as it is reached: the tensor before it feeds only it, it is not reached twice
-    (a cycle), its one computed input is that tensor (the rest are constants), and only its first
-    output is used."""
+    each node checked as it is reached: the tensor before it feeds only it (or, once at a time,
+    exactly a Shape and a Reshape of it: :meth:`fork`), it is not reached twice (a cycle), its one
+    computed input is that tensor (the rest are constants; the Reshape closing a fork takes the
+    forked tensor too), and only its first output is used."""
 
     def __init__(self, graph, consts, source, batch, attribute_types):
         self.graph, self.consts, self.batch, self.AP = graph, consts, batch, attribute_types
@@ -199,6 +211,7 @@ class _Chain:
         self.last = None       # the node reached last; passed when the one after it is asked for
         self.ahead = []        # [the next node's Step (or None)] once peek() has looked at it
         self.seen = set()      # indices of the nodes reached
+        self.join = None       # (Reshape node, tensor) of an open x.view(x.size(0), -1) branch
 
     def next(self):
         """The :class:`Step` of the next node on the path (its shape not set), after its checks, or
@@ -218,10 +231,7 @@ class _Chain:
         users = self.consumers.get(self.reached)
         if not users:
             return None
-        if len(users) != 1:
-            raise Refused(f"tensor {self.reached!r} feeds {len(users)} nodes; tinynet imports a "
-                          f"plain chain of layers")
-        i = users[0]
+        i = users[0] if len(users) == 1 else self.fork(users)
         if i in self.seen:
             raise Refused(f"the graph has a cycle through node {i}")
         self.seen.add(i)
@@ -229,7 +239,10 @@ class _Chain:
         where = _where(i, n)
         attrs = attributes(n, where, self.AP)
         data = [name for name in n.input if name and name not in self.consts]
-        if data != [self.reached]:
+        expected = [self.reached]
+        if self.join is not None and self.join[0] == i:  # the Reshape closing the branch
+            expected, self.join = [self.join[1], self.reached], None
+        if data != expected:
             raise Refused(f"{where}: takes {data} as computed inputs; tinynet imports layers of "
                           f"one input with constant weights")
         outputs = [name for name in n.output if name]
@@ -241,6 +254,22 @@ class _Chain:
                               f"imports only the first")
         self.last = Step(n, where, attrs, outputs[0], self.consts, self.batch, self.peek, self.next)
         return self.last
+
+    def fork(self, users):
+        """The one branch tinynet follows: a tensor feeding a Shape and a Reshape of itself, as
+        ``x.view(x.size(0), -1)`` does (``ops.view_flatten``). Returns the Shape node's index, after
+        which the path goes on until the Reshape, which then takes that tensor and its new shape."""
+        ops = sorted((self.graph.node[i].op_type, i) for i in users)
+        if [op for op, _ in ops] != ["Reshape", "Shape"] or self.join is not None:
+            raise Refused(f"tensor {self.reached!r} feeds {len(users)} nodes; tinynet imports a "
+                          f"plain chain of layers (branching only into x.view(x.size(0), -1)'s "
+                          f"Shape and Reshape)")
+        (_, reshape), (_, shape) = ops
+        if self.graph.node[reshape].input[0] != self.reached:
+            raise Refused(f"tensor {self.reached!r} feeds a Shape and a Reshape, but is not what "
+                          f"that Reshape reshapes")
+        self.join = (reshape, self.reached)
+        return shape
 
     def unvisited(self):
         """Indices of the nodes (other than Constants) the path did not reach."""
@@ -306,10 +335,11 @@ def _labels(props, classes, K):
     return [str(i) for i in range(K)]
 
 
-def _stated_input(props):
-    """The ``input`` metadata (a JSON object) when the file has it, else what tinynet's models take."""
+def _stated_input(props, shape):
+    """The ``input`` metadata (a JSON object) when the file has it, else what tinynet's models take;
+    its shape always the graph's, (N, *``shape``)."""
     try:
         stated = json.loads(props.get("input", "null"))
     except ValueError:
         stated = None
-    return stated if isinstance(stated, dict) else dict(ONNX_INPUT)
+    return {**(stated if isinstance(stated, dict) else INPUT), "shape": ["N", *shape]}

@@ -1,6 +1,6 @@
 """The ONNX operators tinynet imports (:data:`TRANSLATORS`): for each, the attributes it may have with
 their defaults (any other attribute is refused), and a translator, a small function that turns one
-node into a layer spec and the shape of one image after it.
+node (or a group of nodes) into a layer spec and the shape of one image after it.
 
 A translator takes a :class:`Step` (the node, its attributes, the shape at its input, the graph's
 constants) and returns ``(spec, shape after it)``, or ``(None, shape)`` for a node that computes
@@ -9,6 +9,12 @@ import exactly. A spec is ``(kind, attributes, arrays)``, which ``build`` makes 
 ``("conv", {"stride", "padding"}, (W, b))``, ``("pool", {"size", "stride"}, ())``,
 ``("relu", {}, ())``, ``("flatten", {}, ())``, ``("dense", {}, (W, b))`` or
 ``("prior", {}, (offset,))``.
+
+What PyTorch 2.x writes is read as such: the dynamo exporter's Reshape with allowzero 1 (when its
+shape holds no 0), a MatMul and the Add of its bias as one dense layer (so is a Gemm without a bias
+and the Add after it), and the TorchScript exporter's ``x.view(x.size(0), -1)`` (Shape, Gather,
+Unsqueeze, Concat, Reshape) as a flatten: :func:`view_flatten` checks every node and constant of the
+group; Gather, Unsqueeze and Concat anywhere else are refused by name.
 
 To import another operator, write its translator and add one entry to :data:`TRANSLATORS`. A
 translator for a pattern of several nodes (a node and the ones after it on the chain) looks at the
@@ -172,12 +178,17 @@ def flatten(step):
 
 def reshape(step):
     """Reshape to (N, features) with a constant shape -> ``flatten`` (nothing when the input is
-    (N, F) already). The batch may be spelled 0 (copied), -1, or the input's fixed batch size."""
+    (N, F) already). The batch may be spelled 0 (copied; not with allowzero 1, where 0 means an
+    empty axis), -1, or the input's fixed batch size. PyTorch's dynamo exporter sets allowzero 1,
+    which changes nothing for a shape that holds no 0."""
     shape, need = step.shape, step.need
     target = step.const(1, "shape")
     need(target is not None and target.dtype == np.int64 and target.shape == (2,),
          "tinynet imports a Reshape to (N, features) with a constant shape")
-    need(step.attrs["allowzero"] == 0, "allowzero 1 is not supported")
+    allowzero = step.attrs["allowzero"]
+    need(allowzero in (0, 1), f"allowzero {allowzero} is neither 0 nor 1")
+    need(not (allowzero and 0 in target), f"allowzero 1 with a 0 in its shape {target.tolist()} "
+         f"(an empty axis) is not supported")
     F = math.prod(shape)
     first, second = (int(v) for v in target)
     batch = first in (0, step.batch)  # 0 copies the batch size; a fixed batch may be spelled out
@@ -188,8 +199,66 @@ def reshape(step):
     return (("flatten", {}, ()) if len(shape) > 1 else None), (F,)
 
 
+def view_flatten(step):
+    """Shape, Gather, Unsqueeze, Concat, Reshape -> ``flatten``: ``x.view(x.size(0), -1)`` as
+    PyTorch's TorchScript exporter writes it for a dynamic batch, the reshape's shape computed from
+    the input's::
+
+        s = Shape(x); n = Gather(s, 0, axis=0); u = Unsqueeze(n, axes=[0])
+        c = Concat(u, [-1], axis=0); y = Reshape(x, c)
+
+    ``x`` feeds both the Shape and the Reshape (the walker lets exactly this pair branch off one
+    tensor). Every node and constant of the group is checked, and anything else is refused, naming
+    the node that differs; the second entry may also be the number of features itself."""
+    shape, need = step.shape, step.need
+    need(step.attrs["start"] == 0 and step.attrs["end"] is None,
+         "tinynet imports Shape without start or end, as x.view(x.size(0), -1) writes it")
+    gather = _view_next(step, "Gather")
+    index = gather.const(1, "index")
+    gather.need(gather.attrs["axis"] == 0 and index is not None and index.dtype == np.int64
+                and index.shape == () and index == 0, "tinynet imports Gather(shape, 0, axis=0) here: "
+                "the batch size of x.view(x.size(0), -1)")
+    unsqueeze = _view_next(gather, "Unsqueeze")
+    axes = unsqueeze.attrs["axes"]  # an attribute before opset 13, an input since
+    if axes is None:
+        axes = unsqueeze.const(1, "axes")
+        axes = None if axes is None or axes.dtype != np.int64 else axes.tolist()
+    else:
+        unsqueeze.need(len(unsqueeze.node.input) == 1, "Unsqueeze with axes both as attribute and input")
+    unsqueeze.need(axes == [0], f"tinynet imports Unsqueeze(axes=[0]) here, not axes {axes}")
+    concat = _view_next(unsqueeze, "Concat")
+    F = math.prod(shape)
+    wanted = f"tinynet imports Concat([batch], [-1], axis=0) here: the shape (N, -1) or (N, {F})"
+    concat.need(concat.attrs["axis"] == 0 and list(concat.node.input[:1]) == [unsqueeze.output]
+                and len(concat.node.input) == 2, wanted)
+    rest = concat.const(1, "second part")
+    concat.need(rest.dtype == np.int64 and rest.shape == (1,) and int(rest[0]) in (-1, F), wanted)
+    reshape = _view_next(concat, "Reshape")
+    reshape.need(list(reshape.node.input) == [step.node.input[0], concat.output],
+                 "does not reshape the tensor the Shape measured")
+    reshape.need(reshape.attrs["allowzero"] in (0, 1), f"allowzero {reshape.attrs['allowzero']}")
+    return (("flatten", {}, ()) if len(shape) > 1 else None), (F,)
+
+
+def _view_next(step, op):
+    """The node after ``step`` in x.view(x.size(0), -1)'s group, which must be an ``op``."""
+    after = step.take_next()
+    step.need(after is not None and after.node.op_type == op,
+              f"is followed by {after.where if after else 'nothing'}, not {op}: tinynet imports Shape only "
+              f"as the start of x.view(x.size(0), -1) (Shape, Gather, Unsqueeze, Concat, Reshape)")
+    return after
+
+
+def only_in_view_flatten(step):
+    """Gather, Unsqueeze, Concat on their own: refused (:func:`view_flatten` reads them in its group)."""
+    step.need(False, f"tinynet imports {step.node.op_type} only within x.view(x.size(0), -1)'s "
+                     f"Shape, Gather, Unsqueeze, Concat, Reshape")
+
+
 def gemm(step):
-    """Gemm -> ``dense``: alpha = beta = 1, transA 0, transB 0 or 1; the bias may be absent (zeros)."""
+    """Gemm -> ``dense``: alpha = beta = 1, transA 0, transB 0 or 1. Without a bias, an Add of a
+    constant (out,) right after it is its bias (as PyTorch writes ``F.linear(x, W) + b``), else the
+    bias is zeros."""
     attrs, shape, need = step.attrs, step.shape, step.need
     need(attrs["alpha"] == 1.0 and attrs["beta"] == 1.0 and attrs["transA"] == 0,
          "tinynet imports Gemm with alpha 1, beta 1 and transA 0")
@@ -201,9 +270,36 @@ def gemm(step):
     C = step.const(2, "bias")
     out = W.shape[1]
     if C is None:
-        C = np.zeros(out, np.float32)
+        return ("dense", {}, (W, _bias_after(step, out))), (out,)
     need(C.dtype == np.float32 and C.shape in ((out,), (1, out)), f"bias must be float32 ({out},)")
     return ("dense", {}, (W, C.reshape(out))), (out,)
+
+
+def matmul(step):
+    """MatMul(x, W) of a constant float32 W (in, out) -> ``dense``, with an Add of a constant (out,)
+    right after it as its bias (else zeros): ``x @ W + b`` as PyTorch writes an explicit matmul, and
+    the TorchScript exporter a Linear without bias (W stored transposed, (in, out))."""
+    shape, need = step.shape, step.need
+    W = step.const(1, "weight")
+    need(W is not None and W.dtype == np.float32 and W.ndim == 2,
+         "tinynet imports MatMul(x, W) of a constant float32 matrix W")
+    need(len(shape) == 1 and W.shape[0] == shape[0],
+         f"takes {W.shape[0]} features, but its input has shape {shape}")
+    out = W.shape[1]
+    return ("dense", {}, (W, _bias_after(step, out))), (out,)
+
+
+def _bias_after(step, out):
+    """The bias of a Gemm without one, or of a MatMul: the constant float32 (out,) (or (1, out)) that
+    an Add right after it adds, that Add taken; else zeros."""
+    after = step.peek_next()
+    if after is not None and after.node.op_type == "Add":
+        inputs = list(after.node.input)
+        c = after.const(inputs.index(step.output) ^ 1, "bias") if len(inputs) == 2 else None
+        if c is not None and c.dtype == np.float32 and c.shape in ((out,), (1, out)):
+            step.take_next()
+            return c.reshape(out)
+    return np.zeros(out, np.float32)
 
 
 def add_sub(step):
@@ -211,6 +307,7 @@ def add_sub(step):
     walker and ``build`` check that it comes right after the last Gemm)."""
     n, shape, need = step.node, step.shape, step.need
     op = n.op_type
+    need(len(n.input) == 2, f"{op} of {len(n.input)} inputs")
     data_first = n.input[0] not in step.consts
     need(op == "Add" or data_first, "tinynet imports Sub(logits, constant)")
     c = step.const(1 if data_first else 0, "constant")
@@ -242,6 +339,11 @@ TRANSLATORS = {
     "Flatten": Operator(flatten, {"axis": 1}),
     "Reshape": Operator(reshape, {"allowzero": 0}),
     "Gemm": Operator(gemm, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}),
+    "MatMul": Operator(matmul, {}),
+    "Shape": Operator(view_flatten, {"start": 0, "end": None}),
+    "Gather": Operator(only_in_view_flatten, {"axis": 0}),
+    "Unsqueeze": Operator(only_in_view_flatten, {"axes": None}),
+    "Concat": Operator(only_in_view_flatten, {"axis": None}),
     "Add": Operator(add_sub, {}),
     "Sub": Operator(add_sub, {}),
 }

@@ -13,10 +13,10 @@ CONFUSED_PAIRS = 10  # most confused pairs in a report
 
 
 def predict_logits(model, images, batch_size=1024):
-    """Yields ``(start, logits)`` for consecutive batches of uint8 images (N, 28, 28), upright
+    """Yields ``(start, logits)`` for consecutive batches of uint8 images (N, H, W), upright
     (one empty batch for no images: the model answers it with logits (0, K)).
 
-    Each batch is converted to float32 (N, 1, 28, 28) in [0, 1] only when it is used, so memory
+    Each batch is converted to float32 (N, 1, H, W) in [0, 1] only when it is used, so memory
     stays at one batch of floats whatever N is.
     """
     for start in range(0, max(len(images), 1), batch_size):
@@ -24,14 +24,14 @@ def predict_logits(model, images, batch_size=1024):
 
 
 def predict_proba(model, images, batch_size=1024):
-    """Class probabilities (N, K) float32 for uint8 images (N, 28, 28); (0, K) for no images."""
+    """Class probabilities (N, K) float32 for uint8 images (N, H, W); (0, K) for no images."""
     return np.concatenate([softmax(logits) for _, logits in predict_logits(model, images, batch_size)])
 
 
 def evaluate(model, images, labels, batch_size=256):
     """Mean cross-entropy loss, accuracy and balanced accuracy (the mean of the classes' recalls:
     the accuracy the model would have if every class were equally frequent) of ``model`` on uint8
-    images (N, 28, 28).
+    images (N, H, W).
 
     In batches of 256 images (the evaluation pass builds its im2col matrices a few images at a
     time, so its scratch memory does not grow with the batch)."""

@@ -6,14 +6,17 @@ From Python::
     predictor = Predictor.from_checkpoint("runs/my-run/best.npz")  # None: the latest run's best,
                                                                    # else the bundled model
     predictor.predict_chars(images)        # images: uint8 (N, 28, 28) or (28, 28) -> N characters
+                                           # (any other size: the model's input, predictor.image_shape)
     labels, probs = predictor.top_k(images, 5)                     # (N, 5) each, best first
     for result in predictor.predict_files(["a.png", "b.jpg"]):     # errors reported, not raised
         print(result.path, result.error or result.top_k)
 
 Image arrays, everywhere: upright, light ink (high values) on a dark (0) background, as the training
 loader returns EMNIST; either uint8 in 0..255, or float in [0, 1] (scaled by 255 and rounded to
-uint8). A (28, 28) array is a batch of one. Image files instead go through
-``tinynet.predict.preprocess`` first, which accepts any size, framing and either polarity.
+uint8); of the size the model takes (28 x 28 for the LeNet trained on EMNIST: whatever its data had,
+for any other network). A single (H, W) image is a batch of one. Image files instead go through
+``tinynet.predict.preprocess`` first, which accepts any size, framing and either polarity, and gives
+the model's size.
 
 The command line over it, ``python3 inference.py`` / ``tinynet-infer``, is ``tinynet.cli.infer``.
 """
@@ -25,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.idx import parse_mapping, read_idx_images, read_labels_of
+from ..datasets.idx import parse_mapping, read_idx_images, read_labels_of, stored_transposed
 from ..errors import ArgumentError, TinynetError
 from ..files.checkpoint import load_checkpoint
 from ..files.npyfile import NpyHeaderError, read_npy_data, read_npy_header
+from ..nn.model import input_shape
 from ..nn.parallel import DataParallel
 from .metrics import predict_proba as model_proba
 from .metrics import top_k_indices
@@ -43,17 +47,21 @@ class InputError(TinynetError, ValueError):
     the file and the fault."""
 
 
-def as_images(array, source="images"):
-    """uint8 (N, 28, 28) or (28, 28), or float in [0, 1] of those shapes -> uint8 (N, 28, 28).
+def as_images(array, source="images", size=(28, 28)):
+    """uint8 (N, H, W) or (H, W), or float in [0, 1] of those shapes -> uint8 (N, H, W), where
+    ``size`` is (H, W) (the model's input size).
 
     Floats are scaled by 255 and rounded. Raises :class:`InputError` naming ``source`` for any
     other shape or dtype, or for float values that are not finite or outside [0, 1].
     """
     a = np.asarray(array)
-    if a.shape == (28, 28):
+    size = tuple(size)
+    if a.shape == size:
         a = a[None]
-    if a.ndim != 3 or a.shape[1:] != (28, 28):
-        raise InputError(f"{source}: shape {a.shape}, expected (N, 28, 28) or (28, 28)")
+    if a.ndim != 3 or a.shape[1:] != size:
+        h, w = size
+        raise InputError(f"{source}: shape {a.shape}, expected (N, {h}, {w}) or ({h}, {w})"
+                         + ("" if size == (28, 28) else " (the model's input size)"))
     if a.dtype == np.uint8:
         return a
     if a.dtype.kind != "f":
@@ -66,9 +74,10 @@ def as_images(array, source="images"):
     return np.round(a * 255).astype(np.uint8)
 
 
-def load_npy(path):
-    """A ``.npy`` file -> uint8 (N, 28, 28) via :func:`as_images`; never unpickles, and checks the
-    header's shape against the file's size before NumPy allocates the array (``tinynet.files.npyfile``)."""
+def load_npy(path, size=(28, 28)):
+    """A ``.npy`` file -> uint8 (N, H, W) via :func:`as_images` (``size``: (H, W)); never unpickles,
+    and checks the header's shape against the file's size before NumPy allocates the array
+    (``tinynet.files.npyfile``)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -81,7 +90,7 @@ def load_npy(path):
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     except NpyHeaderError as e:
         raise InputError(f"{path}: {e}") from None
-    return as_images(array, path)
+    return as_images(array, path, size)
 
 
 # A LeNet trained on the resplit's train split, shipped inside the package (README: "The bundled
@@ -116,7 +125,7 @@ class FileResult:
     ``image`` and ``top_k`` are empty."""
 
     path: Path
-    image: np.ndarray | None = None  # uint8 (28, 28): the preprocessed input the model saw
+    image: np.ndarray | None = None  # uint8 (H, W): the preprocessed input the model saw
     top_k: list[tuple[str, float]] = field(default_factory=list)  # (character, probability), best first
     error: str | None = None
 
@@ -142,7 +151,8 @@ class Predictor:
     """A trained model and its classes; every method takes images as :func:`as_images` does and
     predicts them in batches of ``batch_size``, each batch split over ``threads`` threads (None:
     every core; see ``tinynet/nn/parallel.py``). With ``tta``, every probability is the average over
-    the image and slightly rotated copies of it (``tinynet.predict.tta``).
+    the image and slightly rotated copies of it (``tinynet.predict.tta``). ``image_shape``: the
+    (H, W) of the images the model takes (``tinynet.nn.model.input_shape``).
 
     It owns a thread pool: ``close()`` it when done, or use it as a context manager
     (``with Predictor.from_checkpoint(path) as predictor: ...``). Several threads may share one:
@@ -151,6 +161,11 @@ class Predictor:
 
     def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None, tta=False):
         self.model, self.classes = model, tuple(classes)
+        channels, *self.image_shape = input_shape(model)
+        self.image_shape = tuple(self.image_shape)
+        if channels != 1:
+            raise InputError(f"{checkpoint or 'the model'}: takes images of {channels} channels; tinynet "
+                             f"predicts single-channel images")
         self.checkpoint, self.batch_size = checkpoint, batch_size
         self.parallel = DataParallel(model, threads)
         self.net = TTA(self.parallel) if tta else self.parallel
@@ -176,7 +191,7 @@ class Predictor:
 
     def predict_proba(self, images):
         """Class probabilities float32 (N, K)."""
-        return model_proba(self.net, as_images(images), self.batch_size)
+        return model_proba(self.net, as_images(images, size=self.image_shape), self.batch_size)
 
     def predict(self, images):
         """Predicted class indices int64 (N,)."""
@@ -202,7 +217,7 @@ class Predictor:
         results = []
         for path in map(Path, paths):
             try:
-                results.append(FileResult(path, image=preprocess_file(path)))
+                results.append(FileResult(path, image=preprocess_file(path, self.image_shape)))
             except ImageError as e:
                 results.append(FileResult(path, error=str(e)))
         good = [r for r in results if r.error is None]
@@ -217,7 +232,7 @@ class Predictor:
 class IdxInput:
     """Images of an IDX file, with the labels and mapping found beside it (None when absent)."""
 
-    images: np.ndarray  # uint8 (N, 28, 28), upright
+    images: np.ndarray  # uint8 (N, H, W), upright
     labels: np.ndarray | None  # int64 (N,), from 0
     classes: tuple[str, ...] | None  # from the mapping file
     name: str  # e.g. "emnist-balanced-test"
@@ -242,10 +257,11 @@ def find_idx_images(folder, dataset=None, split="test"):
     return max(paths, key=lambda p: p.suffix == ".gz")
 
 
-def load_idx_input(images_path):
+def load_idx_input(images_path, orientation=None):
     """Read an IDX images file and, when present beside it, its labels file (``images-idx3`` ->
     ``labels-idx1`` in the name) and mapping (``NAME-mapping.txt`` for ``NAME-SPLIT-images-...``).
-    Labels are shifted to start at 0 as the mapping says (``tinynet.datasets.idx``)."""
+    Labels are shifted to start at 0 as the mapping says; the images read upright, transposed or not
+    as ``orientation`` or the data set's name says (``tinynet.datasets.idx``)."""
     images_path = Path(images_path)
     stem = images_path.name.removesuffix(".gz")
     labels_name = stem.replace("images-idx3", "labels-idx1")
@@ -255,7 +271,7 @@ def load_idx_input(images_path):
     mapping_path = images_path.with_name(f"{m['name']}-mapping.txt") if m else None
     if mapping_path is not None and not mapping_path.is_file():
         mapping_path = None
-    images = read_idx_images(images_path)
+    images = read_idx_images(images_path, stored_transposed(m["name"] if m else stem, orientation))
     first, classes = parse_mapping(mapping_path) if mapping_path else (0, None)
     labels = read_labels_of(labels_path, images_path, len(images), first) if labels_path else None
     return IdxInput(images, labels, classes, stem.removesuffix("-images-idx3-ubyte"),
@@ -263,8 +279,12 @@ def load_idx_input(images_path):
 
 
 def check_fits(data, predictor):
-    """InputError unless the mapping's characters are the checkpoint's classes and every label
-    is one of them."""
+    """InputError unless the images are of the size the model takes, the mapping's characters are
+    the checkpoint's classes and every label is one of them."""
+    if data.images.shape[1:] != predictor.image_shape:
+        raise InputError(f"{predictor.checkpoint}: checkpoint does not match the data: its network takes "
+                         f"{'x'.join(map(str, predictor.image_shape))} images, {data.name}'s are "
+                         f"{'x'.join(map(str, data.images.shape[1:]))}")
     ours, theirs = predictor.classes, data.classes
     if theirs is not None and theirs != ours:
         if len(theirs) != len(ours):

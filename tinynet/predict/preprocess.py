@@ -1,4 +1,5 @@
-"""Turn a photo or scan of one handwritten character into a 28x28 EMNIST-style model input.
+"""Turn a photo or scan of one handwritten character into a 28x28 EMNIST-style model input (or one
+of another size, for a network trained on images of that size: ``size``).
 
 The model is trained on EMNIST images as the loader returns them: upright, white ink (high values)
 on a black (0) background, uint8 in [0, 255], shape (28, 28). EMNIST made them from 128x128 NIST
@@ -40,6 +41,10 @@ user's image differs from a NIST scan in size, polarity, contrast, noise and fra
 
 Assumes one character on a fairly evenly lit background: a strong shadow, the edge of the paper
 or a second mark counts as ink and widens the crop.
+
+Other sizes (``size=(H, W)``, for a network trained on images of that size): the same steps, the
+last framing into H x W instead of 28 x 28, the character's longer side spanning 24/28 of the
+shorter of H and W (the same 2-pixel-in-28 margin, scaled) and centred.
 """
 
 from pathlib import Path
@@ -142,8 +147,9 @@ def _to_gray(image):
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def preprocess(gray):
-    """Grayscale (H, W) in [0, 1] of any size -> uint8 (28, 28) EMNIST-style input.
+def preprocess(gray, size=SIZE):
+    """Grayscale (H, W) in [0, 1] of any size -> uint8 (28, 28) EMNIST-style input (``size``: the
+    output's side, or its (height, width); see the module docstring).
 
     Upright, light ink on a 0 background, maximum 255, framed like EMNIST (see the module
     docstring for the steps). Values outside [0, 1] are clipped. Raises `ImageError("no ink
@@ -155,15 +161,16 @@ def preprocess(gray):
         raise ArgumentError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
     ink = _ink(np.clip(x, 0.0, 1.0))
     work = _blur(_frame(_crop(ink), WORK_SIZE), BLUR_SIGMA)
-    out = np.clip(_frame(_crop(work), SIZE), 0.0, None)
+    out = np.clip(_frame(_crop(work), size), 0.0, None)
     return np.round(out * (255.0 / out.max())).astype(np.uint8)
 
 
-def preprocess_file(path):
-    """`load_image` + `preprocess`: image file -> uint8 (28, 28); `ImageError` names `path`."""
+def preprocess_file(path, size=SIZE):
+    """`load_image` + `preprocess`: image file -> uint8 (28, 28) (or of ``size``); `ImageError`
+    names `path`."""
     gray = load_image(path)
     try:
-        return preprocess(gray)
+        return preprocess(gray, size)
     except ImageError as error:
         raise ImageError(f"{path}: {error}") from None
 
@@ -192,18 +199,22 @@ def _crop(a):
 
 
 def _frame(crop, size):
-    """Step 4: crop (h, w) -> float32 (size, size), centred, longer side spanning CONTENT/SIZE.
+    """Step 4: crop (h, w) -> float32 (size, size) (or ``size`` = (height, width)), centred, its
+    longer side spanning CONTENT/SIZE of the output's shorter side.
 
-    Bicubic (antialiased when shrinking); the square is cut at float coordinates from a padded
+    Bicubic (antialiased when shrinking); the box is cut at float coordinates from a padded
     canvas, so it is centred exactly whatever the parity or size of the crop.
     """
+    out_h, out_w = (size, size) if np.ndim(size) == 0 else size
     h, w = crop.shape
-    side = max(h, w) * SIZE / CONTENT
-    pad = int(np.ceil((side - min(h, w)) / 2)) + 1  # room for the square on both axes
+    side = max(h, w) * SIZE / CONTENT  # the output's shorter side, in crop pixels
+    short = min(out_h, out_w)
+    box_w, box_h = side * (out_w / short), side * (out_h / short)  # the output's box (square: side x side)
+    pad = int(np.ceil((max(box_w, box_h) - min(h, w)) / 2)) + 1  # room for the box on both axes
     cy, cx = pad + h / 2, pad + w / 2
-    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    box = (cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2)
     canvas = Image.fromarray(np.pad(crop.astype(np.float32), pad))
-    return np.asarray(canvas.resize((size, size), Image.Resampling.BICUBIC, box, reducing_gap=3.0))
+    return np.asarray(canvas.resize((out_w, out_h), Image.Resampling.BICUBIC, box, reducing_gap=3.0))
 
 
 def _blur(x, sigma):

@@ -20,10 +20,12 @@ ROTATIONS = (0.0, -5.0, 5.0)
 
 
 def rotation_matrix(degrees, size=28):
-    """The (2, 3) inverse map (output -> input pixel coordinates) of a rotation about the centre."""
+    """The (2, 3) inverse map (output -> input pixel coordinates) of a rotation about the centre of
+    an image of ``size`` pixels a side (or ``(height, width)``)."""
     a = np.deg2rad(degrees)
     inv = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])  # the rotation by -a
-    centre = np.full(2, (size - 1) / 2.0)
+    height, width = (size, size) if np.ndim(size) == 0 else size
+    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])  # (x, y)
     return np.concatenate([inv, (centre - inv @ centre)[:, None]], axis=1)
 
 
@@ -43,11 +45,11 @@ class TTA:
     def forward(self, x, train=False):
         if train:
             raise ArgumentError("test-time augmentation is for predicting, not training")
-        n, _, h, _ = x.shape
+        n, _, h, w = x.shape
         proba = 0.0
         for degrees in self.rotations:
             view = x if degrees == 0 else affine_transform_numba(
-                x, np.repeat(rotation_matrix(degrees, h)[None], n, axis=0), np.empty_like(x))
+                x, np.repeat(rotation_matrix(degrees, (h, w))[None], n, axis=0), np.empty_like(x))
             proba = proba + softmax(self.model.forward(view, train=False))
         proba = proba / len(self.rotations)
         return np.log(np.maximum(proba, np.finfo(proba.dtype).tiny))  # no -inf where a probability underflowed

@@ -6,6 +6,7 @@ way."""
 import os
 from dataclasses import dataclass, fields
 
+from ..datasets.idx import ORIENTATIONS
 from ..nn.optim import SCHEDULES
 from .errors import ConfigError
 from .values import value_problem
@@ -22,8 +23,9 @@ FIELD_KINDS = {
     "label_smoothing": "fraction", "dropout": "fraction", "init": INITS, "class_balance": CLASS_BALANCE,
     "val_fraction": "fraction", "val_data": "path", "val_dataset": "name", "best_by": tuple(BEST_BY),
     "seed": "non_negative_int", "limit": "positive_int", "threads": "positive_int",
+    "orientation": ORIENTATIONS,
 }
-OPTIONAL = {"val_data", "val_dataset", "limit", "threads"}  # None: not set
+OPTIONAL = {"val_data", "val_dataset", "limit", "threads", "orientation"}  # None: not set
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None
     threads: int | None = None
+    orientation: str | None = None  # how the IDX files store images; None: by the data set's name
 
     def __post_init__(self):
         for name, kind in FIELD_KINDS.items():

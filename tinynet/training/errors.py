@@ -1,6 +1,7 @@
 """The errors of a training run: a configuration it cannot use (:class:`ConfigError`, raised when
 a ``TrainConfig`` is made) and a run that cannot start or go on (:class:`TrainingError`: a bad run
-folder, a checkpoint that does not resume, a diverged loss). Each message says why in one line."""
+folder, a checkpoint that does not resume, a diverged loss; :class:`NetworkError`, a network that
+cannot be trained on the data). Each message says why in one line."""
 
 from ..errors import TinynetError
 
@@ -23,3 +24,8 @@ class ConfigError(TinynetError, ValueError):
 
 class TrainingError(TinynetError, RuntimeError):
     """Training cannot start or cannot go on (bad run folder, diverged loss); the message says why."""
+
+
+class NetworkError(TrainingError):
+    """The network given to a run cannot be built, or does not fit the run's data (another input size,
+    another number of classes); the message names the layer where one is at fault."""

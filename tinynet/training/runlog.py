@@ -13,9 +13,10 @@ trainer's own ``config.json``, ``metrics.jsonl`` and ``summary.json``:
 - ``snapshot.json``: written atomically (``tinynet.files.atomic``) at the start, after the first epoch
   and at the end; in between every ``snapshot_every`` steps and after each epoch, but never more
   often than keeps those snapshots within ``budget`` (0.5%) of the run's time: a snapshot that
-  took 0.1 s waits for 20 s of training before the next one. It holds conv1's filters, the
-  predictions on a fixed grid of validation images, and the per-class recall and most confused
-  pairs on a fixed sample of a few hundred validation images (see :func:`snapshot`).
+  took 0.1 s waits for 20 s of training before the next one. It holds the first convolution's
+  filters (where the network has one), the predictions on a fixed grid of validation images, and
+  the per-class recall and most confused pairs on a fixed sample of a few hundred validation images
+  (see :func:`snapshot`).
 - ``status.json``: written atomically at the start (``"running"``, with the process id and host)
   and at the end (``"finished"``, ``"stopped"`` for Ctrl-C or ``"failed"`` with the ``error``),
   with ``recorder_seconds``: the time the recorder itself took (``recorder_step_seconds`` of it
@@ -96,19 +97,26 @@ def sample_indices(labels, size=SAMPLE, grid=GRID):
 
 def snapshot(model, images, labels, grid, classes, state):
     """The ``snapshot.json`` record: ``step``, ``epoch`` (epochs done), ``batch``, ``time``;
-    ``filters``: conv1's filters ``{"data": [[[...]]] in [-1, 1], "scale": max |w|}``;
-    ``grid``: ``{"images": base64 of the uint8 (n, 28, 28) images, "labels", "predicted"}``;
+    ``filters``: the first convolution's filters ``{"name": "conv1", "data": [[[...]]] in [-1, 1],
+    "scale": max |w|}`` (its first input channel), or null for a network without a convolution;
+    ``grid``: ``{"images": base64 of the uint8 (n, H, W) images, "shape": [H, W], "labels",
+    "predicted"}``;
     on the sample of ``len(labels)`` images: ``accuracy``, ``recall`` (per class; null for a class
     absent from the sample), ``support`` and ``confused`` ([true, predicted, count], most first)."""
     with one_blas_thread:  # as in training: single-threaded BLAS beats threads on small matmuls
         predicted = np.concatenate([logits.argmax(axis=1) for _, logits in predict_logits(model, images, 256)])
     confusion = confusion_matrix(labels, predicted, len(classes))
     _, recall, _, support = per_class_metrics(confusion)
-    filters, scale = signed_unit(first_conv(model).params["W"][:, 0])
+    conv = first_conv(model)
+    filters = None
+    if conv is not None:
+        data, scale = signed_unit(conv.params["W"][:, 0])
+        filters = {"name": conv.name, "data": data, "scale": scale}
     return {"step": state["step"], "epoch": state["epoch"], "batch": state["batch"], "time": time.time(),
-            "classes": list(classes), "filters": {"data": filters, "scale": scale},
+            "classes": list(classes), "filters": filters,
             "grid": {"images": base64.b64encode(np.ascontiguousarray(images[grid]).tobytes()).decode(),
-                     "labels": labels[grid].tolist(), "predicted": predicted[grid].tolist()},
+                     "shape": list(images.shape[1:]), "labels": labels[grid].tolist(),
+                     "predicted": predicted[grid].tolist()},
             "sample": len(labels), "accuracy": float(np.mean(predicted == labels)),
             "recall": [round(float(r), 4) if s else None for r, s in zip(recall, support)],
             "support": support.tolist(), "confused": [list(c) for c in most_confused(confusion)]}

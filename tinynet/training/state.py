@@ -12,9 +12,8 @@ from dataclasses import asdict
 import numpy as np
 
 from ..files.checkpoint import load_checkpoint, save_checkpoint
-from ..nn.model import build_model
+from ..nn.model import build_model, input_shape
 from ..nn.optim import SGD
-from .data import class_prior
 from .errors import TrainingError
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
@@ -23,17 +22,15 @@ GENERATORS = ("init", "shuffle", "augment", "dropout")
 
 class RunState:
     """The training state of a run with ``config`` on ``data`` (a ``tinynet.training.data.RunData``;
-    see the module docstring): the model's ``architecture`` (the LeNet for the data's classes, with
-    the config's dropout and, for ``class_balance="prior"``, the training labels' class prior),
+    see the module docstring): the model's ``architecture`` (its description, which checkpoints
+    store: ``tinynet.training.network``; for a resumed run, the one its checkpoint holds),
     ``counters`` (``epoch``, ``step``, ``batch``, ``history``, ``best_val_accuracy``),
     ``optimizer``, ``rngs`` (one generator per name of :data:`GENERATORS`) and ``order`` (the
     current epoch's images, or None before its first step)."""
 
-    def __init__(self, config, data):
+    def __init__(self, config, data, architecture=None):
         self.config, self.classes, self.train_idx = config, data.classes, data.train_idx
-        self.architecture = {"name": "lenet", "num_classes": len(data.classes), "dropout": config.dropout}
-        if config.class_balance == "prior":
-            self.architecture["class_prior"] = class_prior(data.labels[data.train_idx], len(data.classes)).tolist()
+        self.input_shape, self.architecture = data.input_shape, architecture
         seeds = np.random.SeedSequence(config.seed).spawn(len(GENERATORS))
         self.rngs = dict(zip(GENERATORS, (np.random.default_rng(s) for s in seeds)))
         self.optimizer = SGD(config.lr, config.momentum, config.nesterov, config.weight_decay)
@@ -52,13 +49,15 @@ class RunState:
         save_checkpoint(path, model, self.architecture, self.classes, meta, self.optimizer.state_dict(), extra)
 
     def restore(self, path):
-        """The model saved in checkpoint ``path``, with this state put back from it; TrainingError
-        when it is not a resumable checkpoint of this run (another architecture, other classes, an
-        epoch order not drawn from these training images)."""
+        """The model saved in checkpoint ``path`` (its network, whatever it is), with this state put
+        back from it; TrainingError when it is not a resumable checkpoint of this run (other classes,
+        another input size, an epoch order not drawn from these training images)."""
         model, meta, velocity, extra = load_checkpoint(path)
-        if meta["architecture"] != self.architecture or meta["classes"] != list(self.classes):
-            raise TrainingError(f"{path}: checkpoint does not match the data "
-                                f"({meta['architecture']} vs {self.architecture})")
+        if meta["classes"] != list(self.classes) or input_shape(model) != self.input_shape:
+            raise TrainingError(f"{path}: checkpoint does not match the data (its network takes "
+                                f"{input_shape(model)} images of {len(meta['classes'])} classes, the data has "
+                                f"{self.input_shape} images of {len(self.classes)})")
+        self.architecture = meta["architecture"]
         self.counters, self.order = _restored(path, meta, velocity, extra, self.optimizer, self.rngs,
                                               self.train_idx, self.config.class_balance == "sample")
         return model

@@ -6,8 +6,9 @@ optional extra ``pip install "tinynet[tensorboard]"``), into ``RUN_DIR/tensorboa
   since the previous record; ``step/lr``, ``step/images_per_second``), the same numbers as the
   run folder's ``steps.jsonl`` (``tinynet.training.runlog``);
 - after every epoch its ``metrics.jsonl`` numbers as ``epoch/<name>`` (x axis: the step), a
-  histogram of every parameter (``weights/<layer>.<name>``) and conv1's filters as an image
-  (``conv1/filters``: red positive, blue negative, one scale for all); the last two also at the start.
+  histogram of every parameter (``weights/<layer>.<name>``) and, where the network has a
+  convolution, the first one's filters as an image (``<its name>/filters``, ``conv1/filters`` in the
+  LeNet: red positive, blue negative, one scale for all); the last two also at the start.
 
 Open with ``tensorboard --logdir runs`` (TensorBoard itself is not needed to write them).
 """
@@ -77,7 +78,9 @@ class TensorBoardLog:
 
     def pictures(self, trainer):
         step = trainer.state["step"]
-        self.writer.add_image("conv1/filters", filters_image(first_conv(trainer.model).params["W"]), step)
+        conv = first_conv(trainer.model)
+        if conv is not None:
+            self.writer.add_image(f"{conv.name}/filters", filters_image(conv.params["W"]), step)
         for name, value, _ in trainer.model.parameters():
             self.writer.add_histogram(f"weights/{name}", value, step)
 

@@ -1,4 +1,5 @@
-"""The training loop: minibatch SGD on the LeNet, with checkpoints, resume, logs and plots.
+"""The training loop: minibatch SGD on a network (the LeNet unless told), with checkpoints, resume,
+logs and plots.
 
 From Python (a notebook, say), in one call::
 
@@ -13,6 +14,9 @@ or in parts, with a :class:`Trainer` (``docs/library.md``)::
         trainer.run_epoch()       # the rest of the epoch, then its evaluation and checkpoints
         trainer.evaluate()        # (loss, accuracy, balanced accuracy) on the validation split
         trainer.fit()             # the remaining epochs and the test evaluation: what train.py runs
+
+The network is the LeNet unless ``network`` says otherwise (``Trainer(config, run_dir,
+network="mlp")``: a preset's name, a description or a ``Sequential``, ``tinynet.training.network``).
 
 Each batch is one :func:`tinynet.nn.step.train_step`; this module is the loop around it, and
 its pieces are beside it: the configuration (``config``), the run folder and the files kept there
@@ -40,14 +44,16 @@ from ..datasets.augment import augment_batch
 from ..datasets.idx import to_float
 from ..errors import ArgumentError
 from ..nn.layers import Dropout, SoftmaxCrossEntropy
+from ..nn.model import first_conv
 from ..nn.optim import learning_rate
 from ..nn.parallel import DataParallel, one_blas_thread
 from ..nn.step import train_step
 from .callbacks import Callbacks, StopFlag
 from .config import BEST_BY, TrainConfig
-from .data import epoch_order, load_run_data
+from .data import epoch_order, load_run_data, orientation_note
 from .divergence import all_finite, diverged
 from .errors import TrainingError
+from .network import run_architecture
 from .runfolder import RunFolder, resume_config
 from .scores import EpochBar, EpochTally, Scores, run_summary
 from .state import RunState
@@ -61,8 +67,10 @@ class Trainer:
     unless ``overwrite=True``, which replaces that run's files), loads the data (``config.data_dir`` /
     ``config.dataset``, downloaded unless ``download=False``; or in-memory ``tinynet.datasets.idx.Split``
     objects given as ``train_data`` and optionally ``test_data``, when ``config.data_dir`` and
-    ``config.dataset`` are only recorded), builds the model or, with ``resume``, restores the run
-    saved in ``run_dir``. Then:
+    ``config.dataset`` are only recorded), builds the model (``network``: None for the LeNet, a
+    preset's name, a description, or a ``Sequential`` trained as it is; its input size is the data's,
+    see ``tinynet.training.network``) or, with ``resume``, restores the run saved in ``run_dir``
+    (its own network: give none). Then:
 
     - :meth:`step`: one SGD step on the next batch of the current epoch;
     - :meth:`run_epoch`: the epoch's remaining steps, then :meth:`end_epoch` (evaluation,
@@ -70,7 +78,8 @@ class Trainer:
     - :meth:`evaluate`: loss, accuracy and balanced accuracy on the validation split (or any images);
     - :meth:`save_checkpoint`: the whole training state, resumable;
     - :meth:`fit`: the remaining epochs (Ctrl-C stops cleanly), then :meth:`finish` (test
-      evaluation, ``summary.json``, ``filters.png``); returns the summary.
+      evaluation, ``summary.json``, ``filters.png`` where the network has a convolution); returns
+      the summary.
 
     Callbacks (``tinynet.training.callbacks.Callbacks``) receive this object; the attributes they
     may read are ``run_dir``, ``config``, ``model``, ``classes``, ``val_images``, ``val_labels``,
@@ -80,10 +89,10 @@ class Trainer:
     """
 
     def __init__(self, config, run_dir, *, resume=False, download=True, progress=True,
-                 log=print, callbacks=(), train_data=None, test_data=None, overwrite=False):
+                 log=print, callbacks=(), train_data=None, test_data=None, network=None, overwrite=False):
         self.started = time.perf_counter()
         self.folder, self.config, self.data, self.run, self.model = prepare_run(
-            config, run_dir, resume, download, log, train_data, test_data, overwrite)
+            config, run_dir, resume, download, log, train_data, test_data, network, overwrite)
         self.run_dir, self.progress, self.log = self.folder.path, progress, log
         self.classes, self.train_idx = self.data.classes, self.data.train_idx
         self.val_images, self.val_labels = self.data.val_images, self.data.val_labels
@@ -182,7 +191,7 @@ class Trainer:
         return self.end_epoch()
 
     def evaluate(self, images=None, labels=None):
-        """``(loss, accuracy, balanced accuracy)`` of the model on uint8 images (N, 28, 28) and
+        """``(loss, accuracy, balanced accuracy)`` of the model on uint8 images (N, H, W) and
         their labels; by default on the validation split (NaN for an empty one)."""
         return self.scores.evaluate(images, labels)
 
@@ -235,72 +244,85 @@ class Trainer:
         return summary
 
     def finish(self):
-        """The end of the run: test evaluation, ``summary.json``, ``filters.png``, the callbacks'
-        ``on_end`` and a log line. Returns the summary."""
+        """The end of the run: test evaluation, ``summary.json``, ``filters.png`` (the first
+        convolution's filters, where there is one), the callbacks' ``on_end`` and a log line.
+        Returns the summary."""
         scores = self.scores.test_scores(self.state["history"])
         summary = run_summary(self.state, "finished", self.started, self.run_dir, **scores)
-        self.folder.write_summary(summary, self.model.layers[0].params["W"])  # conv1's filters, as trained
+        conv = first_conv(self.model)
+        self.folder.write_summary(summary, None if conv is None else conv.params["W"])  # as trained
         self.notify("on_end", self, summary)
         self.log(self.scores.summary_line(summary))
         return summary
 
 
 def train(config, run_dir, *, resume=False, download=True, progress=True, log=print, callbacks=(),
-          overwrite=False):
-    """Train per ``config`` into ``run_dir``; with ``resume``, continue the run saved there (its
-    own configuration; ``config``'s ``epochs`` and ``threads``, if given, replace the saved ones);
-    a folder that holds another run is refused unless ``overwrite`` (its run files are replaced).
-    ``callbacks`` observe the run (see :class:`Callbacks`). ``Trainer(...).fit()``, closed after.
+          network=None, overwrite=False):
+    """Train per ``config`` into ``run_dir`` the ``network`` (None: the LeNet; a preset's name, a
+    description or a ``Sequential``: see :class:`Trainer`); with ``resume``, continue the run saved
+    there (its own configuration and network; ``config``'s ``epochs`` and ``threads``, if given,
+    replace the saved ones); a folder that holds another run is refused unless ``overwrite`` (its
+    run files are replaced). ``callbacks`` observe the run (see :class:`Callbacks`).
+    ``Trainer(...).fit()``, closed after.
 
     Returns a summary dict (``status`` is ``"finished"`` or ``"interrupted"``, plus final metrics,
     ``test_accuracy`` and ``seconds``). Raises :class:`TrainingError` for a run that cannot start or
     that diverges, and ``tinynet.datasets.idx.DataError`` for missing or bad data.
     """
     with Trainer(config, run_dir, resume=resume, download=download, progress=progress, log=log,
-                 callbacks=callbacks, overwrite=overwrite) as trainer:
+                 callbacks=callbacks, network=network, overwrite=overwrite) as trainer:
         return trainer.fit()
 
 
 def prepare_run(config, run_dir, resume=False, download=True, log=print, train_data=None, test_data=None,
-                overwrite=False):
+                network=None, overwrite=False):
     """What a run needs before its first step, as ``(folder, config, data, run state, model)``:
     the run folder checked (``tinynet.training.runfolder``: a new run refuses a folder that holds
     another, unless ``overwrite``), the configuration (with ``resume``, the one saved there), the
-    data loaded (``tinynet.training.data``), and the model built and ``config.json`` written
-    (after removing the replaced run's files), or with ``resume`` the model and training state put
-    back from ``last.npz`` (``tinynet.training.state``). Only then are writes killed in an earlier
-    process of this run cleaned up. On a failure to load the data, the folders this run created
-    are removed where still empty, and nothing else is touched."""
+    data loaded (``tinynet.training.data``), and the model built from ``network``
+    (``tinynet.training.network``) and ``config.json`` written (after removing the replaced run's
+    files), or with ``resume`` the model and training state put back from ``last.npz``
+    (``tinynet.training.state``). Only then are writes killed in an earlier process of this run
+    cleaned up. On a failure to load the data or to fit the network to it, the folders this run
+    created are removed where still empty, and nothing else is touched."""
     folder = RunFolder(run_dir)
     if resume and overwrite:
         raise ArgumentError("resume=True continues the run in the folder, overwrite=True replaces it: not both")
     config = _resume_config(folder.path, config) if resume else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (None only with resume), not {type(config).__name__}")
+    if resume and network is not None:
+        raise TrainingError(f"{folder.path}: a resumed run trains the network in its last.npz: give no network")
     if not resume:
         folder.refuse_another_run(overwrite)
     folder.prepare()
     try:
         data = load_run_data(config, download, log, train_data, test_data)
-    except BaseException:  # no data, no run
+        architecture, given = (None, None) if resume else run_architecture(network, config, data)
+    except BaseException:  # no data or no network, no run
         folder.discard()
         raise
-    run = RunState(config, data)  # the model's description, counters, optimiser, generators
+    run = RunState(config, data, architecture)  # the model's description, counters, optimiser, generators
     if resume:
         model = run.restore(folder.last)
         if run.counters["history"]:  # a kill between last.npz and these files may have left them behind
             folder.write_history(run.counters["history"])
         log(f"resuming {folder.path} at epoch {run.counters['epoch'] + 1}, batch {run.counters['batch']}")
     else:
-        model = run.new_model()
+        model = run.new_model() if given is None else given
         folder.clear()  # the replaced run's files (overwrite), now that this one starts
         folder.write_config(config)
     folder.remove_leftovers()
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = run.rngs["dropout"]
-    log(f"training on {len(data.train_idx)} images of {config.dataset} ({len(data.classes)} classes), "
-        f"validating on {len(data.val_labels)}, testing on {len(data.test_labels)}; run folder {folder.path}")
+    size = "x".join(map(str, data.input_shape[1:]))
+    log(f"training on {len(data.train_idx)} images of {config.dataset} ({len(data.classes)} classes, "
+        f"{size}), validating on {len(data.val_labels)}, testing on {len(data.test_labels)}; "
+        f"run folder {folder.path}")
+    note = orientation_note(config) if train_data is None else None
+    if note:
+        log(note)
     return folder, config, data, run, model
 
 

@@ -1,17 +1,31 @@
 """The drawing page: a small HTTP server over a trained model (``inference.py --serve``).
 
 Draw a character in the browser (mouse, touch or pen) or upload an image file; after each stroke
-the page shows the 28x28 input the model sees, the top 5 characters, conv1's and conv2's feature
-maps, conv1's filters and the saliency map (``tinynet/predict/explain.py`` computes them). The page is
-plain HTML, CSS and JavaScript shipped in the package (``tinynet/web/static/``): no CDN, works offline.
+the page shows the input the model sees (28x28 for the LeNet; any network's own input size), the
+top 5 characters, the saliency map and, for each convolution of the network, its filters and its
+feature maps (a note says so where the network has none); and the network's layers
+(``tinynet/predict/explain.py`` computes the pictures). The page is plain HTML, CSS and JavaScript
+shipped in the package (``tinynet/web/static/``): no CDN, works offline.
 
 HTTP contract (other tools may rely on it):
 
 - ``GET /``: the page (``/static/app.js`` and ``/static/style.css`` are its script and style).
-- ``GET /api/model``: what does not change from one drawing to the next, as JSON:
-  ``{"checkpoint": "lenet-emnist47.npz", "classes": ["0", ..., "t"], "filters": [[[...]]],
-  "filters_scale": 0.62}``: the model's file name, its characters by class, and conv1's 20 5x5
-  filters divided by their largest absolute weight (so in [-1, 1]).
+- ``GET /api/model``: what does not change from one drawing to the next, as JSON::
+
+      {"checkpoint": "lenet-emnist47.npz",   the model's file name
+       "classes": ["0", ..., "t"],           its characters by class
+       "input_shape": [1, 28, 28],           one input image (C, H, W)
+       "filters": [[[...]]],                 the first convolution's filters (C_out, kH, kW) (its
+       "filters_scale": 0.62,                first input channel) divided by this largest absolute
+                                             weight, so in [-1, 1]; both null without a convolution
+       "convolutions": [{"name": "conv1", "layer": 0, "shape": [20, 1, 5, 5], "stride": 1,
+                         "padding": 0, "scale": 0.62, "data": BASE64}, ...],
+                                             every convolution's weights (C_out, C_in, kH, kW) divided
+                                             by ``scale`` and stored as uint8 round((w + 1) * 127.5),
+                                             row-major, base64-encoded; [] without one
+       "network": [{"name": "conv1", "kind": "Conv2D", "output": [20, 24, 24], "parameters": 520},
+                   ...]}                     its layers, one image's output shape after each; null
+                                             when the model cannot be described
 - ``POST /api/predict``: the body is the raw bytes of one image file (PNG, JPEG, anything Pillow
   reads) of at most :data:`MAX_BODY_BYTES`, sent with a ``Content-Length``. It goes through the
   same EMNIST-style preprocessing as image files given to ``inference.py --input``. The answer is
@@ -19,13 +33,14 @@ HTTP contract (other tools may rely on it):
 
       {"top_k": [["A", 0.93], ...],          k (character, probability) pairs, best first: 5
                                              unless the server was started with another k
-       "input": [[0, 0, ...], ...],          the 28x28 uint8 input (upright, light ink on dark)
-       "saliency": [[...], ...],             28x28 d logit(top class) / d pixel, divided by
+       "input": [[0, 0, ...], ...],          the H x W uint8 input (upright, light ink on dark)
+       "saliency": [[...], ...],             H x W d logit(top class) / d pixel, divided by
        "saliency_scale": 0.81,               this largest absolute value (so in [-1, 1])
        "feature_maps": {"conv1": {"shape": [20, 24, 24], "data": BASE64},
                         "conv2": {"shape": [50, 8, 8], "data": BASE64}},
-                                             after ReLU, each map scaled to its own maximum as
-                                             uint8 0..255, row-major bytes, base64-encoded
+                                             every convolution's, after ReLU, each map scaled to its
+                                             own maximum as uint8 0..255, row-major bytes,
+                                             base64-encoded ({} without a convolution)
       }
 
 - Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty body, not a decodable
@@ -56,7 +71,8 @@ from pathlib import Path
 import numpy as np
 
 from ..files.plots import signed_unit
-from ..nn.model import first_conv
+from ..nn.describe import DescriptionError, check, describe
+from ..nn.model import convolutions, input_shape
 from ..nn.parallel import one_blas_thread, replicate, resolve_threads
 from ..predict.explain import TOP_K, explain, scaled_maps
 from ..predict.preprocess import ImageError, decode_image, preprocess
@@ -88,9 +104,33 @@ def prediction_json(explanation):
 
 def model_json(model, classes, checkpoint_name):
     """The ``GET /api/model`` answer (see the module docstring)."""
-    filters, filters_scale = signed_unit(first_conv(model).params["W"][:, 0])
-    return {"checkpoint": checkpoint_name, "classes": list(classes), "filters": filters,
-            "filters_scale": filters_scale}
+    convs = convolutions(model)
+    filters, filters_scale = signed_unit(convs[0].params["W"][:, 0]) if convs else (None, None)
+    return {"checkpoint": checkpoint_name, "classes": list(classes), "input_shape": list(input_shape(model)),
+            "filters": filters, "filters_scale": filters_scale,
+            "convolutions": [conv_json(model, conv) for conv in convs], "network": network_json(model)}
+
+
+def conv_json(model, conv):
+    """One convolution's entry of ``GET /api/model``: its place, settings and weights."""
+    W = conv.params["W"].astype(np.float64)
+    scale = float(np.abs(W).max())
+    data = np.round((W / (scale or 1.0) + 1) * 127.5).astype(np.uint8).tobytes()
+    return {"name": conv.name, "layer": model.layers.index(conv), "shape": list(W.shape),
+            "stride": conv.stride, "padding": conv.padding, "scale": scale,
+            "data": base64.b64encode(data).decode()}
+
+
+def network_json(model):
+    """The model's layers with one image's output shape after each and their parameter counts;
+    None for a model that cannot be described (``tinynet.nn.describe``)."""
+    try:
+        plan = check(describe(model, input_shape(model)))
+    except DescriptionError:
+        return None
+    return [{"name": layer.name, "kind": type(layer).__name__, "output": list(shape),
+             "parameters": int(sum(p.size for p in layer.params.values()))}
+            for layer, shape in zip(model.layers, plan.shapes[1:])]
 
 
 class PageServer(JSONServer):
@@ -99,6 +139,7 @@ class PageServer(JSONServer):
 
     def __init__(self, address, model, classes, checkpoint_name, timeout=SOCKET_TIMEOUT, top_k=TOP_K):
         self.model, self.classes, self.top_k = model, tuple(classes), top_k
+        self.image_shape = input_shape(model)[1:]  # what preprocess makes of every image
         self.model_info = json.dumps(model_json(model, classes, checkpoint_name)).encode()
         self.replicas = queue.Queue()
         for _ in range(resolve_threads()):
@@ -117,7 +158,7 @@ class PageServer(JSONServer):
             except ImageError as e:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
             try:
-                image = preprocess(gray)
+                image = preprocess(gray, self.image_shape)
             except ImageError as e:  # no ink
                 raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"request body: {e}") from None
             with one_blas_thread:  # the requests' threads keep the cores busy

@@ -203,6 +203,28 @@ function paint(canvas, h, w, colour) {
   ctx.putImageData(image, 0, 0);
 }
 
+// The first convolution's filters, or a note where the network has none.
+function renderFilters(filters) {
+  const title = document.getElementById("filters-title"), hint = document.getElementById("filters-hint");
+  if (!filters) {
+    title.textContent = "Filters";
+    hint.textContent = "This network has no convolution, so no filters to show: it reads the pixels as one " +
+      "flat list (its Dense layers weigh all of them at once).";
+    document.getElementById("filters").replaceChildren();
+    return;
+  }
+  const data = filters.data, [kh, kw] = [data[0].length, data[0][0].length];
+  title.textContent = `${filters.name || "conv1"}'s filters`;
+  hint.textContent = `${data.length} learned ${kh}\u00d7${kw} filters: red positive weights, blue negative. ` +
+    "Noise at first, strokes later.";
+  document.getElementById("filters").replaceChildren(...data.map((f, i) => {
+    const canvas = el("canvas", { title: `filter ${i + 1}` });
+    const flat = f.flat();
+    paint(canvas, f.length, f[0].length, (j) => diverging(flat[j]));
+    return canvas;
+  }));
+}
+
 function renderSnapshot(answer) {
   const note = document.getElementById("snapshot-at");
   const snap = answer.snapshot;
@@ -213,19 +235,15 @@ function renderSnapshot(answer) {
     return;
   }
   try {
-    const filters = snap.filters.data;
-    document.getElementById("filters").replaceChildren(...filters.map((f, i) => {
-      const canvas = el("canvas", { title: `filter ${i + 1}` });
-      const flat = f.flat();
-      paint(canvas, f.length, f[0].length, (j) => diverging(flat[j]));
-      return canvas;
-    }));
+    renderFilters(snap.filters);
     const bytes = Uint8Array.from(atob(snap.grid.images), (c) => c.charCodeAt(0));
     const classes = snap.classes;
+    const [h, w] = snap.grid.shape || [28, 28]; // (snapshots before issue #38 were all 28x28)
     document.getElementById("grid").replaceChildren(...snap.grid.labels.map((label, i) => {
       const predicted = snap.grid.predicted[i];
       const canvas = el("canvas");
-      paint(canvas, 28, 28, (j) => { const v = bytes[i * 784 + j]; return [v, v, v]; });
+      canvas.style.aspectRatio = `${w} / ${h}`;
+      paint(canvas, h, w, (j) => { const v = bytes[i * h * w + j]; return [v, v, v]; });
       return el("figure", { className: predicted === label ? "right" : "wrong",
                             title: `true ${classes[label]}, read as ${classes[predicted]}` },
                 [canvas, el("figcaption", { textContent: classes[predicted] })]);
