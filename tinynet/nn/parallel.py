@@ -88,6 +88,7 @@ class OneBlasThread:
             if self._users == 0:
                 if self._controller is None:
                     self._controller = ThreadpoolController()
+                _release_openblas()
                 self._limiter = self._controller.limit(limits=1, user_api="blas")
             self._users += 1
         return self
@@ -96,8 +97,25 @@ class OneBlasThread:
         with self._lock:
             self._users -= 1
             if self._users == 0:
+                _release_openblas()
                 self._limiter.restore_original_limits()
                 self._limiter = None
+                _release_openblas()
+
+
+def _release_openblas():
+    """Let the calling thread set OpenBLAS's thread count. threadpoolctl >= 3.8 lets only one
+    Python thread (the first to set it, until that thread ends) change OpenBLAS's process-wide
+    count and silently ignores the others; here the first user in and the last out may be any
+    threads (a server's long-lived workers), and this counter's lock already keeps them from
+    fighting, so it takes that control for each change and hands it back after."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # threadpoolctl < 3.0: no such control
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 one_blas_thread = OneBlasThread()  # the process's one counter (see OneBlasThread)
