@@ -20,7 +20,9 @@ user's image differs from a NIST scan in size, polarity, contrast, noise and fra
    rest is scaled so the strongest ink is 1. The background, the polarity, the contrast and the
    noise mask are all read from a copy blurred by `DECISION_SIGMA` input pixels, in which an
    isolated noisy pixel is averaged away; a real stroke, several pixels wide, survives.
-3. Crop to the bounding box of the remaining ink.
+3. Crop to the bounding box of the remaining ink. A crop longer than `MAX_CROP_SIDE` (4096,
+   possible only in an image with a longer side) is first reduced by an integer factor, so that
+   framing a thin crop never pads it to a square of many megapixels.
 4. Frame. The crop is centred in a square whose side is 28/24 of the crop's longer side, so it
    spans 24 of 28 pixels along that side: EMNIST's 2-pixel border. The shorter side is centred
    with the aspect ratio kept. The square is cut at float coordinates, so even a crop of a few
@@ -49,6 +51,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # output side (pixels)
 MAX_PIXELS = 4096 * 4096  # larger images are refused (a 12-megapixel phone photo fits)
+MAX_CROP_SIDE = 4096  # a longer crop (a thin or huge image's) is first reduced to at most this
 CONTENT = 24  # pixels spanned by the character's longer side: EMNIST's 2-pixel border
 WORK_SIZE = 128  # NIST scan side, the scale at which EMNIST blurred
 BLUR_SIGMA = 1.0  # EMNIST's Gaussian blur, in pixels at WORK_SIZE
@@ -145,14 +148,17 @@ def preprocess(gray):
 
     Upright, light ink on a 0 background, maximum 255, framed like EMNIST (see the module
     docstring for the steps). Values outside [0, 1] are clipped. Raises `ImageError("no ink
-    found ...")` for a blank image and `ValueError` for an array that is not 2-D, non-empty and
+    found ...")` for a blank image (or one whose few specks of ink vanish at the
+    128x128 working scale) and `ValueError` for an array that is not 2-D, non-empty and
     finite.
     """
     x = np.asarray(gray, dtype=np.float32)
     if x.ndim != 2 or x.size == 0 or not np.isfinite(x).all():
         raise ValueError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
     ink = _ink(np.clip(x, 0.0, 1.0))
-    work = _blur(_frame(_crop(ink), WORK_SIZE), BLUR_SIGMA)
+    work = _blur(_frame(_reduce(_crop(ink)), WORK_SIZE), BLUR_SIGMA)
+    if not work.any():  # a few specks of ink in a large crop fade below 8 bits at WORK_SIZE
+        raise ImageError("no ink found (too little ink, spread too thin, to survive downsampling)")
     out = np.clip(_frame(_crop(work), SIZE), 0.0, None)
     return np.round(out * (255.0 / out.max())).astype(np.uint8)
 
@@ -187,6 +193,21 @@ def _crop(a):
     rows = np.flatnonzero(a.any(axis=1))
     cols = np.flatnonzero(a.any(axis=0))
     return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _reduce(crop):
+    """A crop longer than MAX_CROP_SIDE, reduced by the smallest integer factor that brings it
+    within (each output pixel the mean of a block of pixels); any other crop as it is.
+
+    Framing pads the crop to a square of its longer side, so without this a thin crop (16384x8)
+    would ask for a canvas of gigabytes though the image holds few pixels. Only an image with a
+    side over MAX_CROP_SIDE (4096) can have such a crop: every image within 4096x4096 is
+    preprocessed exactly as before, and the reduced crop, still far larger than WORK_SIZE, frames
+    to nearly the same input."""
+    factor = -(-max(crop.shape) // MAX_CROP_SIDE)  # ceil
+    if factor == 1:
+        return crop
+    return np.asarray(Image.fromarray(crop.astype(np.float32)).reduce(factor))
 
 
 def _frame(crop, size):

@@ -1,0 +1,129 @@
+"""Hostile inputs: small files that declare far more work than they hold (thin and huge images,
+ONNX graphs, array and IDX headers, checkpoints), and :func:`measure`, which runs one of tinynet's
+readers on one of them in a fresh Python process and reports its answer, its peak memory above
+the process's baseline and its time. tinynet's tests assert the answers (and generous memory
+bounds); ``bench/hostile.py`` measures the table in docs/reliability.md; the load benchmarks post
+the images to the drawing page. The library never imports this module.
+"""
+
+import io
+import json
+import subprocess
+import sys
+
+from PIL import Image, ImageDraw
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def png_bytes(image):
+    """An image as the bytes of a PNG file, compressed as far as Pillow goes."""
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def stroke_png(width, height):
+    """A PNG of ``width`` x ``height`` pixels: white paper, one dark horizontal stroke an eighth
+    of the height thick across the middle three quarters. A 16384x64 one is 1.3 kB, a 65536x256
+    one 17 kB: the thin images of issue 42, whose framing once asked for 5.3 GB and 40 GB."""
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).line([(width // 8, height // 2), (width - width // 8, height // 2)],
+                               fill=0, width=max(1, height // 8))
+    return png_bytes(image)
+
+
+def cross_png(width, height):
+    """A PNG of ``width`` x ``height`` pixels holding a dark cross from corner to corner: the ink
+    spans the whole image, so its crop is the largest there can be."""
+    image = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(image)
+    thick = max(1, min(width, height) // 16)
+    draw.line([(0, 0), (width - 1, height - 1)], fill=0, width=thick)
+    draw.line([(0, height - 1), (width - 1, 0)], fill=0, width=thick)
+    return png_bytes(image)
+
+
+def specks_png(side=3000):
+    """A PNG of ``side`` x ``side`` white pixels with two black ones near opposite corners: ink
+    enough to find, too little to survive the downsampling (it once raised IndexError: a 500)."""
+    image = Image.new("L", (side, side), 255)
+    image.putpixel((5, 5), 0)
+    image.putpixel((side - 10, side - 10), 0)
+    return png_bytes(image)
+
+
+def line_png(length, vertical=False):
+    """A PNG one pixel thick and ``length`` long (at most 16,777,216: tinynet's pixel limit),
+    dark from 1/8 to 7/8 of its length: the thinnest image there is."""
+    image = Image.new("L", (length, 1), 255)
+    ImageDraw.Draw(image).line([(length // 8, 0), (length - length // 8, 0)], fill=0)
+    return png_bytes(image.transpose(Image.Transpose.ROTATE_90) if vertical else image)
+
+
+# name -> a function making the bytes of a PNG file; every one within tinynet's pixel limit
+HOSTILE_IMAGES = {
+    "16384x64 stroke": lambda: stroke_png(16384, 64),
+    "65536x256 stroke": lambda: stroke_png(65536, 256),
+    "4096x4096 cross": lambda: cross_png(4096, 4096),
+    "16777216x1 line": lambda: line_png(1 << 24),
+    "1x16777216 line": lambda: line_png(1 << 24, vertical=True),
+    "3000x3000 two specks": specks_png,
+}
+
+# --- measuring --------------------------------------------------------------------------------
+
+_CHILD = r"""
+import importlib, json, resource, sys, time
+
+spec = json.loads(sys.argv[1])
+for name in spec["preload"]:
+    importlib.import_module(name)
+module, _, name = spec["call"].partition(":")
+function = getattr(importlib.import_module(module), name)
+page = resource.getpagesize()
+
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+
+def describe(result):
+    if hasattr(result, "shape") and hasattr(result, "dtype"):
+        return f"array {tuple(result.shape)} {result.dtype}"
+    if isinstance(result, tuple):
+        return "(" + ", ".join(describe(r) for r in result) + ")"
+    return type(result).__name__
+
+
+if spec["limit"]:  # a safety net: a runaway allocation fails instead of taking the machine
+    resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") + spec["limit"], resource.RLIM_INFINITY))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from what the process holds now
+base = status("VmRSS")
+started = time.perf_counter()
+try:
+    answer = describe(function(*spec["args"]))
+except BaseException as e:
+    answer = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+seconds = time.perf_counter() - started
+print(json.dumps({"answer": answer, "peak": status("VmHWM") - base, "seconds": seconds}))
+"""
+
+
+def measure(call, *args, preload=(), limit=8 << 30, timeout=600):
+    """Run ``call`` (``"module:function"``) on ``args`` (JSON values: give paths as strings) in a
+    fresh Python process (Linux): ``{"answer", "peak", "seconds"}``, its result's description or
+    its exception as ``"Type: message"``, the growth of its peak resident memory (bytes) above what
+    the process held before the call, and the call's wall time. ``preload``: modules imported
+    before measuring (so their import does not count); ``limit``: bytes of address space the call
+    may add (beyond it allocations fail: a safety net when measuring code that once ran away)."""
+    spec = json.dumps({"call": call, "args": list(args), "preload": list(preload), "limit": limit})
+    done = subprocess.run([sys.executable, "-c", _CHILD, spec], capture_output=True, text=True,
+                          timeout=timeout)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"answer": f"process died (status {done.returncode}): {done.stderr.strip()[-400:]}",
+                "peak": None, "seconds": None}
+    return json.loads(lines[-1])
