@@ -60,6 +60,25 @@ def test_failed_write_keeps_the_old_checkpoint(saved, rng):
     assert [p.name for p in path.parent.iterdir()] == ["model.npz"]
 
 
+@pytest.mark.parametrize("where", ["weights", "momentum"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_never_saved(saved, where, value):
+    """A diverged model (a NaN or infinite weight or momentum value) is refused, naming the array,
+    and the checkpoint already under that name stays as it was: loadable."""
+    path, model, velocity = saved
+    before = path.read_bytes()
+    if where == "weights":
+        model.layers[0].params["W"][0, 0, 2, 2] = value
+    else:
+        velocity["fc1.b"][7] = value
+    name = "conv1.W" if where == "weights" else "optimizer.fc1.b"
+    with pytest.raises(CheckpointError, match=rf"model.npz: not saved: {name} hold NaN or infinite values"):
+        save_checkpoint(path, model, ARCH, CLASSES, {"epoch": 4}, velocity)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["model.npz"]
+    load_checkpoint(path)
+
+
 def rewrite(path, drop=(), replace=None):
     """Copy a checkpoint's zip members, dropping or replacing some."""
     buf = io.BytesIO()

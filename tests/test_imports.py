@@ -1,5 +1,5 @@
 """Module boundaries: the package's folders stand on floors and import only downward (the maths
-core, ``tinynet.nn``, imports nothing of tinynet's); no import cycle among tinynet's modules; the
+core, ``tinynet.nn``, imports nothing of tinynet's but ``tinynet.errors``, the floor below it); no import cycle among tinynet's modules; the
 command lines (``tinynet.cli``) and the testing helpers (``tinynet.testing``) are leaves that no
 library module imports; and ``import tinynet.predict.predictor`` (what a program that only predicts
 needs) loads neither the training loop nor a command line. And the installed commands
@@ -27,6 +27,7 @@ COMMAND_LINES = ("tinynet.cli", "tinynet.__main__")
 # package's face, which loads the public API lazily) may be imported from anywhere, for
 # ``__version__``.
 FLOORS = [
+    ("errors",),                # TinynetError, the base of every error tinynet raises
     ("nn",),                    # the maths core: layers, kernels, reference, gradcheck, model, optim, step, parallel
     ("files",),                 # atomic writes, checked .npy reading, checkpoints, PNG plots
     ("datasets", "onnx"),       # IDX data, download, the sample; ONNX export and import
@@ -145,8 +146,9 @@ def test_every_module_stands_on_a_floor():
 def test_the_folders_import_only_downward():
     """The layering contract: each folder imports only folders below it, the maths core nothing."""
     graph = import_graph()
-    assert not any(folder(dep) not in (None, "nn") for dep in set().union(*(
-        deps for name, deps in graph.items() if folder(name) == "nn"))), "tinynet.nn imports tinynet"
+    assert not any(folder(dep) not in (None, "nn", "errors") for dep in set().union(*(
+        deps for name, deps in graph.items() if folder(name) == "nn"))), \
+        "tinynet.nn imports tinynet (other than tinynet.errors)"
     bad = upward_imports(graph)
     assert not bad, "imports against the floors: " + "; ".join(f"{a} -> {b}" for a, b in bad)
 

@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from tinynet.predict.predictor import BUNDLED_MODEL, InputError, Predictor, as_i
 from tinynet.nn.model import build_model
 from tinynet.predict.metrics import (confusion_matrix, format_report, most_confused, per_class_metrics,
                                      top_k_accuracy)
-from tinynet import TrainConfig, train
+from tinynet import TrainConfig, load_sample, train
 from tinynet.datasets.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,6 +137,31 @@ def test_predictor_api(predictor, test_set):
     for k in (0, 48):
         with pytest.raises(ValueError, match="k must be in 1..47"):
             predictor.top_k(images, k)
+
+
+@pytest.mark.parametrize("tta, calls_per_thread", [(False, 50), (True, 10)])
+def test_a_predictor_shared_by_threads_answers_as_it_does_serially(tta, calls_per_thread):
+    """4 threads x 50 calls on different batches of the shipped sample give bitwise the answers of
+    the same calls made one at a time (the replicas' caches and scratch buffers are shared: without
+    the lock, about 1 call in 20 came back wrong). With test-time augmentation too (fewer calls:
+    each is three forward passes)."""
+    sample = load_sample()
+    rng = np.random.default_rng(0)
+    batches = [sample.images[rng.choice(len(sample.images), int(rng.integers(1, 65)), replace=False)]
+               for _ in range(4 * calls_per_thread)]
+    with Predictor.from_checkpoint(BUNDLED_MODEL, threads=2, tta=tta) as predictor:
+        serial = [predictor.predict_proba(batch) for batch in batches]
+        start = threading.Barrier(4)
+
+        def calls(t):  # thread t makes calls t, t + 4, t + 8, ...
+            start.wait()
+            return {i: predictor.predict_proba(batches[i]) for i in range(t, len(batches), 4)}
+
+        with ThreadPoolExecutor(4) as pool:
+            shared = {i: p for answers in pool.map(calls, range(4)) for i, p in answers.items()}
+    assert sorted(shared) == list(range(len(batches)))
+    wrong = [i for i, a in enumerate(serial) if not np.array_equal(a, shared[i])]
+    assert not wrong, f"{len(wrong)} of {len(batches)} calls differ from serial ones, e.g. call {wrong[0]}"
 
 
 @pytest.mark.parametrize("array, fault", [

@@ -197,6 +197,63 @@ def test_one_blas_thread_is_counted_and_restores_the_limits():
 
 
 def test_one_blas_thread_limits_blas_from_any_thread():
+    """The limit holds in a thread other than the one that last set BLAS limits (threadpoolctl
+    >= 3.8 otherwise lets only that thread change them: a worker's limit silently did nothing,
+    BLAS kept every core there and rounded matmuls differently), and is put back afterwards."""
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tinynet.nn.parallel import one_blas_thread
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen = {}
+
+    def worker(name):
+        with one_blas_thread:
+            seen[name, "inside"] = blas_threads()
+        seen[name, "after"] = blas_threads()
+
+    original = threadpool_limits(2, user_api="blas")  # the main thread sets a limit, as a user might
+    try:
+        for name in ("first", "second"):
+            thread = threading.Thread(target=worker, args=(name,))
+            thread.start()
+            thread.join()
+        assert blas_threads() == {2}
+        threadpool_limits(3, user_api="blas")  # and the main thread can still change them afterwards
+        assert blas_threads() == {3}
+    finally:
+        original.restore_original_limits()
+    assert seen == {("first", "inside"): {1}, ("first", "after"): {2},
+                    ("second", "inside"): {1}, ("second", "after"): {2}}
+
+
+def test_forward_from_several_threads_gives_the_serial_answers():
+    """One DataParallel's forward called from 4 threads at once (25 batches each, of different
+    sizes) returns bitwise what the same calls return one at a time."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    batches = [rng.random((int(rng.integers(1, 40)), 1, 28, 28), dtype=np.float32) for _ in range(100)]
+    with DataParallel(lenet(rng=rng), threads=2) as net:
+        serial = [net.forward(x, train=False) for x in batches]
+        start = threading.Barrier(4)
+
+        def calls(t):
+            start.wait()
+            return {i: net.forward(batches[i], train=False) for i in range(t, len(batches), 4)}
+
+        with ThreadPoolExecutor(4) as pool:
+            shared = {i: out for answers in pool.map(calls, range(4)) for i, out in answers.items()}
+    wrong = [i for i, out in enumerate(serial) if not np.array_equal(out, shared[i])]
+    assert not wrong, f"{len(wrong)} of {len(batches)} calls differ from serial ones"
+
+
+def test_one_blas_thread_holds_for_long_lived_threads_taking_turns():
     """Long-lived threads taking turns (a server's workers): whichever thread enters first, BLAS
     runs on one thread inside, and the limits come back when the last leaves, whichever thread
     that is. (threadpoolctl 3.8 lets only the first thread that set OpenBLAS's count change it

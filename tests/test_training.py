@@ -187,6 +187,76 @@ def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
     assert all(np.array_equal(good[k], kept[k]) for k in good)
 
 
+def test_an_absurd_learning_rate_stops_at_that_step_and_last_npz_stays_loadable(tiny, tmp_path):
+    """With lr = 1e300, ``lr * g`` overflows float32: the next update makes the weights infinite
+    (NaN where a gradient is 0) while that step's loss, computed before the update, is still
+    finite. Training stops at that very step, naming it and the weights, and never reports it as
+    done; with one step per epoch, that step also ends an epoch, whose last.npz would otherwise
+    hold the infinite weights (unloadable) in place of the good one."""
+    run = tmp_path / "run"
+    one_step_epochs = replace(tiny, epochs=1, limit=tiny.batch_size)  # the bad step ends epoch 2
+    train(one_step_epochs, run, download=False, progress=False, log=quiet)
+    good = weights(run / "last.npz")
+    config = json.loads((run / "config.json").read_text())
+    config["lr"] = 1e300
+    (run / "config.json").write_text(json.dumps(config))
+    seen = Recorder()
+    with pytest.raises(TrainingError) as caught:
+        train(replace(one_step_epochs, epochs=3), run, resume=True, download=False, progress=False,
+              log=quiet, callbacks=[seen])
+    assert re.fullmatch(r"weights \(all\) became NaN or infinite at epoch 2, batch 1 \(step 2\): "
+                        r"training diverged; the last good checkpoint .*last\.npz \(epoch 1\) is kept\. "
+                        r"Try a lower --lr\.", str(caught.value)), str(caught.value)
+    # (not the loss: it was computed before the update, still finite; nor the gradients)
+    assert [e[0] for e in seen.events] == ["start", "end"] and seen.events[-1] == ("end", "failed")
+    kept = weights(run / "last.npz")  # loads: its weights are finite
+    assert all(np.array_equal(good[k], kept[k]) for k in good)
+    load_checkpoint(run / "best.npz")
+
+
+def test_nan_weights_hidden_from_the_loss_still_stop_training(tiny, tmp_path):
+    """conv1's weights all NaN: the fused ReLU + max-pool may pass over the NaN, so the logits and
+    the loss can stay finite; the weight check stops the next step anyway, naming conv1.W."""
+    from tinynet import Trainer
+
+    run = tmp_path / "run"
+    train(replace(tiny, epochs=1), run, download=False, progress=False, log=quiet)
+    good = weights(run / "last.npz")
+    with Trainer(replace(tiny, epochs=2), run, resume=True, download=False, progress=False,
+                 log=quiet) as trainer:
+        trainer.model.layers[0].params["W"][...] = np.nan
+        with pytest.raises(TrainingError, match=r"weights \(conv1\.W(, [\w.]+)*\)"
+                                                r".* became NaN or infinite at epoch 2, batch 1 \(step \d+\): training diverged"):
+            trainer.step()
+        with pytest.raises(Exception, match="NaN or infinite"):  # and no checkpoint takes them
+            trainer.save_checkpoint(run / "last.npz")
+    kept = weights(run / "last.npz")
+    assert all(np.array_equal(good[k], kept[k]) for k in good)
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf, "inf-inf", "overflow"])
+def test_all_finite_finds_any_non_finite_value_and_only_those(poison):
+    """The cheap check (a dot product of each array with itself) misses nothing, whatever the
+    value and wherever it is, and a false alarm (squares of huge finite values overflow) is
+    answered by the exact check."""
+    from tinynet.training.divergence import all_finite
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in ((20, 1, 5, 5), (20,), (800, 500))]
+    assert all_finite(arrays)
+    for i, a in enumerate(arrays):
+        for where in (0, a.size // 2, a.size - 1):
+            copy = [b.copy() for b in arrays]
+            flat = copy[i].reshape(-1)  # a view: writing it writes copy[i]
+            if poison == "inf-inf":
+                flat[where], flat[where - 1] = np.inf, -np.inf
+            elif poison == "overflow":  # finite: 1e30 squared overflows float32
+                flat[where] = 1e30
+            else:
+                flat[where] = poison
+            assert all_finite(copy) is (poison == "overflow"), (poison, a.shape, where)
+
+
 def test_unwritable_run_folder_is_refused_before_training(tmp_path):
     """A run folder that cannot be written is a clear error up front, not a crash after an hour."""
     blocker = tmp_path / "file"

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it
 _API = {
+    "TinynetError": "errors", "ArgumentError": "errors", "ClosedError": "errors",
     "lenet": "nn.model", "build_model": "nn.model", "Sequential": "nn.model",
     "check_layer": "nn.gradcheck", "train_step": "nn.step", "SGD": "nn.optim",
     "DataParallel": "nn.parallel",

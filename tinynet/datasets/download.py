@@ -28,6 +28,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from ..errors import TinynetError
 from ..files.atomic import atomic_write
 from .idx import (SPLITS, DataError, dataset_paths, idx_filenames, read_idx_images,
                   read_idx_labels, read_mapping)
@@ -191,7 +192,7 @@ def fetch(url, dest, *, retries=3, hint="", out=print):
     os.replace(part, dest)
 
 
-class _Interrupted(Exception):
+class _Interrupted(TinynetError):
     """The transfer stopped before the end; what arrived is in the .part file."""
 
 

@@ -42,6 +42,8 @@ from pathlib import Path
 import idx2numpy
 import numpy as np
 
+from ..errors import ArgumentError, TinynetError
+
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 IMAGE_SIDE = 28
@@ -51,7 +53,7 @@ MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
 _CHUNK = 1 << 20
 
 
-class DataError(ValueError):
+class DataError(TinynetError, ValueError):
     """A dataset file is missing or not what it should be (message names the file)."""
 
 
@@ -135,7 +137,7 @@ def write_idx(path, array):
     """
     array = np.asarray(array)
     if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
-        raise ValueError(f"write_idx takes uint8 arrays of 1..255 dimensions, "
+        raise ArgumentError(f"write_idx takes uint8 arrays of 1..255 dimensions, "
                          f"got {array.dtype} with {array.ndim}")
     header = struct.pack(f">HBB{array.ndim}I", 0, 0x08, array.ndim, *array.shape)
     data = header + np.ascontiguousarray(array).tobytes()
@@ -191,7 +193,7 @@ def train_val_split(labels, val_fraction, seed):
     Returns (train_idx, val_idx): sorted int64 index arrays, disjoint, covering 0..N-1.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ArgumentError(f"val_fraction must be in [0, 1), got {val_fraction}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import TinynetError
 from ..nn.model import build_model
 from .atomic import atomic_write
 from .npyfile import NpyHeaderError, read_npy_data, read_npy_header
@@ -47,7 +48,7 @@ _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, Val
                 tokenize.TokenError)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TinynetError, ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file and the fault."""
 
 
@@ -57,12 +58,20 @@ def save_checkpoint(path, model, architecture, classes, metadata=None, optimizer
 
     ``optimizer``: arrays by parameter name (momentum buffers); ``extra``: other named arrays;
     ``compress``: deflate the zip members (smaller, slower to write; read the same way).
+
+    Refuses (:class:`CheckpointError`, ``path`` untouched) weights or momentum holding NaN or
+    infinity: :func:`load_checkpoint` could not read them back, and a diverged model must not
+    replace a good checkpoint.
     """
     path = Path(path)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "tinynet_version": __version__,
             "architecture": architecture, "classes": list(classes), "input": INPUT, **(metadata or {})}
     arrays = dict(model.state_dict())
     arrays.update({f"optimizer.{k}": v for k, v in (optimizer or {}).items()})
+    bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+    if bad:
+        raise CheckpointError(f"{path}: not saved: {', '.join(bad)} hold NaN or infinite values (a "
+                              f"diverged model); the file there, if any, is unchanged")
     arrays.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     arrays["metadata"] = np.array(json.dumps(meta))
     with atomic_write(path) as f:

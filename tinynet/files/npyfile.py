@@ -7,10 +7,12 @@ import tokenize
 
 import numpy as np
 
+from ..errors import TinynetError
+
 VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
-class NpyHeaderError(ValueError):
+class NpyHeaderError(TinynetError, ValueError):
     """A header that cannot be trusted; the message is one line, without the file's name."""
 
 

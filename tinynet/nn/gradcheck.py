@@ -13,6 +13,13 @@ every layer, the fast ones (``tinynet/nn/layers.py``) and the plain ones (``tiny
 
 import numpy as np
 
+from ..errors import TinynetError
+
+
+class GradientCheckError(TinynetError, AssertionError):
+    """A backward pass that disagrees with the numerical gradient: the message names the layer, the
+    array (x or a parameter) and the relative error."""
+
 
 def numerical_gradient(f, x, h=1e-5, indices=None):
     """dF/dx for a scalar function ``f()`` of the array ``x`` (perturbed in place, then restored).
@@ -45,7 +52,7 @@ def relative_error(analytic, numeric):
 
 def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7):
     """Gradient-check ``layer`` on input ``x``: returns the worst relative error found, and raises
-    AssertionError naming the layer and the array (x or a parameter) when one exceeds ``tolerance``.
+    :class:`GradientCheckError` (an AssertionError) naming the layer and the array (x or a parameter) when one exceeds ``tolerance``.
 
     1. run the layer forward in float64 on ``x`` and draw a random upstream gradient dout;
     2. run backward: dx and every parameter gradient, as the layer computes them;
@@ -73,7 +80,7 @@ def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7):
         errors[name] = relative_error(grads[name], numerical_gradient_array(forward, param, dout))
     for name, err in errors.items():
         if not err < tolerance:
-            raise AssertionError(f"{type(layer).__name__} d{name}: relative error {err:.2e}")
+            raise GradientCheckError(f"{type(layer).__name__} d{name}: relative error {err:.2e}")
     return max(errors.values())
 
 

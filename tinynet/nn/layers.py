@@ -21,6 +21,7 @@ Each backward docstring gives the backprop equation it implements. The gradient 
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .kernels import (col2im_numba, conv_output_size, im2col_numba, maxpool_backward_numba,
                       maxpool_forward_numba)
 
@@ -43,7 +44,7 @@ def init_weights(init, rng, shape, fan_in, fan_out):
     elif init == "glorot":
         w = glorot_uniform(rng, shape, fan_in, fan_out)
     else:
-        raise ValueError(f"unknown initialisation {init!r}; expected 'he' or 'glorot'")
+        raise ArgumentError(f"unknown initialisation {init!r}; expected 'he' or 'glorot'")
     return w.astype(np.float32)
 
 
@@ -261,7 +262,7 @@ class Dropout(Layer):
     def __init__(self, p, *, rng, name=None):
         super().__init__(name)
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+            raise ArgumentError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
         self.rng = rng
 
@@ -296,7 +297,7 @@ class LogitAdjustment(Layer):
         super().__init__(name)
         prior = np.asarray(prior, dtype=np.float64)
         if prior.ndim != 1 or not np.all(np.isfinite(prior)) or not np.all(prior > 0):
-            raise ValueError("class prior must be a list of positive finite frequencies")
+            raise ArgumentError("class prior must be a list of positive finite frequencies")
         self.offset = np.log(prior / prior.sum()).astype(np.float32)
 
     def forward(self, x, train=True):
@@ -338,7 +339,7 @@ class SoftmaxCrossEntropy:
 
     def __init__(self, label_smoothing=0.0):
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+            raise ArgumentError(f"label smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
     def forward(self, logits, labels):

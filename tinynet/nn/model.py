@@ -3,6 +3,8 @@ architecture description a checkpoint stores)."""
 
 import numpy as np
 
+from ..errors import ArgumentError
+
 from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, ReLU, ReLUMaxPool2D
 
 
@@ -20,7 +22,7 @@ class Sequential:
                 layer.name = str(i)
         names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names):
-            raise ValueError(f"layer names must be unique, got {names}")
+            raise ArgumentError(f"layer names must be unique, got {names}")
 
     def forward(self, x, train=True):
         """x (N, 1, 28, 28) -> logits (N, num_classes)."""
@@ -49,7 +51,7 @@ class Sequential:
         expected = {name: p.shape for name, p, _ in self.parameters()}
         got = {name: tuple(np.shape(a)) for name, a in state.items()}
         if expected != got:
-            raise ValueError(f"parameters do not match the model: expected {expected}, got {got}")
+            raise ArgumentError(f"parameters do not match the model: expected {expected}, got {got}")
         for layer in self.layers:
             for key, value in layer.params.items():
                 value[...] = state[f"{layer.name}.{key}"]
@@ -99,7 +101,7 @@ def lenet(num_classes=47, *, rng, init="glorot", dropout=0.0, class_prior=None):
     layers.append(Dense(500, num_classes, rng=rng, init="glorot", name="fc2"))
     if class_prior is not None:
         if len(class_prior) != num_classes:
-            raise ValueError(f"class prior has {len(class_prior)} entries for {num_classes} classes")
+            raise ArgumentError(f"class prior has {len(class_prior)} entries for {num_classes} classes")
         layers.append(LogitAdjustment(class_prior, name="prior"))
     return Sequential(layers)
 
@@ -108,6 +110,6 @@ def build_model(architecture, rng=None, init="glorot"):
     """The model an ``architecture`` dict describes, e.g. ``{"name": "lenet", "num_classes": 47}``,
     freshly initialised (``init``, from ``rng``)."""
     if architecture.get("name") != "lenet":
-        raise ValueError(f"unknown architecture {architecture.get('name')!r}")
+        raise ArgumentError(f"unknown architecture {architecture.get('name')!r}")
     return lenet(architecture["num_classes"], rng=rng or np.random.default_rng(0), init=init,
                  dropout=architecture.get("dropout", 0.0), class_prior=architecture.get("class_prior"))

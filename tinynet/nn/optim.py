@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from ..errors import ArgumentError
+
 
 class SGD:
     """SGD on a model's ``parameters()`` (name, param, grad), updating the parameters in place.
@@ -18,7 +20,7 @@ class SGD:
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
+            raise ArgumentError("Nesterov momentum needs momentum > 0")
         self.lr = lr
         self.momentum = momentum
         self.nesterov = nesterov
@@ -71,4 +73,4 @@ def learning_rate(schedule, base_lr, step, total_steps):
         if t < warm:
             return start + (base_lr - start) * t / warm
         return end + (base_lr - end) * 0.5 * (1.0 + math.cos(math.pi * (t - warm) / (1.0 - warm)))
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
+    raise ArgumentError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")

@@ -50,8 +50,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+import threadpoolctl
 
+from ..errors import ArgumentError, ClosedError
 from .layers import Dropout
 
 SLICES = 2  # slices per batch, whatever the thread count (see the module docstring)
@@ -63,7 +64,7 @@ def resolve_threads(threads=None):
         cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
         threads = len(cores)
     if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
+        raise ArgumentError(f"threads must be at least 1, got {threads}")
     return threads
 
 
@@ -75,7 +76,15 @@ class OneBlasThread:
     each ``DataParallel`` call); the limit is set when the first enters and restored when the last
     leaves, so an inner or concurrent use never restores too early. Entering costs ~10 us the first
     time (threadpoolctl's ``ThreadpoolController``, built once, sets the limit) and well under 1 us
-    inside another use."""
+    inside another use.
+
+    From any thread: OpenBLAS (built with pthreads, as NumPy's wheels are) has one thread count
+    for the whole process, and threadpoolctl >= 3.8 lets only one thread, the first to change it,
+    go on changing it (the others' changes silently do nothing). So a limit set from a worker
+    thread after the main thread had set one was ignored: BLAS kept every core there, on top of
+    tinynet's own threads, and rounded matmuls differently from the main thread. tinynet's counter
+    already decides who sets and restores, so each of its changes takes effect from whichever thread
+    makes it (:func:`_blas_limits`)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -87,9 +96,8 @@ class OneBlasThread:
         with self._lock:
             if self._users == 0:
                 if self._controller is None:
-                    self._controller = ThreadpoolController()
-                _release_openblas()
-                self._limiter = self._controller.limit(limits=1, user_api="blas")
+                    self._controller = threadpoolctl.ThreadpoolController()
+                self._limiter = _blas_limits(lambda: self._controller.limit(limits=1, user_api="blas"))
             self._users += 1
         return self
 
@@ -97,25 +105,24 @@ class OneBlasThread:
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                _release_openblas()
-                self._limiter.restore_original_limits()
+                _blas_limits(self._limiter.restore_original_limits)
                 self._limiter = None
-                _release_openblas()
 
 
-def _release_openblas():
-    """Let the calling thread set OpenBLAS's thread count. threadpoolctl >= 3.8 lets only one
-    Python thread (the first to set it, until that thread ends) change OpenBLAS's process-wide
-    count and silently ignores the others; here the first user in and the last out may be any
-    threads (a server's long-lived workers), and this counter's lock already keeps them from
-    fighting, so it takes that control for each change and hands it back after."""
+def _blas_limits(change):
+    """``change()`` (a threadpoolctl limit or restore), made to take effect from this thread: the
+    thread that threadpoolctl (>= 3.8) lets change OpenBLAS's process-wide thread count is
+    forgotten before (so this thread may) and after (so the next caller, the user's main thread
+    say, may again, as if tinynet had never changed it)."""
+    openblas = getattr(threadpoolctl, "OpenBLASController", None)
+    forget = getattr(openblas, "clear_controlling_thread", None)  # threadpoolctl >= 3.8
+    if forget is not None:
+        forget(force=True)
     try:
-        from threadpoolctl import OpenBLASController
-    except ImportError:  # threadpoolctl < 3.0: no such control
-        return
-    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
-    if clear is not None:
-        clear(force=True)
+        return change()
+    finally:
+        if forget is not None:
+            forget(force=True)
 
 
 one_blas_thread = OneBlasThread()  # the process's one counter (see OneBlasThread)
@@ -145,6 +152,12 @@ class DataParallel:
     parameters and the summed gradients (and its dropout layers' generators, the source of every
     slice's masks); the slices run on replicas. Build it after the model's parameters have their
     final dtype (``astype`` replaces the arrays the replicas share).
+
+    Threads: any number of threads may call ``forward`` (and ``backward``) on one DataParallel.
+    Calls take turns (a lock: the replicas' caches and scratch buffers serve one call at a time),
+    each using every thread of the pool, so every call returns what it would have returned made
+    alone. A backward pass goes back through the most recent forward pass, whichever thread made
+    it, so training (forward, then backward of the same batch) belongs to one thread.
     """
 
     def __init__(self, model, threads=None, slices=SLICES):
@@ -153,12 +166,14 @@ class DataParallel:
         self.replicas = [replicate(model) for _ in range(slices)]
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.used = 1  # slices of the last forward pass
+        self.lock = threading.Lock()  # held by each forward and backward call (see the docstring)
 
     def close(self):
-        """Shut the thread pool down (waiting for nothing: no call is running between calls)."""
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
+        """Shut the thread pool down, once a call running in another thread has returned."""
+        with self.lock:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
 
     def __enter__(self):
         return self
@@ -201,7 +216,7 @@ class DataParallel:
 
         helpers = min(self.threads, len(parts)) - 1
         if helpers and self.pool is None:
-            raise RuntimeError("this DataParallel is closed")
+            raise ClosedError("this DataParallel is closed")
         with one_blas_thread:
             futures = [self.pool.submit(contextvars.copy_context().run, work) for _ in range(helpers)]
             try:
@@ -223,19 +238,21 @@ class DataParallel:
 
     def forward(self, x, train=True):
         """x (N, ...) -> logits (N, K): each slice's rows through its replica."""
-        parts = self.split(x)
-        if train:
-            self.reseed_dropout()
-        return np.concatenate(self.map_replicas(type(self.model).forward,
-                                                [(part, train) for part in parts]))
+        with self.lock:
+            parts = self.split(x)
+            if train:
+                self.reseed_dropout()
+            return np.concatenate(self.map_replicas(type(self.model).forward,
+                                                    [(part, train) for part in parts]))
 
     def backward(self, dout):
         """dL/dlogits (N, K) -> dL/dx (None when the first layer skips it); leaves the batch's
         gradients in ``model``'s ``grads``."""
-        parts = np.array_split(dout, self.used)  # the same rows as forward's slices
-        dxs = self.map_replicas(type(self.model).backward, [(part,) for part in parts])
-        self.sum_gradients()
-        return None if dxs[0] is None else np.concatenate(dxs)
+        with self.lock:
+            parts = np.array_split(dout, self.used)  # the same rows as forward's slices
+            dxs = self.map_replicas(type(self.model).backward, [(part,) for part in parts])
+            self.sum_gradients()
+            return None if dxs[0] is None else np.concatenate(dxs)
 
     def sum_gradients(self):
         """The model's ``grads`` = the slices' in slice order: dL/dW = ((dW_0 + dW_1) + dW_2) + ...

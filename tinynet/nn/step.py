@@ -1,7 +1,7 @@
 """One training step: forward, loss, backward, SGD update; the whole of learning, in one function.
 
 Everything else a training run does happens around it, in ``tinynet/training/trainer.py``: choosing the
-batch and augmenting it, the learning-rate schedule, stopping on a NaN loss, Ctrl-C, checkpoints,
+batch and augmenting it, the learning-rate schedule, stopping when the loss or a weight is not finite, Ctrl-C, checkpoints,
 progress and evaluation. ``docs/minimal_train.py`` trains a LeNet with nothing but this function
 and the data loader.
 """

@@ -2,6 +2,7 @@
 when a function needs it), the names and shapes of tinynet's ONNX graphs, and the bounds on what
 import reads from a file."""
 
+from ..errors import TinynetError
 from ..files.checkpoint import INPUT, CheckpointError
 
 OPSET = 13  # Softmax over one axis (its meaning since 13); read by onnxruntime >= 1.6 and -web
@@ -26,7 +27,7 @@ class OnnxError(CheckpointError):
     models report either the same way.)"""
 
 
-class Refused(Exception):
+class Refused(TinynetError):
     """A fault in the file being imported; ``load_onnx`` adds the file's name and raises it as an
     :class:`OnnxError`."""
 

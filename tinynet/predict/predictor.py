@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets.idx import parse_mapping, read_idx_images, read_labels_of
+from ..errors import ArgumentError, TinynetError
 from ..files.checkpoint import load_checkpoint
 from ..files.npyfile import NpyHeaderError, read_npy_data, read_npy_header
 from ..nn.parallel import DataParallel
@@ -37,7 +38,7 @@ from .tta import TTA
 IDX_NAME = re.compile(r"(?P<name>.+)-(?P<split>train|test)-images-idx3-ubyte(?:\.gz)?")
 
 
-class InputError(ValueError):
+class InputError(TinynetError, ValueError):
     """An input that cannot be used (or does not fit the checkpoint); the one-line message names
     the file and the fault."""
 
@@ -145,7 +146,9 @@ class Predictor:
     the image and slightly rotated copies of it (``tinynet.predict.tta``).
 
     It owns a thread pool: ``close()`` it when done, or use it as a context manager
-    (``with Predictor.from_checkpoint(path) as predictor: ...``)."""
+    (``with Predictor.from_checkpoint(path) as predictor: ...``). Several threads may share one:
+    their batches take turns on the model (``DataParallel``'s lock), and every call answers bitwise
+    as it would made alone (``model`` itself, used directly, serves one thread at a time)."""
 
     def __init__(self, model, classes, checkpoint=None, batch_size=1024, threads=None, tta=False):
         self.model, self.classes = model, tuple(classes)
@@ -188,7 +191,7 @@ class Predictor:
         """The k most probable classes: ``(indices int64 (N, k), probabilities float32 (N, k))``,
         best first."""
         if not 1 <= k <= len(self.classes):
-            raise ValueError(f"k must be in 1..{len(self.classes)}, got {k}")
+            raise ArgumentError(f"k must be in 1..{len(self.classes)}, got {k}")
         proba = self.predict_proba(images)
         indices = top_k_indices(proba, k)
         return indices, np.take_along_axis(proba, indices, axis=1)

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from ..errors import ArgumentError, TinynetError
+
 SIZE = 28  # output side (pixels)
 MAX_PIXELS = 4096 * 4096  # larger images are refused (a 12-megapixel phone photo fits)
 MAX_CROP_SIDE = 4096  # a longer crop (a thin or huge image's) is first reduced to at most this
@@ -60,7 +62,7 @@ MIN_CONTRAST = 0.1  # ink must differ from the background by this much (fraction
 NOISE_FRACTION = 0.15  # ink fainter than this fraction of the contrast is treated as noise
 
 
-class ImageError(ValueError):
+class ImageError(TinynetError, ValueError):
     """An image that cannot become a model input; the one-line message names file and problem."""
 
 
@@ -154,7 +156,7 @@ def preprocess(gray):
     """
     x = np.asarray(gray, dtype=np.float32)
     if x.ndim != 2 or x.size == 0 or not np.isfinite(x).all():
-        raise ValueError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
+        raise ArgumentError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
     ink = _ink(np.clip(x, 0.0, 1.0))
     work = _blur(_frame(_reduce(_crop(ink)), WORK_SIZE), BLUR_SIGMA)
     if not work.any():  # a few specks of ink in a large crop fade below 8 bits at WORK_SIZE

@@ -11,6 +11,7 @@ position or slant. It costs V forward passes per image.
 import numpy as np
 
 from ..datasets.augment import affine_transform_numba
+from ..errors import ArgumentError
 from ..nn.layers import softmax
 
 # The views: rotations in degrees about the image centre (0 = the image itself); chosen on the
@@ -41,7 +42,7 @@ class TTA:
 
     def forward(self, x, train=False):
         if train:
-            raise ValueError("test-time augmentation is for predicting, not training")
+            raise ArgumentError("test-time augmentation is for predicting, not training")
         n, _, h, _ = x.shape
         proba = 0.0
         for degrees in self.rotations:

@@ -2,8 +2,10 @@
 a ``TrainConfig`` is made) and a run that cannot start or go on (:class:`TrainingError`: a bad run
 folder, a checkpoint that does not resume, a diverged loss). Each message says why in one line."""
 
+from ..errors import TinynetError
 
-class ConfigError(ValueError):
+
+class ConfigError(TinynetError, ValueError):
     """A configuration training cannot use, found when the :class:`TrainConfig` is made.
 
     ``str(error)`` names the fields as Python does (``nesterov needs momentum > 0``);
@@ -19,5 +21,5 @@ class ConfigError(ValueError):
         return self.template.format(*options) if self.names else self.template
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TinynetError, RuntimeError):
     """Training cannot start or cannot go on (bad run folder, diverged loss); the message says why."""

@@ -14,6 +14,7 @@ Open with ``tensorboard --logdir runs`` (TensorBoard itself is not needed to wri
 
 import numpy as np
 
+from ..errors import TinynetError
 from ..files.plots import tile
 from ..nn.model import first_conv
 from .runlog import STEP_EVERY, StepMeter
@@ -21,7 +22,7 @@ from .runlog import STEP_EVERY, StepMeter
 INSTALL = 'pip install "tinynet[tensorboard]"  (or: pip install tensorboardX)'
 
 
-class TensorBoardUnavailable(RuntimeError):
+class TensorBoardUnavailable(TinynetError, RuntimeError):
     """tensorboardX is not installed; the message says how to install it."""
 
 

@@ -45,6 +45,7 @@ from ..nn.step import train_step
 from .callbacks import Callbacks, StopFlag
 from .config import BEST_BY, TrainConfig
 from .data import epoch_order, load_run_data
+from .divergence import all_finite, diverged
 from .errors import TrainingError
 from .runfolder import RunFolder, resume_config
 from .scores import EpochBar, EpochTally, Scores, run_summary
@@ -118,8 +119,9 @@ class Trainer:
 
     def step(self):
         """One SGD step on the next batch of the current epoch; returns the callbacks' ``on_step``
-        record (``loss``, ``accuracy``, ``lr``...). TrainingError if the loss diverges (last.npz
-        stays the last good checkpoint), or if the epoch's batches are done (call :meth:`end_epoch`)."""
+        record (``loss``, ``accuracy``, ``lr``...). TrainingError if the loss or a weight (or a
+        gradient) becomes NaN or infinite (``tinynet.training.divergence``; last.npz stays the last
+        good checkpoint), or if the epoch's batches are done (call :meth:`end_epoch`)."""
         config, state = self.config, self.state
         if state["epoch"] >= config.epochs or state["batch"] >= self.batches_per_epoch:
             raise TrainingError("the run is finished" if state["epoch"] >= config.epochs else
@@ -130,7 +132,7 @@ class Trainer:
         optimizer.lr = learning_rate(config.lr_schedule, config.lr, state["step"], self.total_steps)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
             loss, logits = train_step(self.net, self.loss_fn, optimizer, x, y)
-        if not math.isfinite(loss):
+        if not (math.isfinite(loss) and all_finite(p for _, p, _ in self.model.parameters())):
             self._diverged(loss)
         state["batch"] += 1
         state["step"] += 1
@@ -157,11 +159,7 @@ class Trainer:
         return x, y
 
     def _diverged(self, loss):
-        state, last = self.state, self.folder.last
-        kept = (f"the last good checkpoint {last} (epoch {state['epoch']}) is kept"
-                if last.exists() else "no checkpoint was written yet")
-        error = TrainingError(f"loss became {loss} at epoch {state['epoch'] + 1}, batch {state['batch']} "
-                              f"(step {state['step']}): training diverged; {kept}. Try a lower --lr.")
+        error = diverged(loss, self.model, self.run.optimizer, self.state, self.folder.last)
         self.notify("on_end", self, {"status": "failed", "error": str(error)})
         raise error
 

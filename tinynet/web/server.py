@@ -36,8 +36,10 @@ from urllib.parse import urlsplit
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what this machine calls itself, in a Host header
 WILDCARDS = ("", "0.0.0.0", "::")  # bind addresses meaning every interface
 
+from ..errors import TinynetError
 
-class RequestError(Exception):
+
+class RequestError(TinynetError):
     """A request that gets a 4xx answer: ``status``, a one-line ``message``, extra ``headers``."""
 
     def __init__(self, status, message, headers=()):
