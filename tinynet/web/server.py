@@ -33,10 +33,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlsplit
 
+from ..errors import TinynetError
+
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what this machine calls itself, in a Host header
 WILDCARDS = ("", "0.0.0.0", "::")  # bind addresses meaning every interface
-
-from ..errors import TinynetError
 
 
 class RequestError(TinynetError):
