@@ -4,10 +4,12 @@ It reads a plain chain of Conv, Relu, MaxPool, Flatten or Reshape (to (N, featur
 optionally Sub/Add of a constant after the last Gemm (a class-prior correction), Dropout/Identity
 (skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits are its input): tinynet's own
 export, or a LeNet as ``torch.onnx.export`` writes it (Conv with bias, Gemm with transB = 1, Flatten
-or Reshape with a constant shape). The file is read once, with its size bounded; every tensor must
+or Reshape with a constant shape). The file is read once, with its size bounded, and what parsing
+it would build is checked on its bytes before protobuf parses them (``wire``); every tensor must
 be stored inside it (external data is refused: nothing outside the file is read), its declared size
-is checked against the bytes that hold it (``tensors``), and anything else is refused with an
-:class:`OnnxError` naming the file and the fault.
+is checked against the bytes that hold it (``tensors``); the values and FLOPs the graph declares
+for one image are bounded as it is walked, before anything is built (``work``); and anything else
+is refused with an :class:`OnnxError` naming the file and the fault.
 
 This module reads the file and checks the model as a whole (opset, input, outputs, metadata); its
 walker follows the single chain of nodes from the input and hands each node to its operator's
@@ -24,6 +26,8 @@ from .common import (IMAGE_SHAPE, MAX_FILE_BYTES, MAX_METADATA_CHARS, MAX_NODES,
                      ONNX_INPUT, OnnxError, Refused, require_onnx)
 from .ops import HEADS, TRANSLATORS, Step, attributes
 from .tensors import TensorReader, is_constant
+from .wire import check_wire
+from .work import Work
 
 
 def load_onnx(path, classes=None):
@@ -43,6 +47,10 @@ def load_onnx(path, classes=None):
     except ImportError:
         raise OnnxError(f"{path}: reading an ONNX model {NEEDS_ONNX}") from None
     data = _read_bounded(path)
+    try:
+        check_wire(data, onnx.ModelProto.DESCRIPTOR)  # what parsing would build, before it does
+    except Refused as e:
+        raise OnnxError(f"{path}: {e}") from None
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
@@ -136,9 +144,10 @@ class _Importer:
     def walk(self, graph, source):
         """Follow the single path of nodes from the input, each translated by its operator's
         translator: ``(specs, logits name, head name)``, with a spec per layer:
-        ``(op, attributes, constant inputs)``; ``head``: the Softmax's output, if there is one."""
+        ``(op, attributes, constant inputs)``; ``head``: the Softmax's output, if there is one.
+        Each spec's work for one image is added up and bounded as it comes (``work``)."""
         chain = _Chain(graph, self.consts, source, self.batch, self.onnx.AttributeProto)
-        specs, shape, head = [], IMAGE_SHAPE, None
+        specs, shape, head, work = [], IMAGE_SHAPE, None, Work()
         while (step := chain.next()) is not None:
             if step.node.op_type in HEADS:
                 self.check_head(step, shape, chain)
@@ -150,6 +159,7 @@ class _Importer:
             step.shape = shape
             spec, shape = TRANSLATORS[step.node.op_type].translate(step)
             if spec is not None:
+                work.add(step.where, spec, shape)  # one image's values and FLOPs, bounded
                 specs.append(spec)
         skipped = chain.unvisited()
         if skipped:

@@ -71,6 +71,59 @@ HOSTILE_IMAGES = {
     "3000x3000 two specks": specks_png,
 }
 
+# --- ONNX files -------------------------------------------------------------------------------
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _delimited(number, payload):
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def flood_onnx(megabytes, kind="nodes"):
+    """The bytes of an ONNX ``ModelProto`` of about ``megabytes`` MB made of empty messages, 2
+    bytes each on the wire: ``"nodes"`` (``graph { node {} node {} ... }``) or ``"attributes"``
+    (one node with that many empty attributes). Parsing 16 MB of them took protobuf 1.2-1.5 GB."""
+    count = megabytes * 1_000_000 // 2
+    if kind == "nodes":
+        graph = b"\x0a\x00" * count  # GraphProto.node = 1
+    else:
+        graph = _delimited(1, b"\x2a\x00" * count)  # NodeProto.attribute = 5
+    return _delimited(7, graph)  # ModelProto.graph = 7
+
+
+def wide_conv_onnx(channels=925, pads=2000, classes=10):
+    """The bytes of an ONNX graph of a few kB (44 with the defaults) that declares enormous work:
+    a 1x1 Conv of ``channels`` channels with ``pads`` on every side (each 28x28 image becomes
+    ``channels`` maps of 4028x4028: 15 billion values, 60 GB), a MaxPool over the whole map,
+    Flatten and a Gemm to ``classes`` logits. Every tensor and side is within tinynet's bounds.
+    Needs the onnx package."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    side = 28 + 2 * pads
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("W", (channels, 1, 1, 1)), ("b", (channels,)),
+                                   ("G", (classes, channels)), ("c", (classes,)))]
+    nodes = [helper.make_node("Conv", ["image", "W", "b"], ["conv"], kernel_shape=[1, 1], pads=[pads] * 4),
+             helper.make_node("MaxPool", ["conv"], ["pool"], kernel_shape=[side, side]),
+             helper.make_node("Flatten", ["pool"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "G", "c"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                            ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+                              weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
 # --- measuring --------------------------------------------------------------------------------
 
 _CHILD = r"""
