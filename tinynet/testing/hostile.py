@@ -71,6 +71,25 @@ HOSTILE_IMAGES = {
     "3000x3000 two specks": specks_png,
 }
 
+# --- arrays, IDX files, checkpoints -------------------------------------------------------------
+
+
+def idx_gzip_bomb(megabytes):
+    """The bytes of a gzipped IDX images file whose header says ``megabytes`` MB of 28x28 images,
+    all black: deflate squeezes them about 1,000 times (1 GB in 1 MB)."""
+    import struct
+    import zlib
+
+    count = megabytes * 1_000_000 // 784
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [squeeze.compress(struct.pack(">IIII", 2051, count, 28, 28))]
+    block, left = bytes(1 << 20), count * 784
+    while left:
+        parts.append(squeeze.compress(block[:min(left, len(block))]))
+        left -= min(left, len(block))
+    return b"".join(parts) + squeeze.flush()
+
+
 # --- ONNX files -------------------------------------------------------------------------------
 
 
