@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, features
 
 import tinynet.predict.preprocess as preprocess_module
 from tinynet.predict.preprocess import ImageError, load_image, preprocess, preprocess_file
-from tinynet.testing.hostile import measure, specks_png, stroke_png
+from tinynet.testing.hostile import line_png, measure, specks_png, stroke_png
 
 EMNIST_IMAGES = (
     Path(__file__).resolve().parents[1].parent
@@ -382,14 +382,26 @@ def test_images_within_4096_pixels_a_side_are_preprocessed_exactly_as_before():
     assert digest.hexdigest() == "a1e56afdb2d75296e65df0d4ce84e4d1d1db5d1083c33e22ed88a8fbaa669f5b"
 
 
-@pytest.mark.parametrize("width, height", [(16384, 64), (65536, 256)])
-def test_a_thin_image_costs_what_its_pixels_do(tmp_path, width, height):
-    """Issue 42's thin PNGs (1.3 kB and 17 kB, within MAX_PIXELS): framing padded the crop to a
-    square on both axes, so they peaked at 5.3 GB and asked for about 40 GB. A crop longer than
-    4096 pixels is now reduced first: each gives a 28x28 input, in a fresh process whose peak grows
-    by less than 1 GB (measured: 0.2 and 0.4 GB; the largest square image takes 0.4 GB)."""
+@pytest.mark.parametrize("width, height", [(16384, 64), (65536, 256), (1 << 24, 1), (1, 1 << 24)])
+def test_a_thin_image_is_refused_from_its_header(tmp_path, width, height):
+    """Issue 42's thin PNGs (1.3 kB and 17 kB, within MAX_PIXELS) peaked at 5.3 GB and asked for
+    about 40 GB; a one-pixel line of 16.8 megapixels took 3 times as long as a 4096x4096 image.
+    An image longer than 4096 pixels and more than 64 times as long as wide is no photo of one
+    character: refused from its header, before decoding, naming the file."""
     path = tmp_path / "thin.png"
-    path.write_bytes(stroke_png(width, height))
+    path.write_bytes(stroke_png(width, height) if min(width, height) > 1 else line_png(max(width, height),
+                                                                                          vertical=height > 1))
+    with pytest.raises(ImageError, match=rf"thin\.png: refused, too thin for a character: {width}x{height}"):
+        load_image(path)
+
+
+def test_a_long_image_costs_what_its_pixels_do(tmp_path):
+    """A 16384x1024 PNG with a stroke across it (within both limits): framing padded its
+    12288-pixel crop to a square on both axes (3 GB and more). A crop longer than 4096 pixels is
+    now reduced first: a 28x28 input, in a fresh process whose peak grows by less than 1 GB
+    (measured: 0.45 GB; the largest square image takes 0.4 GB)."""
+    path = tmp_path / "long.png"
+    path.write_bytes(stroke_png(16384, 1024))
     got = measure("tinynet.predict.preprocess:preprocess_file", str(path),
                   preload=("tinynet.predict.preprocess",), limit=3 << 30)
     assert got["answer"] == "array (28, 28) uint8", got

@@ -22,7 +22,8 @@ user's image differs from a NIST scan in size, polarity, contrast, noise and fra
    isolated noisy pixel is averaged away; a real stroke, several pixels wide, survives.
 3. Crop to the bounding box of the remaining ink. A crop longer than `MAX_CROP_SIDE` (4096,
    possible only in an image with a longer side) is first reduced by an integer factor, so that
-   framing a thin crop never pads it to a square of many megapixels.
+   framing a thin crop never pads it to a square of many megapixels. (Images longer than that
+   and more than `MAX_ASPECT` = 64 times as long as wide are refused from their header.)
 4. Frame. The crop is centred in a square whose side is 28/24 of the crop's longer side, so it
    spans 24 of 28 pixels along that side: EMNIST's 2-pixel border. The shorter side is centred
    with the aspect ratio kept. The square is cut at float coordinates, so even a crop of a few
@@ -54,6 +55,7 @@ from ..errors import ArgumentError, TinynetError
 SIZE = 28  # output side (pixels)
 MAX_PIXELS = 4096 * 4096  # larger images are refused (a 12-megapixel phone photo fits)
 MAX_CROP_SIDE = 4096  # a longer crop (a thin or huge image's) is first reduced to at most this
+MAX_ASPECT = 64  # an image longer than MAX_CROP_SIDE may be at most this many times as long as wide
 CONTENT = 24  # pixels spanned by the character's longer side: EMNIST's 2-pixel border
 WORK_SIZE = 128  # NIST scan side, the scale at which EMNIST blurred
 BLUR_SIGMA = 1.0  # EMNIST's Gaussian blur, in pixels at WORK_SIZE
@@ -80,7 +82,8 @@ def load_image(path):
     paper. 16-bit and 32-bit integer images are scaled by 1/65535, float images taken as is;
     both are clipped to [0, 1]. Raises `ImageError` naming `path` for a missing, empty,
     unreadable, corrupt or truncated file, a directory, a non-image, or an image with more than
-    `MAX_PIXELS` pixels (a possible decompression bomb, refused before decoding).
+    `MAX_PIXELS` pixels (a possible decompression bomb) or longer than 4096 pixels and more than
+    64 times as long as wide (both refused before decoding).
     """
     path = Path(path)
 
@@ -101,7 +104,8 @@ def load_image(path):
 def decode_image(source, name):
     """`load_image` for an open binary file or a path: the image as grayscale float32 (H, W) in
     [0, 1]; `ImageError` naming `name` for anything that is not a decodable, finite image, or that
-    declares more than `MAX_PIXELS` pixels (refused from its header, before decoding).
+    declares more than `MAX_PIXELS` pixels, or more than 4096 on a side and more than 64 times
+    as many on one side as on the other (refused from its header, before decoding).
 
     Thread-safe, and it leaves the warnings filters alone: Pillow's own warnings (corrupt metadata
     it skips; images over its `MAX_IMAGE_PIXELS`, which tinynet refuses anyway) reach the caller's
@@ -113,10 +117,7 @@ def decode_image(source, name):
 
     try:
         with Image.open(source) as image:  # reads the header only
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise fail(f"refused, too many pixels: {width}x{height} is {width * height / 1e6:.1f} "
-                           f"megapixels, more than tinynet's limit of {MAX_PIXELS / 1e6:.1f}")
+            _check_size(*image.size, fail)
             image.load()
             gray = _to_gray(ImageOps.exif_transpose(image))
     except ImageError:
@@ -132,6 +133,19 @@ def decode_image(source, name):
     if not np.isfinite(gray).all():  # a float image (TIFF, PFM) may hold NaN
         raise fail("holds NaN pixel values")
     return gray
+
+
+def _check_size(width, height, fail):
+    """Refuse (``fail(problem)``) an image of more than MAX_PIXELS pixels, or one longer than
+    MAX_CROP_SIDE that is more than MAX_ASPECT times as long as it is wide: no photo of one
+    character, and decoding and blurring a 16777216x1 image took 3 times as long as a 4096x4096
+    one."""
+    if width * height > MAX_PIXELS:
+        raise fail(f"refused, too many pixels: {width}x{height} is {width * height / 1e6:.1f} "
+                   f"megapixels, more than tinynet's limit of {MAX_PIXELS / 1e6:.1f}")
+    if max(width, height) > MAX_CROP_SIDE and max(width, height) > MAX_ASPECT * min(width, height):
+        raise fail(f"refused, too thin for a character: {width}x{height} pixels, more than "
+                   f"{MAX_CROP_SIDE} long and more than {MAX_ASPECT} times as long as wide")
 
 
 def _to_gray(image):
