@@ -61,13 +61,27 @@ def line_png(length, vertical=False):
     return png_bytes(image.transpose(Image.Transpose.ROTATE_90) if vertical else image)
 
 
+def declared_png(width, height):
+    """The bytes of a PNG whose header declares ``width`` x ``height`` pixels but which holds one
+    row of them: a decompression bomb's header, refused from it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(bytes(width + 1))) + chunk(b"IEND", b""))
+
+
 # name -> a function making the bytes of a PNG file; every one within tinynet's pixel limit
 HOSTILE_IMAGES = {
     "16384x64 stroke": lambda: stroke_png(16384, 64),
     "65536x256 stroke": lambda: stroke_png(65536, 256),
-    "4096x4096 cross": lambda: cross_png(4096, 4096),
     "16777216x1 line": lambda: line_png(1 << 24),
-    "1x16777216 line": lambda: line_png(1 << 24, vertical=True),
+    "16384x1024 stroke": lambda: stroke_png(16384, 1024),
+    "1024x16384 cross": lambda: cross_png(1024, 16384),
+    "4096x4096 cross": lambda: cross_png(4096, 4096),
     "3000x3000 two specks": specks_png,
 }
 
@@ -88,6 +102,30 @@ def idx_gzip_bomb(megabytes):
         parts.append(squeeze.compress(block[:min(left, len(block))]))
         left -= min(left, len(block))
     return b"".join(parts) + squeeze.flush()
+
+
+def write_checkpoint_at_bounds(path):
+    """Write the largest checkpoint tinynet reads: a LeNet of MAX_CLASSES (10,000) classes with its
+    momentum buffers and MAX_EXTRA_BYTES (256 MB) of resume data, all zeros, compressed (a few
+    MB on disk). Returns ``path``."""
+    import numpy as np
+
+    from ..files.checkpoint import MAX_CLASSES, MAX_EXTRA_BYTES, save_checkpoint
+    from ..nn.model import lenet
+
+    model = lenet(MAX_CLASSES, rng=np.random.default_rng(0))
+    momentum = {name: np.zeros_like(p) for name, p, _ in model.parameters()}
+    save_checkpoint(path, model, {"name": "lenet", "num_classes": MAX_CLASSES},
+                    [str(i) for i in range(MAX_CLASSES)], optimizer=momentum,
+                    extra={"order": np.zeros(MAX_EXTRA_BYTES // 8, np.int64)}, compress=True)
+    return path
+
+
+def npy_lying_header(shape=(10**6, 10**6, 28)):
+    """The bytes of a ``.npy`` file whose header declares ``shape`` of uint8 but holds 100 bytes."""
+    header = repr({"descr": "|u1", "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(100)
 
 
 # --- ONNX files -------------------------------------------------------------------------------
@@ -143,6 +181,66 @@ def wide_conv_onnx(channels=925, pads=2000, classes=10):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
+def largest_onnx(channels=640, classes=181):
+    """The bytes of the largest ONNX model tinynet imports (67 MB): Conv 5x5 to ``channels`` maps,
+    Relu, MaxPool 2, Flatten, Gemm to ``classes`` logits: 16.7 million float32 weights, just within
+    the 2^24 of all tensors together, and 1.03 million values per image, just within 2^20.
+    Needs the onnx package."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    features = channels * 12 * 12
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal(shape) * 0.01).astype(np.float32), name)
+               for name, shape in (("W", (channels, 1, 5, 5)), ("b", (channels,)),
+                                   ("G", (classes, features)), ("c", (classes,)))]
+    nodes = [helper.make_node("Conv", ["image", "W", "b"], ["conv"], kernel_shape=[5, 5]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["pool"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "G", "c"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "largest", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                               ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+                              weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def load_and_predict(path, count=1):
+    """Load a model file (``.npz`` or ``.onnx``) and predict ``count`` blank-ish images with it:
+    the probabilities (what a user's first prediction costs, loading included)."""
+    import numpy as np
+
+    from ..predict.predictor import Predictor
+
+    images = np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    with Predictor.from_checkpoint(path, threads=1) as predictor:
+        return predictor.predict_proba(images)
+
+
+def answer_body(path):
+    """What the drawing page's server does with one ``POST /api/predict`` whose body is the file at
+    ``path`` (decoding, preprocessing, the forward and backward pass, the answer's JSON), without
+    the socket: ``"200 <the top character and its probability>"``, or the error's status and
+    message."""
+    from ..files.checkpoint import load_checkpoint
+    from ..predict.predictor import BUNDLED_MODEL
+    from ..web.draw import MAX_BODY_BYTES, PageServer, RequestError
+
+    model, meta, _, _ = load_checkpoint(BUNDLED_MODEL)
+    server = PageServer(("127.0.0.1", 0), model, meta["classes"], BUNDLED_MODEL.name)
+    try:
+        with open(path, "rb") as f:
+            body = f.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            return "413 (refused from its Content-Length)"
+        return f"200 {server.predict(body)['top_k'][0]}"
+    except RequestError as e:
+        return f"{int(e.status)} {e.message}"
+    finally:
+        server.server_close()
+
+
 # --- measuring --------------------------------------------------------------------------------
 
 _CHILD = r"""
@@ -162,6 +260,8 @@ def status(key):
 
 
 def describe(result):
+    if isinstance(result, str):
+        return result[:300]
     if hasattr(result, "shape") and hasattr(result, "dtype"):
         return f"array {tuple(result.shape)} {result.dtype}"
     if isinstance(result, tuple):
