@@ -170,3 +170,20 @@ def test_many_clients_at_once_are_answered_by_a_bounded_pool(bundled):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_hostile_images_get_their_answers_from_the_drawing_page(bundled):
+    """Issue 42's hostile images posted to the page: thin ones and a decompression bomb's header
+    refused from the header (400), specks that vanish when downsampled 422 (they were an
+    IndexError: a 500), and the costliest accepted images answered (200); never a 5xx."""
+    from tinynet.testing.requests import hostile_images
+
+    server = serve(draw.make_server(*bundled, BUNDLED_MODEL, port=0, timeout=10.0))
+    try:
+        for name, (body, status) in hostile_images().items():
+            got, headers, answer = ask(server, "POST", "/api/predict", {}, body)
+            assert got == status and headers["Content-Type"] == "application/json", (name, got, answer[:200])
+            assert ("top_k" if status == 200 else "error") in json.loads(answer), name
+    finally:
+        server.shutdown()
+        server.server_close()
