@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, features
 
 import tinynet.predict.preprocess as preprocess_module
 from tinynet.predict.preprocess import ImageError, load_image, preprocess, preprocess_file
-from tinynet.testing.hostile import line_png, measure, specks_png, stroke_png
+from tinynet.testing.hostile import CAN_MEASURE, line_png, measure, specks_png, stroke_png
 
 EMNIST_IMAGES = (
     Path(__file__).resolve().parents[1].parent
@@ -395,6 +395,7 @@ def test_a_thin_image_is_refused_from_its_header(tmp_path, width, height):
         load_image(path)
 
 
+@pytest.mark.skipif(not CAN_MEASURE, reason="measuring peak memory needs Linux's /proc")
 def test_a_long_image_costs_what_its_pixels_do(tmp_path):
     """A 16384x1024 PNG with a stroke across it (within both limits): framing padded its
     12288-pixel crop to a square on both axes (3 GB and more). A crop longer than 4096 pixels is
