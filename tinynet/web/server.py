@@ -61,7 +61,7 @@ class JSONServer(HTTPServer):
         self.lock = threading.Lock()
         self.workers, self.active = [], 0  # the worker threads; connections accepted, not yet done
         super().__init__(address, handler)
-        host, port = self.server_address[:2]
+        port = self.server_address[1]
         bound = address[0].lower()
         names = set(LOCAL_NAMES) | ({f"[{bound}]" if ":" in bound else bound} - set(WILDCARDS))
         self.own_hosts = frozenset(names | {f"{name}:{port}" for name in names})
