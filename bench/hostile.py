@@ -78,6 +78,8 @@ def cases(folder):
     for kind in ("nodes", "attributes"):
         add(f"ONNX: 16 MB of empty {kind}", Lazy(hostile.flood_onnx, 16, kind), "tinynet.onnx.importer:load_onnx", onnx,
             ".onnx")
+    add("ONNX: the costliest protobuf the byte check passes (128 MB)", Lazy(hostile.wire_bounds_onnx),
+        "tinynet.onnx.importer:load_onnx", onnx, ".onnx")
     add("ONNX: 44 kB graph declaring 60 GB per image", Lazy(hostile.wide_conv_onnx), "tinynet.onnx.importer:load_onnx",
         onnx, ".onnx")
     predict = "tinynet.testing.hostile:load_and_predict"

@@ -157,6 +157,20 @@ def flood_onnx(megabytes, kind="nodes"):
     return _delimited(7, graph)  # ModelProto.graph = 7
 
 
+def wire_bounds_onnx():
+    """The bytes of the costliest ONNX protobuf to parse that passes tinynet's check of the raw
+    bytes (onnx/wire.py), within the 128 MB file cap: 99,990 empty nodes, one tensor of 2^24 +
+    2^20 - 100 one-byte int64 values, and one of 108 MB of raw bytes."""
+    from ..onnx.common import MAX_FILE_BYTES
+    from ..onnx.wire import MAX_MESSAGES, MAX_VALUES
+
+    nodes = b"\x0a\x00" * (MAX_MESSAGES - 10)  # GraphProto.node = 1
+    packed = _delimited(5, _delimited(7, b"\x01" * (MAX_VALUES - 100)))  # initializer { int64_data }
+    room = MAX_FILE_BYTES - len(nodes) - len(packed) - 100
+    raw = _delimited(5, _delimited(9, bytes(room)))  # initializer { raw_data }
+    return _delimited(7, nodes + packed + raw)
+
+
 def wide_conv_onnx(channels=925, pads=2000, classes=10):
     """The bytes of an ONNX graph of a few kB (44 with the defaults) that declares enormous work:
     a 1x1 Conv of ``channels`` channels with ``pads`` on every side (each 28x28 image becomes
