@@ -4,6 +4,7 @@
     python3 bench/hostile.py                   # every input, one fresh process each (a few minutes)
     python3 bench/hostile.py --only onnx       # the rows whose name holds "onnx"
     python3 bench/hostile.py --repeat 3        # each row 3 times: the median time, the largest peak
+    python3 bench/hostile.py --only xxx --server   # the drawing page's server under its worst load
 
 Each input is written to a temporary folder (tinynet.testing.hostile makes them), then read by the
 tinynet function a user's input goes through, in a fresh Python process
@@ -114,10 +115,60 @@ def machine():
             f"{platform.python_version()}, NumPy {np.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
 
 
+def server_peak():
+    """The drawing page's server (``inference.py --serve``, a subprocess) under its worst load: 64
+    clients at once, 48 posting 10 MiB bodies of random bytes (each read whole, then refused) and
+    16 the costliest accepted images. Prints the answers' statuses and the server's peak RSS above
+    its idle RSS (its VmHWM reset after a warm-up request)."""
+    import http.client
+    import re
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), "--serve", "--port", "0"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = next(int(m[1]) for line in server.stdout if (m := re.search(r"127\.0\.0\.1:(\d+)/", line)))
+
+    def status(key):
+        with open(f"/proc/{server.pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+    def post(body):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        try:
+            connection.request("POST", "/api/predict", body)
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        except (OSError, http.client.HTTPException) as e:
+            return type(e).__name__
+        finally:
+            connection.close()
+
+    try:
+        post(hostile.cross_png(280, 280))  # loads the kernels
+        with open(f"/proc/{server.pid}/clear_refs", "w") as f:
+            f.write("5")
+        idle = status("VmRSS")
+        bodies = ([os.urandom(10 << 20)] * 48 + [hostile.cross_png(4096, 4096)] * 8
+                  + [hostile.stroke_png(16384, 1024)] * 8)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(64) as pool:
+            answers = Counter(pool.map(post, bodies))
+        print(f"\nthe drawing page's server, 64 clients at once (48 x 10 MiB of random bytes, 16 of the "
+              f"costliest images): answers {dict(answers)} in {time.perf_counter() - started:.1f} s; "
+              f"server peak RSS {(status('VmHWM') - idle) / 2**20:.0f} MB above idle ({idle / 2**20:.0f} MB)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="bench/hostile.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help="measure only the rows whose name holds this text")
     p.add_argument("--repeat", type=int, default=1, help="runs of each row (default: %(default)s)")
+    p.add_argument("--server", action="store_true",
+                   help="then the drawing page's server under its worst load (64 clients at once)")
     args = p.parse_args(argv)
     print(machine(), flush=True)
     print("\n| input | file | tinynet's answer | peak RSS above baseline | time |\n| --- | --- | --- | --- | --- |")
@@ -135,6 +186,8 @@ def main(argv=None):
             peak = f"{max(peaks) / 2**20:.0f} MB" if peaks else "?"
             took = f"{statistics.median(seconds):.2f} s" if seconds else "?"
             print(f"| {name} | {shown} | {answer[:160]} | {peak} | {took} |", flush=True)
+    if args.server:
+        server_peak()
     print(f"\nload average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
