@@ -15,16 +15,23 @@ What it does, against a real server started as ``python3 inference.py --serve --
    shorter than its Content-Length, Content-Length shorter or longer than the body, absurd or
    non-numeric Content-Length, none, chunked encoding, an oversized header line, too many headers,
    an oversized request line, random bytes instead of a request, random bytes as the body, a blank
-   image, wrong methods, unknown paths, bad HTTP versions, an empty body. Meanwhile ``--stalls``
-   clients each send half a request and stall; the server must cut each of them off within its
-   socket timeout (+5 s). Reports the statuses, 5xx answers, error answers that are not JSON
-   ``{"error": ...}``, connections closed or reset without an answer, and whether the server
-   process is still alive (a crash) or printed a traceback.
-3. After: one normal prediction must still answer 200; then Ctrl-C (SIGINT) must stop the server
+   image, wrong methods, unknown paths, bad HTTP versions, an empty body; and issue 42's: hostile
+   images (thin ones refused from their header, 400; specks that vanish, 422; a decompression
+   bomb's header, 400; the two costliest accepted, 200), a foreign ``Host`` (421) and a POST from
+   another site's ``Origin`` (403). Meanwhile ``--stalls`` clients each send half a request and
+   stall; the server must cut each of them off within its socket timeout (+5 s). Reports the
+   statuses, 5xx answers, error answers that are not JSON ``{"error": ...}``, connections closed
+   or reset without an answer, and whether the server process is still alive (a crash) or
+   printed a traceback.
+3. Burst: ``--burst`` connections stall half-way, taking every worker and place in the queue (64),
+   while 50 more requests come: each must get a quick 503 (JSON, ``Retry-After``), and once the
+   stalled ones close, requests are answered again.
+4. After: one normal prediction must still answer 200; then Ctrl-C (SIGINT) must stop the server
    with exit status 0.
 
-Targets (issue 13, on the 2-core machine): 16 x 100 with 0 failures and p99 < 250 ms; 1,000
-malformed with 0 crashes and 0 5xx; normal answers afterwards. Exit status 0 when every target is
+Targets (issues 13 and 42, on the 2-core machine): 16 x 100 with 0 failures and p99 < 250 ms;
+1,000 malformed with 0 crashes and 0 5xx, each hostile kind its status; the burst's extra requests
+all 503 within 2 s; normal answers afterwards. Exit status 0 when every target is
 met, 1 otherwise, 2 for invalid options. Everything is bounded: request counts, socket timeouts,
 and ``--deadline`` seconds for the whole run.
 """
@@ -56,8 +63,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from tinynet.cli import positive_int  # noqa: E402
 from tinynet.predict.predictor import BUNDLED_MODEL  # noqa: E402
-from tinynet.testing.requests import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, post_head, predict_case,  # noqa: E402
-                                      send_all, tally)
+from tinynet.testing.requests import (CLIENT_TIMEOUT, HOST, PREDICT_KINDS, burst, hostile_images,  # noqa: E402
+                                      post_head, predict_case, send_all, tally)
 from tinynet.web.draw import SOCKET_TIMEOUT  # noqa: E402
 
 P99_TARGET_MS = 250
@@ -178,6 +185,35 @@ def stop_server(process, log, failed):
         failed.append("tracebacks on the server")
 
 
+# the statuses each of issue 42's kinds may get (a hostile image: the one its own kind gets)
+OTHER_SITE = {"foreign Host": {421}, "cross-origin POST": {403}}
+
+
+def check_kinds(outcomes, failed):
+    """Every hostile image answered with its status, every foreign Host 421, every cross-origin
+    POST 403; a miss goes into ``failed``."""
+    allowed = {status for _, status in hostile_images().values()}
+    wrong = Counter()
+    for kind, (status, _, how) in outcomes:
+        if kind in OTHER_SITE and status not in OTHER_SITE[kind]:
+            wrong[(kind, status if how == "answered" else how)] += 1
+    images = Counter(s for k, (s, _, _) in outcomes if k == "hostile image")
+    print(f"  hostile images: statuses {dict(sorted(images.items(), key=str))} (the images' own: "
+          f"{sorted(allowed)}); other sites' requests answered otherwise: {dict(wrong) or 0}")
+    if wrong or not set(images) <= allowed:
+        failed.append("hostile or other-site requests not answered as they should")
+
+
+def check_burst(port, hold, failed):
+    """Phase 3: ``hold`` stalled connections and 50 more requests (see the module docstring)."""
+    statuses, busy, after = burst(port, hold, 50)
+    print(f"burst: {hold} stalled connections, then 50 requests: statuses "
+          f"{dict(Counter(map(str, statuses)))}; 503s answered in at most {max(busy, default=0) * 1000:.0f} ms; "
+          f"after the stalled ones closed: {after}")
+    if len(busy) != 50 or max(busy) > 2 or after != [200] * 8:
+        failed.append("burst not refused quickly, or no recovery")
+
+
 def set_deadline(seconds):
     """After ``seconds``, kill the servers started and end this process with status 1."""
     def abandon():
@@ -251,11 +287,14 @@ def run(args):
                 print(f"  {kind:28s} {outcome}: {n}")
             for item in not_json[:5]:
                 print(f"  not JSON: {item}")
+            check_kinds(outcomes, failed)
             report_stalls(stalled, args.stalls, SOCKET_TIMEOUT, failed)
             if five or not_json or not alive:
                 failed.append("5xx, non-JSON errors or a crash")
 
-            # 3. after
+            # 3. burst, then 4. after
+            if args.burst:
+                check_burst(port, args.burst, failed)
             latency, error = predict(port, drawings[0])
             print(f"after: a normal prediction {f'FAILED: {error}' if error else f'answered in {latency * 1000:.0f} ms'}")
             if error:
@@ -275,6 +314,9 @@ def main(argv=None):
     p.add_argument("--requests", type=positive_int, default=100, help="predictions per client (default: 100)")
     p.add_argument("--malformed", type=positive_int, default=1000, help="broken requests (default: 1000)")
     p.add_argument("--stalls", type=int, default=16, help="clients that stall mid-request (default: 16)")
+    p.add_argument("--burst", type=int, default=64,
+                   help="connections stalled in the burst phase: the server's workers and queue (default: 64; 0 "
+                        "skips the phase)")
     p.add_argument("--checkpoint", default=str(BUNDLED_MODEL),
                    help="the model to serve (default: the bundled one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawings and broken requests")

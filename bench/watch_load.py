@@ -19,7 +19,12 @@ secret file that a link inside it points to.
    pointing outside, NUL bytes, non-UTF-8), bad queries. Meanwhile ``--stalls`` clients send half a
    request and stall; each must be cut off within the socket timeout (+5 s). Every answer must be
    a 2xx/4xx (no 5xx), errors JSON, and no answer may contain the secret file's text.
-3. After: a normal request answers 200; Ctrl-C stops the server with status 0; its stderr holds
+   The kinds include issue 42's: hostile images (POSTed here: 405), a foreign ``Host`` (421), a
+   POST from another site's ``Origin`` (403).
+3. Burst: ``--burst`` connections stall half-way, taking every worker and place in the queue,
+   while 50 more requests come: each gets a quick 503 (bench/load.py's phase 3), and once the
+   stalled ones close, requests are answered again.
+4. After: a normal request answers 200; Ctrl-C stops the server with status 0; its stderr holds
    no traceback.
 
 Exit status 0 when every target is met, 1 otherwise.
@@ -122,6 +127,12 @@ def run(args):
             load.report_stalls(stalled, args.stalls, SOCKET_TIMEOUT, failed)
             if five or not_json or leaks or not alive:
                 failed.append("5xx, non-JSON errors, a leak or a crash")
+            wrong = Counter(k for k, (s, _, _) in outcomes if k in load.OTHER_SITE and s not in load.OTHER_SITE[k])
+            print(f"  other sites' requests answered otherwise: {dict(wrong) or 0}")
+            if wrong:
+                failed.append("other-site requests not refused")
+            if args.burst:
+                load.check_burst(port, args.burst, failed)
             latency, error = get(port, *plan[1])
             print(f"after: {f'FAILED: {error}' if error else f'answered in {latency * 1000:.0f} ms'}")
             if error:
@@ -140,6 +151,8 @@ def main(argv=None):
     p.add_argument("--requests", type=load.positive_int, default=100, help="requests per client (default: 100)")
     p.add_argument("--malformed", type=load.positive_int, default=1000, help="broken requests (default: 1000)")
     p.add_argument("--stalls", type=int, default=16, help="clients that stall mid-request (default: 16)")
+    p.add_argument("--burst", type=int, default=64,
+                   help="connections stalled in the burst phase (default: 64; 0 skips the phase)")
     p.add_argument("--seed", type=int, default=0, help="seed of the broken requests")
     p.add_argument("--deadline", type=load.positive_int, default=900,
                    help="seconds after which the whole run is abandoned (default: 900)")

@@ -86,3 +86,46 @@ def test_package_data_lists_the_model_and_the_page():
     for path in files:
         rel = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
+
+
+def test_a_users_export_never_writes_into_the_package(tmp_path, rng, capsys):
+    """Issue 42: ``tinynet export runs/NAME/best.npz`` without --output replaced the bundled model
+    (its --help named that as the default), silently: a 2-epoch run's 6% model took the place of
+    the 0.89 one. Now it writes ``best-export.npz`` beside the checkpoint; an --output or --onnx
+    inside the package (the bundled model's own path included, or the default output of the
+    bundled model itself) is refused with exit status 1; and the bundled model is untouched."""
+    shipped = BUNDLED_MODEL.read_bytes()
+    package_files = sorted(p for p in BUNDLED_MODEL.parent.iterdir())
+    model = lenet(47, rng=rng)
+    save_checkpoint(tmp_path / "best.npz", model, {"name": "lenet", "num_classes": 47},
+                    [str(i) for i in range(47)])
+    try:
+        assert export_main([str(tmp_path / "best.npz")]) == 0
+        assert f"wrote {tmp_path / 'best-export.npz'}" in capsys.readouterr().out
+        exported, _, _, _ = load_checkpoint(tmp_path / "best-export.npz")
+        assert np.array_equal(exported.state_dict()["conv1.W"], model.state_dict()["conv1.W"])
+        inside = [["--output", str(BUNDLED_MODEL)], ["--output", str(BUNDLED_MODEL.parent / "other.npz")],
+                  ["--output", str(REPO / "tinynet" / ".." / "tinynet" / "x.npz")],
+                  ["--onnx", str(BUNDLED_MODEL.parent / "m.onnx")]]
+        for options in inside:
+            assert export_main([str(tmp_path / "best.npz"), *options]) == 1, options
+            assert "inside the tinynet package" in capsys.readouterr().err, options
+        assert export_main([str(BUNDLED_MODEL)]) == 1  # its default output is beside it: in the package
+        assert "give --output a path of your own" in capsys.readouterr().err
+        link = tmp_path / "models-link"
+        link.symlink_to(BUNDLED_MODEL.parent, target_is_directory=True)
+        assert export_main([str(tmp_path / "best.npz"), "--output", str(link / "lenet-emnist47.npz")]) == 1
+        assert "inside the tinynet package" in capsys.readouterr().err
+    finally:
+        changed = BUNDLED_MODEL.read_bytes() != shipped
+        if changed:  # put back what a failing run replaced, then fail
+            BUNDLED_MODEL.write_bytes(shipped)
+    assert not changed, "the bundled model was overwritten"
+    assert sorted(p for p in BUNDLED_MODEL.parent.iterdir()) == package_files
+
+
+def test_export_help_names_no_default_inside_the_package(capsys):
+    with pytest.raises(SystemExit):
+        export_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "best-export.npz" in text and "bundled model, " not in text and "lenet-emnist47" not in text

@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 from tinynet.datasets.idx import (MAX_SIDE, DataError, Split, dataset_paths, load_split, read_idx_images,
                                   read_idx_labels, read_mapping, stored_transposed, to_float, train_val_split)
 from tinynet.datasets.idx import write_idx
+from tinynet.testing.hostile import CAN_MEASURE, idx_gzip_bomb, measure
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PUBLISHED = {  # sha256 published with the task for the files in ../shared/data
@@ -441,3 +442,20 @@ def test_balanced_labels_and_missing_images_message():
     assert "".join(read_mapping(folder / "emnist-balanced-mapping.txt")) == EMNIST47
     message = data_error(load_split, folder, "emnist-balanced", "test")
     assert "emnist-balanced-test-images-idx3-ubyte.gz" in message and "--from PATH" in message
+
+
+@pytest.mark.skipif(not CAN_MEASURE, reason="measuring peak memory needs Linux's /proc")
+def test_a_gzip_bomb_is_refused_before_inflating(tmp_path):
+    """Issue 42: a gzip that inflates far more than real data does (200 MB of black images in
+    0.2 MB) is refused from its header in a fresh process that grows by less than 50 MB (1 MB of
+    such a gzip once made a 1 GB array with a 2.9 GB peak); a file within 64 MB still reads,
+    however well it compresses."""
+    bomb = tmp_path / "bomb-train-images-idx3-ubyte.gz"
+    bomb.write_bytes(idx_gzip_bomb(200))
+    got = measure("tinynet.datasets.idx:read_idx_images", str(bomb), preload=("tinynet.datasets.idx",),
+                  limit=2 << 30)
+    assert "refused: header says 255102 images of 28x28" in got["answer"], got
+    assert "more than 64 times as many" in got["answer"] and got["peak"] < 50 << 20, got
+    small = tmp_path / "small-train-images-idx3-ubyte.gz"
+    small.write_bytes(idx_gzip_bomb(50))
+    assert read_idx_images(small).shape == (63775, 28, 28)

@@ -1,6 +1,7 @@
 """DataParallel (tinynet/nn/parallel.py) computes what the plain model computes, split over threads."""
 
 import os
+import threading
 import time
 import warnings
 
@@ -250,3 +251,39 @@ def test_forward_from_several_threads_gives_the_serial_answers():
             shared = {i: out for answers in pool.map(calls, range(4)) for i, out in answers.items()}
     wrong = [i for i, out in enumerate(serial) if not np.array_equal(out, shared[i])]
     assert not wrong, f"{len(wrong)} of {len(batches)} calls differ from serial ones"
+
+
+def test_one_blas_thread_holds_for_long_lived_threads_taking_turns():
+    """Long-lived threads taking turns (a server's workers): whichever thread enters first, BLAS
+    runs on one thread inside, and the limits come back when the last leaves, whichever thread
+    that is. (threadpoolctl 3.8 lets only the first thread that set OpenBLAS's count change it
+    while that thread lives: the second worker's limit was silently ignored, and a request's
+    matmuls ran multi-threaded, slower and with other roundings.)"""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tinynet.nn.parallel import one_blas_thread
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen, turns = [], [threading.Event() for _ in range(4)]
+
+    def worker(mine):
+        for turn in mine:  # enter and leave on this worker's turns; stay alive in between
+            turns[turn].wait(10)
+            with one_blas_thread:
+                seen.append(blas_threads())
+            seen.append(("after", blas_threads()))
+            if turn + 1 < len(turns):
+                turns[turn + 1].set()
+
+    with threadpool_limits(2, user_api="blas"):
+        a = threading.Thread(target=worker, args=((0, 2),))
+        b = threading.Thread(target=worker, args=((1, 3),))
+        a.start()
+        b.start()
+        turns[0].set()
+        a.join(20)
+        b.join(20)
+        assert seen == [{1}, ("after", {2})] * 4
+        assert blas_threads() == {2}

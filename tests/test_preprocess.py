@@ -1,6 +1,7 @@
 """Tests for tinynet.predict.preprocess: user image file -> 28x28 EMNIST-style uint8 input."""
 
 import gzip
+import hashlib
 import io
 import struct
 import warnings
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw, features
 
 import tinynet.predict.preprocess as preprocess_module
 from tinynet.predict.preprocess import ImageError, load_image, preprocess, preprocess_file
+from tinynet.testing.hostile import CAN_MEASURE, line_png, measure, specks_png, stroke_png
 
 EMNIST_IMAGES = (
     Path(__file__).resolve().parents[1].parent
@@ -351,3 +353,76 @@ def test_arrays_with_ink_give_an_image(gray):
     out = preprocess(gray)
     assert out.dtype == np.uint8 and out.shape == (28, 28) and out.max() == 255
     assert out[0, 0] == out[0, -1] == out[-1, 0] == out[-1, -1] == 0
+
+
+# --- what an image may cost (issue 42): set by its pixels, not by its shape ---------------------
+
+def _pinned_glyph(width: int, height: int, seed: int, noise: float) -> np.ndarray:
+    """A random 4-point stroke on white paper, optionally with Gaussian noise: float32 (h, w)."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("L", (width, height), 255)
+    points = [(int(rng.uniform(0.1, 0.9) * width), int(rng.uniform(0.1, 0.9) * height)) for _ in range(4)]
+    ImageDraw.Draw(image).line(points, fill=0, width=max(1, min(width, height) // 20))
+    gray = np.asarray(image, np.float32) / 255
+    if noise:
+        gray = np.clip(gray + rng.normal(0, noise, gray.shape).astype(np.float32), 0, 1)
+    return gray
+
+
+def test_images_within_4096_pixels_a_side_are_preprocessed_exactly_as_before():
+    """Bounding thin images' cost changed nothing for any image within 4096x4096: the outputs of
+    nine images (a drawing, photos up to 3000x4000 with noise, thin ones up to 4096x2) hash to
+    what the code before that change gave (same Pillow and NumPy)."""
+    cases = [(280, 280, 2, 0.0), (200, 150, 3, 0.05), (1000, 700, 4, 0.05), (3000, 4000, 5, 0.05),
+             (4096, 64, 7, 0.0), (64, 4096, 8, 0.05), (4096, 3, 9, 0.0), (2, 4096, 10, 0.05),
+             (1234, 567, 12, 0.05)]
+    digest = hashlib.sha256()
+    for width, height, seed, noise in cases:
+        digest.update(preprocess(_pinned_glyph(width, height, seed, noise)).tobytes())
+    assert digest.hexdigest() == "a1e56afdb2d75296e65df0d4ce84e4d1d1db5d1083c33e22ed88a8fbaa669f5b"
+
+
+@pytest.mark.parametrize("width, height", [(16384, 64), (65536, 256), (1 << 24, 1), (1, 1 << 24)])
+def test_a_thin_image_is_refused_from_its_header(tmp_path, width, height):
+    """Issue 42's thin PNGs (1.3 kB and 17 kB, within MAX_PIXELS) peaked at 5.3 GB and asked for
+    about 40 GB; a one-pixel line of 16.8 megapixels took 3 times as long as a 4096x4096 image.
+    An image longer than 4096 pixels and more than 64 times as long as wide is no photo of one
+    character: refused from its header, before decoding, naming the file."""
+    path = tmp_path / "thin.png"
+    path.write_bytes(stroke_png(width, height) if min(width, height) > 1 else line_png(max(width, height),
+                                                                                          vertical=height > 1))
+    with pytest.raises(ImageError, match=rf"thin\.png: refused, too thin for a character: {width}x{height}"):
+        load_image(path)
+
+
+@pytest.mark.skipif(not CAN_MEASURE, reason="measuring peak memory needs Linux's /proc")
+def test_a_long_image_costs_what_its_pixels_do(tmp_path):
+    """A 16384x1024 PNG with a stroke across it (within both limits): framing padded its
+    12288-pixel crop to a square on both axes (3 GB and more). A crop longer than 4096 pixels is
+    now reduced first: a 28x28 input, in a fresh process whose peak grows by less than 1 GB
+    (measured: 0.45 GB; the largest square image takes 0.4 GB)."""
+    path = tmp_path / "long.png"
+    path.write_bytes(stroke_png(16384, 1024))
+    got = measure("tinynet.predict.preprocess:preprocess_file", str(path),
+                  preload=("tinynet.predict.preprocess",), limit=3 << 30)
+    assert got["answer"] == "array (28, 28) uint8", got
+    assert got["peak"] < 1 << 30, got
+
+
+def test_a_long_crop_is_reduced_keeping_its_aspect_ratio():
+    """Crops up to 4096 pixels long pass unchanged (the same object); longer ones are reduced by
+    the smallest integer factor that brings them within 4096, each pixel a block's mean."""
+    crop = np.ones((3, 4096), np.float32)
+    assert preprocess_module._reduce(crop) is crop
+    reduced = preprocess_module._reduce(np.ones((64, 16385), np.float32))
+    assert reduced.shape == (13, 3277) and np.allclose(reduced, 1.0)
+
+
+def test_specks_that_vanish_when_downsampled_are_no_ink_not_a_crash(tmp_path):
+    """Two single dark pixels far apart in a 3000x3000 image are ink enough to crop, but framed at
+    128x128 they fade below 8 bits: once an IndexError (a 500 from the drawing page), now the
+    one-line "no ink found" ImageError naming the file."""
+    path = tmp_path / "specks.png"
+    path.write_bytes(specks_png(3000))
+    with pytest.raises(ImageError, match=r"specks\.png: no ink found \(too little ink"):
+        preprocess_file(path)

@@ -35,7 +35,8 @@ class name is then all of them (``"Aa"``).
 Every problem with the files raises ``DataError`` (a ``ValueError``) with a
 one-line message naming the file and what is wrong. IDX headers are checked with
 ``struct`` against the file's size before any array is allocated, and gzip files
-are decompressed only as far as the header says they should go.
+are decompressed only as far as the header says they should go, which may be at most
+``MAX_GZIP_RATIO`` (64) times the gzip's size (or 64 MB).
 
 Getting the files: ``python3 -m tinynet download --dataset NAME --data-dir DIR``
 (``tinynet.datasets.download``, command line in ``tinynet.cli.download``).
@@ -62,6 +63,11 @@ UPRIGHT_NAMES = ("mnist", "fashion", "kmnist", "qmnist")  # sets stored upright,
 SPLITS = ("train", "test")
 MAX_MAPPING_BYTES = 1 << 20
 MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
+# A gzipped IDX file may inflate to MAX_GZIP_RATIO times its size (EMNIST's images: 3-4 times, its
+# labels 1.4), or to FREE_INFLATE bytes whatever its size; beyond, it is refused from its header,
+# before inflating: 1 MB of gzipped zeros can otherwise claim 1 GB of images
+MAX_GZIP_RATIO = 64
+FREE_INFLATE = 64 << 20
 _CHUNK = 1 << 20
 
 
@@ -283,6 +289,10 @@ def _read_idx_gzip(f, path, magic, ndim, check_dims=None):
     if expected > compressed * MAX_DEFLATE_RATIO:
         raise DataError(f"{path}: truncated: {_describe(dims)} ({expected} bytes) but "
                         f"{compressed} gzipped bytes cannot hold that many")
+    if expected > max(FREE_INFLATE, compressed * MAX_GZIP_RATIO):
+        raise DataError(f"{path}: refused: {_describe(dims)} ({expected} bytes) from {compressed} "
+                        f"gzipped bytes, more than {MAX_GZIP_RATIO} times as many (real images "
+                        f"compress 3-4 times; a gzip bomb, or store the file uncompressed)")
     data += stream.read(expected - len(data))
     if len(data) < expected:
         stream.check_complete()

@@ -8,9 +8,11 @@ writes by default (``ops`` lists each operator's translator): the dynamo exporte
 larger weights lie in a data file beside the model and whose Reshape has allowzero 1, and the
 older TorchScript exporter's, whose ``x.view(x.size(0), -1)`` with a dynamic batch is a
 Shape-Gather-Unsqueeze-Concat-Reshape group, the one branch the chain may have. The file is read
-once, with its size bounded; a tensor's data is read from the file or from a plain file beside it,
-checked (``tensors``), and anything else is refused with an :class:`OnnxError` naming the file and
-the fault.
+once, with its size bounded, and what parsing it would build is checked on its bytes before
+protobuf parses them (``wire``); a tensor's data is read from the file or from a plain file beside
+it, checked (``tensors``); the values and FLOPs the graph declares for one image are bounded as it
+is walked, before anything is built (``work``); and anything else is refused with an
+:class:`OnnxError` naming the file and the fault.
 
 This module reads the file and checks the model as a whole (opset, input, outputs, metadata); its
 walker follows the chain of nodes from the input, computing one image's shape after each step, and
@@ -30,6 +32,8 @@ from .common import (IMAGE_SHAPE, MAX_FILE_BYTES, MAX_METADATA_CHARS, MAX_NODES,
                      NEEDS_ONNX, OnnxError, Refused, require_onnx)
 from .ops import HEADS, TRANSLATORS, Step, attributes
 from .tensors import TensorReader, is_constant
+from .wire import check_wire
+from .work import Work
 
 
 def load_onnx(path, classes=None):
@@ -51,6 +55,10 @@ def load_onnx(path, classes=None):
     except ImportError:
         raise OnnxError(f"{path}: reading an ONNX model {NEEDS_ONNX}") from None
     data = _read_bounded(path)
+    try:
+        check_wire(data, onnx.ModelProto.DESCRIPTOR)  # what parsing would build, before it does
+    except Refused as e:
+        raise OnnxError(f"{path}: {e}") from None
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
@@ -150,9 +158,10 @@ class _Importer:
     def walk(self, graph, source):
         """Follow the single path of nodes from the input, each translated by its operator's
         translator: ``(specs, logits name, head name)``, with a spec per layer:
-        ``(op, attributes, constant inputs)``; ``head``: the Softmax's output, if there is one."""
+        ``(op, attributes, constant inputs)``; ``head``: the Softmax's output, if there is one.
+        Each spec's work for one image is added up and bounded as it comes (``work``)."""
         chain = _Chain(graph, self.consts, source, self.batch, self.onnx.AttributeProto)
-        specs, shape, head = [], self.input_shape, None
+        specs, shape, head, work = [], self.input_shape, None, Work()
         while (step := chain.next()) is not None:
             if step.node.op_type in HEADS:
                 self.check_head(step, shape, chain)
@@ -164,6 +173,7 @@ class _Importer:
             step.shape = shape
             spec, shape = TRANSLATORS[step.node.op_type].translate(step)
             if spec is not None:
+                work.add(step.where, spec, shape)  # one image's values and FLOPs, bounded
                 specs.append(spec)
         skipped = chain.unvisited()
         if skipped:

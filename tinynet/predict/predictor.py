@@ -94,7 +94,8 @@ def load_npy(path, size=(28, 28)):
 
 
 # A LeNet trained on the resplit's train split, shipped inside the package (README: "The bundled
-# model"; made by ``python3 -m tinynet.cli.export``): what inference uses when no run is trained.
+# model"; replaced only by the maintainers' ``bench/refresh_bundled.py``): what inference uses when no
+# run is trained.
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "models" / "lenet-emnist47.npz"
 
 

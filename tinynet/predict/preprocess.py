@@ -21,7 +21,10 @@ user's image differs from a NIST scan in size, polarity, contrast, noise and fra
    rest is scaled so the strongest ink is 1. The background, the polarity, the contrast and the
    noise mask are all read from a copy blurred by `DECISION_SIGMA` input pixels, in which an
    isolated noisy pixel is averaged away; a real stroke, several pixels wide, survives.
-3. Crop to the bounding box of the remaining ink.
+3. Crop to the bounding box of the remaining ink. A crop longer than `MAX_CROP_SIDE` (4096,
+   possible only in an image with a longer side) is first reduced by an integer factor, so that
+   framing a thin crop never pads it to a square of many megapixels. (Images longer than that
+   and more than `MAX_ASPECT` = 64 times as long as wide are refused from their header.)
 4. Frame. The crop is centred in a square whose side is 28/24 of the crop's longer side, so it
    spans 24 of 28 pixels along that side: EMNIST's 2-pixel border. The shorter side is centred
    with the aspect ratio kept. The square is cut at float coordinates, so even a crop of a few
@@ -56,6 +59,8 @@ from ..errors import ArgumentError, TinynetError
 
 SIZE = 28  # output side (pixels)
 MAX_PIXELS = 4096 * 4096  # larger images are refused (a 12-megapixel phone photo fits)
+MAX_CROP_SIDE = 4096  # a longer crop (a thin or huge image's) is first reduced to at most this
+MAX_ASPECT = 64  # an image longer than MAX_CROP_SIDE may be at most this many times as long as wide
 CONTENT = 24  # pixels spanned by the character's longer side: EMNIST's 2-pixel border
 WORK_SIZE = 128  # NIST scan side, the scale at which EMNIST blurred
 BLUR_SIGMA = 1.0  # EMNIST's Gaussian blur, in pixels at WORK_SIZE
@@ -82,7 +87,8 @@ def load_image(path):
     paper. 16-bit and 32-bit integer images are scaled by 1/65535, float images taken as is;
     both are clipped to [0, 1]. Raises `ImageError` naming `path` for a missing, empty,
     unreadable, corrupt or truncated file, a directory, a non-image, or an image with more than
-    `MAX_PIXELS` pixels (a possible decompression bomb, refused before decoding).
+    `MAX_PIXELS` pixels (a possible decompression bomb) or longer than 4096 pixels and more than
+    64 times as long as wide (both refused before decoding).
     """
     path = Path(path)
 
@@ -103,7 +109,8 @@ def load_image(path):
 def decode_image(source, name):
     """`load_image` for an open binary file or a path: the image as grayscale float32 (H, W) in
     [0, 1]; `ImageError` naming `name` for anything that is not a decodable, finite image, or that
-    declares more than `MAX_PIXELS` pixels (refused from its header, before decoding).
+    declares more than `MAX_PIXELS` pixels, or more than 4096 on a side and more than 64 times
+    as many on one side as on the other (refused from its header, before decoding).
 
     Thread-safe, and it leaves the warnings filters alone: Pillow's own warnings (corrupt metadata
     it skips; images over its `MAX_IMAGE_PIXELS`, which tinynet refuses anyway) reach the caller's
@@ -115,10 +122,7 @@ def decode_image(source, name):
 
     try:
         with Image.open(source) as image:  # reads the header only
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise fail(f"refused, too many pixels: {width}x{height} is {width * height / 1e6:.1f} "
-                           f"megapixels, more than tinynet's limit of {MAX_PIXELS / 1e6:.1f}")
+            _check_size(*image.size, fail)
             image.load()
             gray = _to_gray(ImageOps.exif_transpose(image))
     except ImageError:
@@ -134,6 +138,19 @@ def decode_image(source, name):
     if not np.isfinite(gray).all():  # a float image (TIFF, PFM) may hold NaN
         raise fail("holds NaN pixel values")
     return gray
+
+
+def _check_size(width, height, fail):
+    """Refuse (``fail(problem)``) an image of more than MAX_PIXELS pixels, or one longer than
+    MAX_CROP_SIDE that is more than MAX_ASPECT times as long as it is wide: no photo of one
+    character, and decoding and blurring a 16777216x1 image took 3 times as long as a 4096x4096
+    one."""
+    if width * height > MAX_PIXELS:
+        raise fail(f"refused, too many pixels: {width}x{height} is {width * height / 1e6:.1f} "
+                   f"megapixels, more than tinynet's limit of {MAX_PIXELS / 1e6:.1f}")
+    if max(width, height) > MAX_CROP_SIDE and max(width, height) > MAX_ASPECT * min(width, height):
+        raise fail(f"refused, too thin for a character: {width}x{height} pixels, more than "
+                   f"{MAX_CROP_SIDE} long and more than {MAX_ASPECT} times as long as wide")
 
 
 def _to_gray(image):
@@ -153,14 +170,17 @@ def preprocess(gray, size=SIZE):
 
     Upright, light ink on a 0 background, maximum 255, framed like EMNIST (see the module
     docstring for the steps). Values outside [0, 1] are clipped. Raises `ImageError("no ink
-    found ...")` for a blank image and `ValueError` for an array that is not 2-D, non-empty and
+    found ...")` for a blank image (or one whose few specks of ink vanish at the
+    128x128 working scale) and `ValueError` for an array that is not 2-D, non-empty and
     finite.
     """
     x = np.asarray(gray, dtype=np.float32)
     if x.ndim != 2 or x.size == 0 or not np.isfinite(x).all():
         raise ArgumentError(f"expected a finite, non-empty 2-D array, got shape {x.shape}")
     ink = _ink(np.clip(x, 0.0, 1.0))
-    work = _blur(_frame(_crop(ink), WORK_SIZE), BLUR_SIGMA)
+    work = _blur(_frame(_reduce(_crop(ink)), WORK_SIZE), BLUR_SIGMA)
+    if not work.any():  # a few specks of ink in a large crop fade below 8 bits at WORK_SIZE
+        raise ImageError("no ink found (too little ink, spread too thin, to survive downsampling)")
     out = np.clip(_frame(_crop(work), size), 0.0, None)
     return np.round(out * (255.0 / out.max())).astype(np.uint8)
 
@@ -196,6 +216,21 @@ def _crop(a):
     rows = np.flatnonzero(a.any(axis=1))
     cols = np.flatnonzero(a.any(axis=0))
     return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _reduce(crop):
+    """A crop longer than MAX_CROP_SIDE, reduced by the smallest integer factor that brings it
+    within (each output pixel the mean of a block of pixels); any other crop as it is.
+
+    Framing pads the crop to a square of its longer side, so without this a thin crop (16384x8)
+    would ask for a canvas of gigabytes though the image holds few pixels. Only an image with a
+    side over MAX_CROP_SIDE (4096) can have such a crop: every image within 4096x4096 is
+    preprocessed exactly as before, and the reduced crop, still far larger than WORK_SIZE, frames
+    to nearly the same input."""
+    factor = -(-max(crop.shape) // MAX_CROP_SIDE)  # ceil
+    if factor == 1:
+        return crop
+    return np.asarray(Image.fromarray(crop.astype(np.float32)).reduce(factor))
 
 
 def _frame(crop, size):

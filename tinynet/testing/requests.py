@@ -1,10 +1,12 @@
 """The requests tinynet's two servers are tested with (tests/test_watch.py, and the load benchmarks
 bench/load.py and bench/watch_load.py), public for checking a server you run: broken requests of
 every kind the servers must answer with a 4xx JSON error or close (never a 5xx, never a
-traceback), path traversals, a client that reads whatever comes back, and a runs folder with a
+traceback), hostile images and requests from another site (issue 42), path traversals, a burst
+beyond the server's capacity, a client that reads whatever comes back, and a runs folder with a
 good, a damaged and an escaping run for the training page. The library never imports it.
 """
 
+import functools
 import http.client
 import io
 import json
@@ -19,6 +21,7 @@ from PIL import Image
 
 from ..web.draw import MAX_BODY_BYTES, SOCKET_TIMEOUT
 from .datasets import write_toy_dataset
+from .hostile import cross_png, declared_png, line_png, specks_png, stroke_png
 
 HOST = "127.0.0.1"
 CLIENT_TIMEOUT = SOCKET_TIMEOUT + 20  # a client gives up on an answer after this many seconds
@@ -37,6 +40,17 @@ def post_head(length=None, extra=""):
     if length is not None:
         head += f"Content-Length: {length}\r\n"
     return (head + "\r\n").encode("latin-1")
+
+
+@functools.cache
+def hostile_images():
+    """``{name: (PNG bytes, the status the drawing page answers)}``: issue 42's hostile images
+    (tinynet.testing.hostile), made once: thin ones refused from their header (400), specks that
+    vanish (422), a decompression bomb's header (400), and the two costliest accepted (200, about
+    a second of a core each)."""
+    return {"16384x64 stroke": (stroke_png(16384, 64), 400), "16777216x1 line": (line_png(1 << 24), 400),
+            "3000x3000 two specks": (specks_png(3000), 422), "bomb header": (declared_png(100_000, 100_000), 400),
+            "16384x1024 stroke": (stroke_png(16384, 1024), 200), "4096x4096 cross": (cross_png(4096, 4096), 200)}
 
 
 def predict_case(kind, rng, png):
@@ -84,6 +98,22 @@ def predict_case(kind, rng, png):
     if kind == "bad HTTP version":
         version = rng.choice(("HTTP/2.0", "HTTP/9.9", "HTTP/x", "HTTP/1.1.1", "SPDY/3", "HTTP/1.1 extra"))
         return f"GET / {version}\r\n\r\n".encode(), False
+    return other_site_case(kind, rng, png)
+
+
+def other_site_case(kind, rng, png):
+    """``predict_case`` for the hostile kinds of issue 42: a hostile image, and requests a page on
+    another site would make (its own name as Host, as after DNS rebinding; its Origin on a POST)."""
+    if kind == "hostile image":
+        body, _ = hostile_images()[rng.choice(sorted(hostile_images()))]
+        return post_head(len(body)) + body, False
+    if kind == "foreign Host":
+        host = rng.choice(("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost:1"))
+        line = rng.choice(("GET /", "GET /api/model", "GET /api/runs", "POST /api/predict"))
+        return f"{line} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode(), False
+    if kind == "cross-origin POST":
+        origin = rng.choice(("http://evil.example", "null", "https://127.0.0.1", "http://localhost:1"))
+        return post_head(len(png), extra=f"Origin: {origin}\r\n") + png, False
     raise AssertionError(kind)
 
 
@@ -91,7 +121,7 @@ PREDICT_KINDS = ("truncated body", "Content-Length too short", "Content-Length t
          "Content-Length absurd", "Content-Length not a number", "no Content-Length", "chunked",
          "oversized header line", "too many headers", "oversized request line", "random bytes",
          "random body", "blank image", "empty body", "wrong method", "unknown path",
-         "bad HTTP version")
+         "bad HTTP version", "hostile image", "foreign Host", "cross-origin POST")
 
 
 def exchange(port, data, close_send, timeout=CLIENT_TIMEOUT):
@@ -129,6 +159,42 @@ def send_all(port, cases, make):
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, cases))
+
+
+def burst(port, hold, extra, request=b"GET / HTTP/1.1\r\n\r\n"):
+    """Over capacity: ``hold`` connections each send half a request and stall (taking the
+    server's workers and its queue), then ``extra`` more send ``request`` at once. Returns
+    ``(statuses, latencies of the 503 answers in s, statuses once the held connections closed)``:
+    the ``extra`` answers' statuses (or how each ended) and, after the held connections are closed,
+    8 more requests' statuses (the server must answer again within its socket timeout)."""
+    held = []
+    try:
+        for _ in range(hold):
+            s = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
+            s.sendall(b"GET / HTTP/1.1\r\nX-Half: ")
+            held.append(s)
+        time.sleep(0.5)  # the server accepts them all
+
+        def one(_):
+            started = time.perf_counter()
+            try:
+                status, _, how = exchange(port, request, False)
+            except OSError as e:
+                status, how = None, f"client error {type(e).__name__}"
+            return (status if how == "answered" else how), time.perf_counter() - started
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(extra)))
+    finally:
+        for s in held:
+            s.close()
+    after, deadline = [], time.monotonic() + SOCKET_TIMEOUT + 10
+    while len(after) < 8 and time.monotonic() < deadline:
+        status = exchange(port, request, False)[0]
+        if status != 503:
+            after.append(status)
+        else:
+            time.sleep(0.2)
+    return [a for a, _ in answers], [t for a, t in answers if a == 503], after
 
 
 def tally(outcomes):

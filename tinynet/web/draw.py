@@ -47,10 +47,14 @@ HTTP contract (other tools may rely on it):
   image, a malformed request or ``Content-Length``; 404 unknown path; 405 wrong method; 408 body
   not received within :data:`SOCKET_TIMEOUT` seconds; 411 no ``Content-Length``; 413 body over
   :data:`MAX_BODY_BYTES` (refused from its ``Content-Length``, before reading it); 422 an image
-  with no ink. A 500 would be a bug in tinynet; bad input never causes one.
+  with no ink; 421 a ``Host`` header that is not the server's own address, 403 a POST whose
+  ``Origin`` is another site (``tinynet.web.server``: the page answers only itself); 503 (with
+  ``Retry-After``) when the server is busy. A 500 would be a bug in tinynet; bad input never
+  causes one.
 
-Concurrency: ``ThreadingHTTPServer`` answers each connection in its own thread; reading the
-request and writing the answer run side by side. The work in between (decoding, preprocessing,
+Concurrency: a fixed pool of worker threads answers the connections (``tinynet.web.server``: at
+most 32 at once, 32 more waiting, a quick 503 beyond); reading the request and writing the answer
+run side by side. The work in between (decoding, preprocessing,
 the forward and backward pass, the answer's arrays) needs one of a pool of replicas of the model,
 one per core (``tinynet.nn.parallel.replicate``: the same weights, each its own caches and scratch
 buffers); requests wait for one, mostly in arrival order (``queue.Queue`` wakes the longest

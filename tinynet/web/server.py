@@ -1,9 +1,23 @@
 """The hardening every tinynet HTTP server shares (the drawing page, ``tinynet.web.draw``; the
-training page, ``tinynet.web.watch``): standard-library ``ThreadingHTTPServer`` with a socket timeout
-on every connection, and answers that are JSON ``{"error": "one line"}`` with a 4xx status for any
-bad request, including the ones ``http.server`` itself rejects (a request line it cannot parse, an
-unknown method, HTTP/2): bad input never gets a 5xx. A 500 is kept for bugs, with the traceback on
-stderr.
+training page, ``tinynet.web.watch``): a standard-library ``HTTPServer`` whose connections are
+answered by a fixed pool of worker threads, with a socket timeout on every connection, and answers
+that are JSON ``{"error": "one line"}`` with a 4xx status for any bad request, including the ones
+``http.server`` itself rejects (a request line it cannot parse, an unknown method, HTTP/2): bad
+input never gets a 5xx. A 500 is kept for bugs, with the traceback on stderr; a 503 means busy.
+
+- **Only its own origin.** A request whose ``Host`` header is not one of the server's own
+  addresses (``127.0.0.1``, ``localhost``, ``[::1]``, the host it was bound to, and, when bound to
+  every interface, the address the connection came in on; each with the server's port, or no
+  port) gets 421; a request other than GET or HEAD whose ``Origin`` is present and not one of
+  those (as ``http://HOST:PORT``) gets 403. So a web page on another site that the user visits
+  cannot post to the server, nor read its answers by rebinding its own name to 127.0.0.1 (DNS
+  rebinding); a browser always sends ``Host``, so a request without one (only hand-made clients
+  send those) is let through.
+- **Bounded work.** At most :attr:`JSONServer.max_connections` connections are answered at once,
+  each by one of as many worker threads (started as needed, kept), and at most
+  :attr:`JSONServer.max_waiting` more wait for a worker; a connection beyond those gets a quick
+  ``503`` JSON answer with ``Retry-After``, written by the accepting thread without reading the
+  request. No connection ever gets a thread of its own.
 
 A server subclasses :class:`JSONServer` (giving ``socket_timeout``) and its handler subclasses
 :class:`JSONHandler`, implementing ``route()`` (the path, or ``RequestError`` 404) and
@@ -11,12 +25,18 @@ A server subclasses :class:`JSONServer` (giving ``socket_timeout``) and its hand
 """
 
 import json
+import queue
 import sys
+import threading
 import traceback
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import urlsplit
 
 from ..errors import TinynetError
+
+LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what this machine calls itself, in a Host header
+WILDCARDS = ("", "0.0.0.0", "::")  # bind addresses meaning every interface
 
 
 class RequestError(TinynetError):
@@ -27,21 +47,87 @@ class RequestError(TinynetError):
         self.status, self.message, self.headers = status, message, headers
 
 
-class JSONServer(ThreadingHTTPServer):
-    """A threading HTTP server whose connections time out after ``socket_timeout`` seconds per
-    read or write."""
+class JSONServer(HTTPServer):
+    """An HTTP server whose connections time out after ``socket_timeout`` seconds per read or
+    write, answered by a fixed pool of worker threads (see the module docstring)."""
 
-    daemon_threads = True  # Ctrl-C does not wait for connections still open
     request_queue_size = 128  # listen backlog (socketserver's 5 drops connections in a burst: 1 s retries)
+    max_connections = 32  # connections answered at once, each by a worker thread
+    max_waiting = 32      # connections accepted and waiting for a worker; beyond them, 503
 
     def __init__(self, address, handler, timeout):
         self.socket_timeout = timeout
+        self.pending = queue.Queue()  # accepted connections for the workers; None stops one
+        self.lock = threading.Lock()
+        self.workers, self.active = [], 0  # the worker threads; connections accepted, not yet done
         super().__init__(address, handler)
+        port = self.server_address[1]
+        bound = address[0].lower()
+        names = set(LOCAL_NAMES) | ({f"[{bound}]" if ":" in bound else bound} - set(WILDCARDS))
+        self.own_hosts = frozenset(names | {f"{name}:{port}" for name in names})
+        self.any_interface = bound in WILDCARDS
 
     @property
     def url(self):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
+
+    def process_request(self, request, client_address):
+        """Hand the connection to a worker (starting one if fewer than ``max_connections`` run and
+        all are busy), or answer 503 when ``max_connections + max_waiting`` are taken."""
+        with self.lock:
+            full = self.active >= self.max_connections + self.max_waiting
+            if not full:
+                self.active += 1
+                if len(self.workers) < min(self.active, self.max_connections):
+                    worker = threading.Thread(target=self.work, daemon=True,
+                                              name=f"tinynet-http-{len(self.workers)}")
+                    self.workers.append(worker)
+                    worker.start()
+        if full:
+            self.busy(request)
+        else:
+            self.pending.put((request, client_address))
+
+    def work(self):
+        """A worker thread: answer connections one after another until told to stop."""
+        while (item := self.pending.get()) is not None:
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                with self.lock:
+                    self.active -= 1
+
+    def busy(self, request):
+        """A 503 JSON answer for a connection beyond the pool and its queue, written without
+        waiting (the request is not read, beyond what has already arrived), then closed."""
+        body = json.dumps({"error": f"busy: {self.max_connections + self.max_waiting} requests are "
+                                    f"being answered or waiting; try again in a second"}).encode()
+        head = (f"HTTP/1.0 503 Service Unavailable\r\nServer: tinynet\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(body)}\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
+                f"Connection: close\r\n\r\n").encode()
+        try:
+            request.setblocking(False)
+            try:
+                request.recv(65536)  # what has arrived: closing with unread data would reset the answer
+            except (BlockingIOError, InterruptedError):
+                pass
+            request.send(head + body)  # fits an empty socket buffer: never blocks
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def server_close(self):
+        """Close the listening socket and stop the workers (each after its current connection)."""
+        super().server_close()
+        with self.lock:
+            for _ in self.workers:
+                self.pending.put(None)
+            self.workers = []
 
 
 def listen(make, host, port):
@@ -111,9 +197,11 @@ class JSONHandler(BaseHTTPRequestHandler):
                            f"(only {allowed})", [("Allow", allowed)])
 
     def answer(self, handler):
-        """Run ``handler()``, turning a RequestError into its JSON error (and anything else into
-        a 500 with the traceback on stderr)."""
+        """Run ``handler()`` for a request from the server's own origin (:meth:`check_caller`),
+        turning a RequestError into its JSON error (and anything else into a 500 with the
+        traceback on stderr)."""
         try:
+            self.check_caller()
             handler()
         except RequestError as e:
             self.close_connection = True
@@ -125,6 +213,40 @@ class JSONHandler(BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             self.close_connection = True
             self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (a bug in tinynet)"})
+
+    def check_caller(self):
+        """RequestError 421 for a ``Host`` that is not one of the server's own addresses, 403 for
+        a request other than GET or HEAD whose ``Origin`` is not one of them (module docstring)."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "more than one Host header")
+        if hosts and not self.own_host(hosts[0].strip().lower()):
+            raise RequestError(HTTPStatus.MISDIRECTED_REQUEST,
+                               f"Host {hosts[0][:100]!r} is not this server's address: it answers "
+                               f"only pages of its own ({self.server.url})")
+        origins = self.headers.get_all("Origin") or []
+        if self.command not in ("GET", "HEAD") and origins:
+            origin = origins[0].strip().lower()
+            try:
+                parts = urlsplit(origin)
+                own = (len(origins) == 1 and parts.scheme == "http" and origin == f"http://{parts.netloc}"
+                       and parts.port == self.server.server_address[1] and self.own_host(parts.netloc))
+            except ValueError:  # a port that is not a number
+                own = False
+            if not own:
+                raise RequestError(HTTPStatus.FORBIDDEN,
+                                   f"Origin {origins[0][:100]!r} is another site: this server takes "
+                                   f"{self.command} requests only from its own page ({self.server.url})")
+
+    def own_host(self, host):
+        """Whether ``host`` (``name`` or ``name:port``, lower case) is one of the server's own."""
+        if host in self.server.own_hosts:
+            return True
+        if not self.server.any_interface:
+            return False
+        local = self.connection.getsockname()[0]  # bound everywhere: the address it came in on
+        local = f"[{local}]" if ":" in local else local
+        return host in (local, f"{local}:{self.server.server_address[1]}")
 
     def refuse(self):
         """A method this server does not take: 405 (404 for an unknown path)."""

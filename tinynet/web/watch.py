@@ -21,7 +21,9 @@ HTTP contract (docs/watch.md shows examples):
 A damaged file is never an error of the server: it is reported in ``problems`` / ``problem``.
 Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 a malformed request or query; 404
 an unknown path or run (run names are looked up among the runs folder's own entries: no name can
-reach outside it); 405 a method other than GET or HEAD. Every socket has a timeout
+reach outside it); 405 a method other than GET or HEAD; 421 a ``Host`` header that is not the
+server's own address (``tinynet.web.server``); 503 (with ``Retry-After``) when 64 connections are
+being answered or waiting. Every socket has a timeout
 (:data:`SOCKET_TIMEOUT`), so a stalled client holds only its own thread. Binds 127.0.0.1 unless
 told otherwise.
 """
