@@ -5,6 +5,7 @@ as it always was built; any such network saves and loads; and a layer of one's o
 entry in the table of kinds."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 
 from tinynet.datasets.load import load_sample
 from tinynet.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tinynet.nn.describe import (KINDS, MAX_ACTIVATION, MAX_PARAMETERS, DescriptionError, LayerKind, check, describe,
+import tinynet.nn.describe as describe_module
+from tinynet.nn.describe import (KINDS, MAX_IMAGE_VALUES, MAX_PARAMETERS, DescriptionError, LayerKind, check, describe,
                                  register, same_shape)
 from tinynet.nn.layers import Conv2D, Dense, Dropout, Flatten, Layer, LogitAdjustment, ReLU, ReLUMaxPool2D
 from tinynet.nn.model import Sequential, build_model, expand, first_conv, lenet, mlp
@@ -203,19 +205,48 @@ def test_a_description_that_cannot_be_built_is_refused_naming_the_layer(descript
     assert "\n" not in str(error.value)
 
 
-def test_sizes_are_bounded_before_anything_is_allocated():
-    """A description cannot make tinynet allocate without bound: parameters, one image's values in
-    any layer (output or im2col scratch) and the input are checked before any weight is drawn."""
+def test_sizes_are_bounded_before_anything_is_allocated(monkeypatch):
+    """A description cannot make tinynet allocate or compute without bound: its parameters, the
+    values one image makes it hold over every layer (outputs and im2col scratch), the floating-point
+    operations of one image and the input are checked before any weight is drawn."""
     huge = broken(5, out_features=10**12)
     with pytest.raises(DescriptionError, match=rf"layer 5 \('fc1', Dense\): the network would hold more than "
                                                rf"{MAX_PARAMETERS:,} parameter values"):
         check(huge)
-    with pytest.raises(DescriptionError, match=r"layer 0 \('conv1', Conv2D\): its output \(100000, 14, 14\)"):
+    with pytest.raises(DescriptionError, match=r"layer 0 \('conv1', Conv2D\): with its output \(100000, 14, 14\)"):
         check(broken(0, out_channels=100_000))
-    with pytest.raises(DescriptionError, match=r"layer 0 \('conv1', Conv2D\): its output .* \(or its scratch"):
+    with pytest.raises(DescriptionError, match=r"layer 0 \('conv1', Conv2D\): with its output .* \(and scratch\)"):
         check(dict(broken(0, kernel_size=63, padding=31, stride=1), input=[64, 28, 28]))
-    with pytest.raises(DescriptionError, match=rf'"input" \[1, 4096, 4096\] is more than {MAX_ACTIVATION:,}'):
+    deep = {"input": [1, 64, 64], "layers": [{"kind": "ReLU"}] * 999 + [{"kind": "Flatten"}]}
+    with pytest.raises(DescriptionError, match=rf"layer \d+ \('\d+', ReLU\): .* values for one image, more "
+                                               rf"than {MAX_IMAGE_VALUES:,}"):
+        check(deep)  # each layer small, together more than one image may hold
+    wide = {"input": [1, 28, 28], "layers": [{"kind": "Conv2D", "out_channels": 8, "kernel_size": 3},
+                                             {"kind": "Flatten"}]}
+    assert check(wide)  # 2 * 26 * 26 * 8 * 9 = 97,344 operations: within the bound ...
+    monkeypatch.setattr(describe_module, "MAX_IMAGE_FLOPS", 97_343)
+    with pytest.raises(DescriptionError, match=r"layer 0 \('0', Conv2D\): the network would take 97,344 "
+                                               r"floating-point operations for one image"):
+        check(wide)  # ... and one over it
+    with pytest.raises(DescriptionError, match=rf'"input" \[1, 4096, 4096\] is more than {MAX_IMAGE_VALUES:,}'):
         check(dict(STRIDED, input=[1, 4096, 4096]))
+
+
+def test_the_lenets_cost_is_what_the_bounds_are_measured_against():
+    """The figures the bounds' comments quote: the LeNet for 47 classes holds 449,617 parameters,
+    70,327 values and takes 4,639,020 floating-point operations for one image, far inside every
+    bound (its ONNX graph counts 3,680 more of each in ``tinynet.onnx.work``: there each ReLU fused
+    into a pool is a node of its own)."""
+    plan = check(expand({"name": "lenet", "num_classes": 47}))
+    assert plan.parameters == sum(p.size for _, p, _ in build_model(
+        {"name": "lenet", "num_classes": 47}).parameters()) == 449_617
+    cost = describe_module.Cost()
+    for spec, shape, out in zip(plan.description["layers"], plan.shapes, plan.shapes[1:]):
+        kind = KINDS[spec["kind"]]
+        settings = {k: v for k, v in spec.items() if k not in ("kind", "name")}
+        flops = kind.flops(shape, settings) if kind.flops else math.prod(out)
+        cost.add(spec["name"], out, kind.parameters(shape, settings), kind.scratch(shape, settings), flops)
+    assert (cost.values, cost.flops) == (70_327, 4_639_020)
 
 
 def test_presets_fill_in_dropout_and_prior_where_the_lenet_had_them():

@@ -55,9 +55,13 @@ Checking and building
 ---------------------
 :func:`check` reads a description without allocating anything: every kind known, every setting
 known, present (or defaulted) and of the right type and range, names valid and unique, the shapes
-chaining from the input, the last layer giving (K,); the parameters (:data:`MAX_PARAMETERS`), the
-values one image makes any layer hold (:data:`MAX_ACTIVATION`) and the layers (:data:`MAX_LAYERS`)
-bounded. A fault raises :class:`DescriptionError` naming the layer: ``layer 5 ('fc1', Dense): ...``.
+chaining from the input, the last layer giving (K,); and bounded what a network may cost, before it
+is built: its parameters (:data:`MAX_PARAMETERS`), the values one image makes it hold over every
+layer, outputs and scratch arrays together (:data:`MAX_IMAGE_VALUES`), the floating-point
+operations of one image's forward pass (:data:`MAX_IMAGE_FLOPS`) and its layers
+(:data:`MAX_LAYERS`). These are tinynet's one set of bounds on a network, whichever way it comes in
+(a description, a checkpoint, an ONNX file). A fault raises :class:`DescriptionError` naming the
+layer: ``layer 5 ('fc1', Dense): ...``.
 
 :func:`build_layers` then draws the weights from ``rng``, layer by layer in order: ``init``
 (``"glorot"`` or ``"he"``) for every layer but the last Dense one, which gives the logits and is
@@ -72,7 +76,8 @@ Adding a kind of layer
    named like its constructor argument. Check its gradient (``tinynet.nn.gradcheck.check_layer``).
 2. Add one :class:`LayerKind` to :data:`KINDS` (in your own code: ``register(LayerKind(...))``):
    the layer's settings (each a :class:`Setting`: its check and its default), its output shape for
-   an input shape, how to build it, and its parameter count.
+   an input shape, how to build it, and what it costs: its parameter count, its scratch values and
+   its floating-point operations per image.
 
 From then on every tool takes networks with that layer: descriptions, checkpoints (save, load,
 resume), training, prediction, the drawing page. (ONNX export wants a writer too:
@@ -90,8 +95,11 @@ from ..errors import ArgumentError
 from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
 
 MAX_LAYERS = 1_000
-MAX_PARAMETERS = 1 << 26  # 67 million values (256 MB of float32); the LeNet for 47 classes has 449,617
-MAX_ACTIVATION = 1 << 22  # values one image makes a layer hold (its output or scratch); LeNet: 14,400
+# What a network may cost, checked before it is built (the LeNet for 47 classes: 449,617 parameters,
+# 70,327 values and 4.6 million floating-point operations per image)
+MAX_PARAMETERS = 1 << 24   # 16.8 million values, 64 MB of float32
+MAX_IMAGE_VALUES = 1 << 20  # values one image makes the network hold, every layer's output and scratch (4 MB)
+MAX_IMAGE_FLOPS = 1 << 30   # floating-point operations of one image's forward pass
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVED_NAMES = ("optimizer", "extra")  # the checkpoint's other arrays: optimizer.*, extra.*
 REQUIRED = None  # Setting.default of a setting that must be given
@@ -122,8 +130,10 @@ class LayerKind:
       input ``shape``; ValueError with a short reason when the layer cannot take that input.
     - ``build(shape, settings, rng, init, name)``: the layer, for inputs of ``shape``.
     - ``parameters(shape, settings)``: how many parameter values it holds (default: none).
-    - ``scratch(shape, settings)``: the values of the largest scratch array it keeps per image
-      (default: none; bounded like the outputs).
+    - ``scratch(shape, settings)``: the values of the scratch arrays it keeps per image (default:
+      none), counted with its output in :data:`MAX_IMAGE_VALUES`.
+    - ``flops(shape, settings)``: the floating-point operations of one image's forward pass
+      (default: one per output value).
     """
 
     layer: type
@@ -132,6 +142,7 @@ class LayerKind:
     build: Callable
     parameters: Callable = field(default=lambda shape, s: 0)
     scratch: Callable = field(default=lambda shape, s: 0)
+    flops: Callable = field(default=None)  # None: one per output value
 
 
 # --- the checks of settings' values ----------------------------------------------------------------
@@ -222,6 +233,8 @@ def prior_shape(shape, s):
 # --- the table ----------------------------------------------------------------------------------------
 
 POOL_SETTINGS = {"size": Setting(positive_int), "stride": Setting(positive_int, lambda s: s["size"])}
+POOL_WINNERS = lambda shape, s: math.prod(pool_shape(shape, s))  # noqa: E731 (the index of each maximum)
+POOL_COMPARISONS = lambda shape, s: math.prod(pool_shape(shape, s)) * s["size"] ** 2  # noqa: E731
 
 KINDS = {kind.layer.__name__: kind for kind in (
     LayerKind(Conv2D,
@@ -231,16 +244,21 @@ KINDS = {kind.layer.__name__: kind for kind in (
               lambda shape, s, rng, init, name: Conv2D(shape[0], rng=rng, init=init, name=name, **s),
               parameters=lambda shape, s: s["out_channels"] * (shape[0] * s["kernel_size"] ** 2 + 1),
               # im2col's matrix: one row of kernel_size^2 * C values per output position
-              scratch=lambda shape, s: math.prod(conv_shape(shape, s)[1:]) * shape[0] * s["kernel_size"] ** 2),
+              scratch=lambda shape, s: math.prod(conv_shape(shape, s)[1:]) * shape[0] * s["kernel_size"] ** 2,
+              # a multiply and an add per weight, at every output position
+              flops=lambda shape, s: 2 * math.prod(conv_shape(shape, s)) * shape[0] * s["kernel_size"] ** 2),
     LayerKind(MaxPool2D, POOL_SETTINGS, pool_shape,
-              lambda shape, s, rng, init, name: MaxPool2D(name=name, **s)),
+              lambda shape, s, rng, init, name: MaxPool2D(name=name, **s),
+              scratch=POOL_WINNERS, flops=POOL_COMPARISONS),
     LayerKind(ReLUMaxPool2D, POOL_SETTINGS, pool_shape,
-              lambda shape, s, rng, init, name: ReLUMaxPool2D(name=name, **s)),
+              lambda shape, s, rng, init, name: ReLUMaxPool2D(name=name, **s),
+              scratch=POOL_WINNERS, flops=POOL_COMPARISONS),
     LayerKind(ReLU, {}, same_shape, lambda shape, s, rng, init, name: ReLU(name=name)),
     LayerKind(Flatten, {}, flat_shape, lambda shape, s, rng, init, name: Flatten(name=name)),
     LayerKind(Dense, {"out_features": Setting(positive_int)}, dense_shape,
               lambda shape, s, rng, init, name: Dense(shape[0], rng=rng, init=init, name=name, **s),
-              parameters=lambda shape, s: (shape[0] + 1) * s["out_features"]),
+              parameters=lambda shape, s: (shape[0] + 1) * s["out_features"],
+              flops=lambda shape, s: 2 * shape[0] * s["out_features"]),
     LayerKind(Dropout, {"p": Setting(probability)}, same_shape,
               lambda shape, s, rng, init, name: Dropout(rng=rng, name=name, **s)),
     LayerKind(LogitAdjustment, {"prior": Setting(frequencies)}, prior_shape,
@@ -285,7 +303,7 @@ def check(description):
     layers = description["layers"]
     if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
         raise DescriptionError(f'"layers" must be a list of 1 to {MAX_LAYERS} layers')
-    written, shapes, names, total = [], [shape], set(), 0
+    written, shapes, names, cost = [], [shape], set(), Cost()
     for index, spec in enumerate(layers):
         spec = _layer_spec(index, spec, names)
         where = _where(index, spec["name"], spec["kind"])
@@ -293,23 +311,41 @@ def check(description):
         settings = {k: v for k, v in spec.items() if k not in ("kind", "name")}
         try:
             out = tuple(kind.output_shape(shape, settings))
-            count, scratch = kind.parameters(shape, settings), kind.scratch(shape, settings)
+            costs = (kind.parameters(shape, settings), kind.scratch(shape, settings),
+                     math.prod(out) if kind.flops is None else kind.flops(shape, settings))
         except ValueError as e:
             raise DescriptionError(f"{where}: {e}") from None
-        total += count
-        if total > MAX_PARAMETERS:
-            raise DescriptionError(f"{where}: the network would hold more than {MAX_PARAMETERS:,} "
-                                   f"parameter values")
-        if max(math.prod(out), scratch) > MAX_ACTIVATION:
-            raise DescriptionError(f"{where}: its output {out} (or its scratch array) would hold more than "
-                                   f"{MAX_ACTIVATION:,} values per image")
+        cost.add(where, out, *costs)
         written.append(spec)
         shapes.append(out)
         shape = out
     if len(shape) != 1:
         raise DescriptionError(f"{_where(len(layers) - 1, written[-1]['name'], written[-1]['kind'])}: the "
                                f"last layer must give the logits, one value per class (K,), not {shape}")
-    return Plan({"input": list(shapes[0]), "layers": written}, shapes, total)
+    return Plan({"input": list(shapes[0]), "layers": written}, shapes, cost.parameters)
+
+
+class Cost:
+    """What a network costs so far, layer by layer: parameter values, and for one image the values
+    held (outputs and scratch) and the floating-point operations; :meth:`add` raises
+    DescriptionError naming the layer where a total passes its bound (see the module docstring)."""
+
+    def __init__(self):
+        self.parameters = self.values = self.flops = 0
+
+    def add(self, where, out, parameters, scratch, flops):
+        self.parameters += parameters
+        self.values += math.prod(out) + scratch
+        self.flops += flops
+        if self.parameters > MAX_PARAMETERS:
+            raise DescriptionError(f"{where}: the network would hold more than {MAX_PARAMETERS:,} "
+                                   f"parameter values")
+        if self.values > MAX_IMAGE_VALUES:
+            raise DescriptionError(f"{where}: with its output {out} (and scratch) the network would hold "
+                                   f"{self.values:,} values for one image, more than {MAX_IMAGE_VALUES:,}")
+        if self.flops > MAX_IMAGE_FLOPS:
+            raise DescriptionError(f"{where}: the network would take {self.flops:,} floating-point "
+                                   f"operations for one image, more than {MAX_IMAGE_FLOPS:,}")
 
 
 def _input_shape(value):
@@ -319,8 +355,8 @@ def _input_shape(value):
         raise DescriptionError(f'"input" must be one image\'s shape [C, H, W], three positive integers, '
                                f"got {value!r}"[:300])
     shape = tuple(int(n) for n in value)
-    if math.prod(shape) > MAX_ACTIVATION:
-        raise DescriptionError(f'"input" {list(shape)} is more than {MAX_ACTIVATION:,} values per image')
+    if math.prod(shape) > MAX_IMAGE_VALUES:
+        raise DescriptionError(f'"input" {list(shape)} is more than {MAX_IMAGE_VALUES:,} values per image')
     return shape
 
 

@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 from ..files.checkpoint import INPUT, MAX_CLASSES
-from ..nn.describe import MAX_ACTIVATION
+from ..nn.describe import MAX_IMAGE_VALUES
 from .build import build, out_features
 from .common import (IMAGE_SHAPE, MAX_FILE_BYTES, MAX_METADATA_CHARS, MAX_NODES, MAX_SIDE, MIN_IMPORT_OPSET,
                      NEEDS_ONNX, OnnxError, Refused, require_onnx)
@@ -149,8 +149,8 @@ class _Importer:
             if len(dims) != 4 or not all(d is not None and 1 <= d <= MAX_SIDE for d in dims[1:]):
                 raise Refused(f"input {x.name!r} has shape {shown}; tinynet models take (N, C, H, W) "
                               f"images of a fixed size (H and W from 1 to {MAX_SIDE})")
-            if math.prod(dims[1:]) > MAX_ACTIVATION:
-                raise Refused(f"input {x.name!r} has shape {shown}: more than the {MAX_ACTIVATION} values "
+            if math.prod(dims[1:]) > MAX_IMAGE_VALUES:
+                raise Refused(f"input {x.name!r} has shape {shown}: more than the {MAX_IMAGE_VALUES} values "
                               f"per image tinynet takes")
             self.input_shape = tuple(dims[1:])
         return x.name

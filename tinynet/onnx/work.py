@@ -8,17 +8,17 @@ per image, from a 44 kB file. So for each layer spec a translator returns, with 
 the values tinynet will hold for one image (the layer's output, and its scratch: a convolution's
 im2col columns, a max-pool's indices) and its floating-point operations are added up, and the
 graph is refused as soon as either total passes :data:`MAX_IMAGE_VALUES` or
-:data:`MAX_IMAGE_FLOPS`. A LeNet for 47 classes needs 74,007 values (0.3 MB) and 4.6 million FLOPs
-per image; the bounds leave room for a model 14 times as large in values and 230 times in work.
-Predicting a batch holds its images' values at once: at the bound, 4 MB per image.
+:data:`MAX_IMAGE_FLOPS`: the bounds of every network tinynet builds (``tinynet.nn.describe``, which
+checks the description the import then makes), here applied as the graph is walked, so that nothing
+is built first. A LeNet for 47 classes needs 74,007 values (0.3 MB) and 4.6 million FLOPs per image;
+the bounds leave room for a model 14 times as large in values and 230 times in work. Predicting a
+batch holds its images' values at once: at the bound, 4 MB per image.
 """
 
 import math
 
+from ..nn.describe import MAX_IMAGE_FLOPS, MAX_IMAGE_VALUES
 from .common import Refused
-
-MAX_IMAGE_VALUES = 1 << 20  # float32 values held for one image, over every layer (4 MB)
-MAX_IMAGE_FLOPS = 1 << 30   # floating-point operations for one image's forward pass
 
 
 def layer_work(spec, shape):
