@@ -22,7 +22,7 @@ from tinynet.files.checkpoint import CheckpointError, load_checkpoint, save_chec
 from tinynet.nn import reference
 from tinynet.nn.describe import DescriptionError, check, describe
 from tinynet.nn.gradcheck import check_layer
-from tinynet.nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, SoftmaxCrossEntropy
+from tinynet.nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, SoftmaxCrossEntropy, softmax
 from tinynet.nn.model import Sequential, build_model, lenet_description
 from tinynet.nn.parallel import DataParallel
 
@@ -383,3 +383,133 @@ def test_a_batch_of_no_images_changes_no_running_statistic(kind, rng):
                                                                                    layer.state["running_mean"])
     if kind == "1D":
         np.testing.assert_array_equal(out[0], layer.params["beta"])
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+
+def onnx_packages():
+    onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (tinynet[onnx])")
+    ort = pytest.importorskip("onnxruntime", reason="checking exports needs onnxruntime (tinynet[onnx])")
+    return onnx, ort
+
+
+@pytest.fixture(scope="module")
+def sample_bn(tmp_path_factory):
+    """The batch-normalised LeNet trained for one epoch on the sample's training images (so that its
+    running statistics and predictions mean something), with the sample's 752 test images and
+    248 of its training images: 1,000 real images."""
+    from tinynet.datasets.load import sample_splits
+
+    folder = tmp_path_factory.mktemp("bn")
+    train(replace(SAMPLE, limit=None, lr=0.1), folder / "run", network=LENET_BN, **quiet)
+    model, meta, _, _ = load_checkpoint(folder / "run" / "last.npz")
+    splits = sample_splits()
+    images = np.concatenate([splits["test"].images, splits["train"].images[:248]])
+    labels = np.concatenate([splits["test"].labels, splits["train"].labels[:248]])
+    return model, meta, images, labels, folder
+
+
+def test_onnxruntime_runs_the_exported_batchnorm_lenet_as_tinynet_does(sample_bn):
+    """Exported as BatchNormalization (scale = gamma, B = beta, the running statistics, epsilon),
+    the network gives in onnxruntime the logits tinynet gives in evaluation on 1,000 real images:
+    max relative difference <= 1e-5, the same predictions."""
+    onnx, ort = onnx_packages()
+    from tinynet.datasets.idx import to_float
+    from tinynet.onnx import save_onnx
+
+    model, meta, images, labels, folder = sample_bn
+    path = folder / "bn.onnx"
+    save_onnx(model, meta["classes"], path, meta["architecture"])
+    graph = onnx.load(path).graph
+    nodes = [n for n in graph.node if n.op_type == "BatchNormalization"]
+    assert [n.name for n in nodes] == ["bn1", "bn2", "bn3"]
+    assert list(nodes[0].input[1:]) == ["bn1.gamma", "bn1.beta", "bn1.running_mean", "bn1.running_var"]
+    assert abs(onnx.helper.get_attribute_value(nodes[0].attribute[0]) - 1e-5) < 1e-12  # epsilon
+    x = to_float(images)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = session.run(["logits"], {"image": x})[0]
+    ours = model.forward(x, train=False)
+    difference = float(np.abs(theirs - ours).max() / np.abs(ours).max())
+    assert difference <= 1e-5 and np.array_equal(theirs.argmax(1), ours.argmax(1))
+    assert (ours.argmax(1) == labels).mean() > 0.3  # it learned: the predictions are not constants
+    print(f"BatchNorm LeNet: onnxruntime vs tinynet, max relative logit difference {difference:.2g} "
+          f"on {len(x)} images")
+
+
+def test_export_import_save_load_predict_is_bitwise(sample_bn):
+    """ONNX -> tinynet gives back the description, the parameters and the running statistics
+    bitwise; that import saves as a checkpoint that loads and predicts bitwise."""
+    onnx_packages()
+    from tinynet.datasets.idx import to_float
+    from tinynet.onnx import load_onnx, save_onnx
+
+    model, meta, images, _, folder = sample_bn
+    save_onnx(model, meta["classes"], folder / "again.onnx", meta["architecture"])
+    back, back_meta = load_onnx(folder / "again.onnx")
+    assert back_meta["architecture"] == LENET_BN
+    assert all(back.state_dict()[k].tobytes() == v.tobytes() for k, v in model.state_dict().items())
+    save_checkpoint(folder / "imported.npz", back, back_meta["architecture"], back_meta["classes"])
+    loaded = load_checkpoint(folder / "imported.npz")[0]
+    x = to_float(images)
+    assert loaded.forward(x, train=False).tobytes() == model.forward(x, train=False).tobytes()
+
+
+def test_an_import_without_tinynets_metadata_is_named_generically(sample_bn):
+    """Without the architecture metadata (another tool's export), the layers come back as conv1,
+    bn1, pool1, ... with eps as the file's float32 holds it and momentum = 1 - ONNX's."""
+    onnx, _ = onnx_packages()
+    from tinynet.onnx import load_onnx, to_onnx
+
+    model, meta, _, _, folder = sample_bn
+    proto = to_onnx(model, meta["classes"])
+    del proto.metadata_props[:]
+    onnx.save(proto, folder / "bare.onnx")
+    back, back_meta = load_onnx(folder / "bare.onnx")
+    names = [layer.name for layer in back.layers if type(layer).__name__.startswith("BatchNorm")]
+    assert names == ["bn1", "bn2", "bn3"]
+    assert back.layers[1].eps == 1e-5 and back.layers[1].momentum == 0.1
+    assert all(back.state_dict()[k].tobytes() == v.tobytes() for k, v in model.state_dict().items())
+
+
+def batchnorm_graph(onnx, opset=13, var=(1.0, 2.0), **attributes):
+    """BatchNormalization of a (N, 2, 3, 3) input with constant statistics, Flatten, Gemm to 3
+    logits, Softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    arrays = {"scale": [1.0, 2.0], "B": [0.5, -0.5], "mean": [0.1, 0.2], "var": list(var)}
+    arrays.update(W=np.linspace(-1, 1, 54).reshape(18, 3), b=[0.0, 0.1, 0.2])
+    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in arrays.items()]
+    node = helper.make_node("BatchNormalization", ["x", "scale", "B", "mean", "var"], ["y"], **attributes)
+    flat = helper.make_node("Flatten", ["y"], ["f"], axis=1)
+    gemm = helper.make_node("Gemm", ["f", "W", "b"], ["logits"])
+    soft = helper.make_node("Softmax", ["logits"], ["p"], axis=1)
+    graph = helper.make_graph([node, flat, gemm, soft], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("opset, var, attributes, fault", [
+    (15, (1.0, 2.0), {"training_mode": 1}, "a BatchNormalization in training mode is not an inference graph"),
+    (13, (1.0, -2.0), {}, "input_var holds negative values"),
+    (13, (1.0, 2.0), {"epsilon": 0.0}, "epsilon 0.0 is not positive"),
+    (7, (1.0, 2.0), {"spatial": 0}, "spatial 0"),
+])
+def test_batchnormalization_that_tinynet_cannot_run_exactly_is_refused(opset, var, attributes, fault, tmp_path):
+    """Training mode, a negative variance, epsilon 0, statistics per position: each refused by
+    name; the same graph without the fault imports as a BatchNorm2D that computes what
+    onnxruntime does."""
+    onnx, ort = onnx_packages()
+    from tinynet.onnx import OnnxError, load_onnx
+
+    onnx.save(batchnorm_graph(onnx), tmp_path / "good.onnx")
+    model = load_onnx(tmp_path / "good.onnx")[0]
+    assert type(model.layers[0]).__name__ == "BatchNorm2D"
+    x = np.random.default_rng(0).standard_normal((4, 2, 3, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "good.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(softmax(model.forward(x, train=False)), session.run(["p"], {"x": x})[0], rtol=1e-6,
+                               atol=1e-7)
+
+    onnx.save(batchnorm_graph(onnx, opset, var, **attributes), tmp_path / "bn.onnx")
+    with pytest.raises(OnnxError, match=fault):
+        load_onnx(tmp_path / "bn.onnx")
