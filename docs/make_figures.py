@@ -15,6 +15,9 @@ Figures (each computed by the functions it illustrates, so a figure cannot drift
 - ``maxpool.png``: ``tinynet.nn.kernels.maxpool_forward_reference`` / ``maxpool_backward_reference``
   route each window's gradient to its winner (the first maximum on a tie; nothing when the fused
   ReLU clipped the window);
+- ``batchnorm.png``: ``tinynet.nn.layers.BatchNorm1D`` on one feature of a batch of 8: the batch
+  statistics, the normalised values and the output in training, and what its backward pass keeps
+  of an upstream gradient (G less its mean and less its component along x̂);
 - ``lenet.png``: the shapes of ``tinynet.nn.model.lenet()`` layer by layer, from a forward pass of a
   shipped sample image;
 - ``confused_pairs.png`` (only with ``--unseen DIR``, the folder of the emnist-balanced-unseen
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # run from a clone without installing
 from tinynet.datasets.idx import load_split, to_float  # noqa: E402
 from tinynet.datasets.load import load_sample  # noqa: E402
 from tinynet.nn import reference  # noqa: E402
+from tinynet.nn.layers import BatchNorm1D  # noqa: E402
 from tinynet.nn.kernels import (col2im_reference, im2col_reference, maxpool_backward_reference,  # noqa: E402
                                 maxpool_forward_reference)
 from tinynet.nn.model import lenet  # noqa: E402
@@ -278,6 +282,52 @@ def figure_confused_pairs(out, unseen_dir, pairs=12):
     save(fig, out / "confused_pairs.png")
 
 
+def figure_batchnorm(out):
+    """BatchNorm1D in training on one feature of 8 samples: forward (x, its mean and spread; x̂;
+    z = gamma x̂ + beta) and backward (G and the dx the layer returns, scaled by s / gamma)."""
+    rng = np.random.default_rng(7)
+    layer = BatchNorm1D(1).astype(np.float64)
+    layer.params["gamma"][:] = 1.5
+    layer.params["beta"][:] = -0.5
+    x = rng.normal(3.0, 2.0, (8, 1))
+    z = layer.forward(x, train=True)
+    _, x_hat, inv_std = layer.cache
+    G = rng.standard_normal((8, 1))
+    dx = layer.backward(G)
+    n = np.arange(8)
+    mean, std = x.mean(), x.std()
+
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    ax = axes[0]
+    ax.axhspan(mean - std, mean + std, color="#c6dbef", label=r"$\bar x \pm \sigma$")
+    ax.axhline(mean, color="#1f5fa8", linewidth=1)
+    ax.plot(n, x[:, 0], "o", color="#1f5fa8", label="$x_n$")
+    ax.set_title(f"one feature, a batch of 8: mean {mean:.2f}, std {std:.2f}", fontsize=9)
+    ax.set_xlabel("sample n")
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[1]
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.plot(n, x_hat[:, 0], "o", color="#1f5fa8", label=r"$\hat x_n$: mean 0, variance ~1")
+    ax.plot(n, z[:, 0], "s", color=HIGHLIGHT, label=r"$z_n = \gamma \hat x_n + \beta$ ($\gamma$ 1.5, $\beta$ -0.5)")
+    ax.set_title("forward (training): normalise, then scale and shift", fontsize=9)
+    ax.set_xlabel("sample n")
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[2]
+    scaled = dx[:, 0] / (layer.params["gamma"][0] * inv_std[0])
+    ax.bar(n - 0.2, G[:, 0], 0.4, color="#9bbbe0", label="upstream $G_n$")
+    ax.bar(n + 0.2, scaled, 0.4, color=HIGHLIGHT, label=r"$dx_n \cdot s / \gamma$")
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_title(rf"backward: $\Sigma\, dx$ = {dx.sum():.0e}, $\Sigma\, dx\,\hat x$ = {(dx * x_hat).sum():.0e} "
+                 r"(from $\varepsilon_{BN}$)", fontsize=9)
+    ax.set_xlabel("sample n")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(r"Batch normalisation: $dx = \frac{\gamma}{N s}(N G - \Sigma G - \hat x\, \Sigma G \hat x)$ keeps "
+                 r"G less its mean and less its part along $\hat x$", fontsize=10)
+    fig.subplots_adjust(left=0.04, right=0.99, top=0.8, bottom=0.14, wspace=0.22)
+    save(fig, out / "batchnorm.png")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "img",
@@ -291,6 +341,7 @@ def main(argv=None):
     figure_conv_input_gradient(args.out)
     figure_maxpool(args.out)
     figure_lenet(args.out)
+    figure_batchnorm(args.out)
     if args.unseen is None:
         print("skipped confused_pairs.png: it needs --unseen DIR (the emnist-balanced-unseen set)")
     else:

@@ -353,3 +353,77 @@ def check_linear_init(linear_std):
             assert abs(got * np.sqrt(fan_in) - 1) < 1e-9, (
                 f"linear_std({fan_in}) = {got:.5f}: close, but the derivation gives an exact formula")
     return verdict("Exercise 2 (initial weights for a linear stack)", test)
+
+
+# ------------------------------------------------------------------ build_a_layer.ipynb
+
+def _bn_layer(rng, features):
+    """A float64 BatchNorm1D with random gamma, beta and running statistics."""
+    layer = layers.BatchNorm1D(features).astype(np.float64)
+    layer.params["gamma"] = rng.uniform(0.5, 2.0, features)
+    layer.params["beta"] = rng.standard_normal(features)
+    layer.state["running_mean"] = rng.standard_normal(features)
+    layer.state["running_var"] = rng.uniform(0.2, 3.0, features)
+    return layer
+
+
+def check_batchnorm_eval_forward(batchnorm_eval_forward):
+    """Exercise 1: the evaluation pass, against tinynet's BatchNorm1D(train=False)."""
+    def test():
+        rng = np.random.default_rng(111)
+        layer = _bn_layer(rng, 5)
+        x = rng.standard_normal((7, 5)) * 3.0 + 1.0
+        got = batchnorm_eval_forward(x, layer.params["gamma"], layer.params["beta"], layer.state["running_mean"],
+                                     layer.state["running_var"], 1e-5)
+        same("batchnorm_eval_forward(x, ...)", got, layer.forward(x, train=False),
+             "tinynet's BatchNorm1D.forward(x, train=False)", tolerance=1e-10)
+        one = batchnorm_eval_forward(x[:1], layer.params["gamma"], layer.params["beta"],
+                                     layer.state["running_mean"], layer.state["running_var"], 1e-5)
+        same("batchnorm_eval_forward(x[:1], ...)", one, np.asarray(got)[:1],
+             "the same image's output within the whole batch (evaluation must not depend on the batch)",
+             tolerance=1e-12)
+    return verdict("Exercise 1 (the evaluation pass)", test)
+
+
+def check_running_update(update_running):
+    """Exercise 2: the running statistics after a batch, against tinynet's BatchNorm1D."""
+    def test():
+        rng = np.random.default_rng(112)
+        layer = _bn_layer(rng, 4)
+        layer.momentum = 0.25
+        mean, var = layer.state["running_mean"].copy(), layer.state["running_var"].copy()
+        x = rng.standard_normal((6, 4)) * 2.0 - 0.5
+        got = answer(update_running(mean.copy(), var.copy(), x, 0.25), "update_running")
+        layer.forward(x, train=True)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise AssertionError("update_running must return (new running mean, new running variance)")
+        same("the new running mean", got[0], layer.state["running_mean"], "tinynet's BatchNorm1D after the batch",
+             tolerance=1e-10)
+        biased = 0.75 * var + 0.25 * x.var(axis=0)
+        if np.allclose(np.asarray(got[1], np.float64), biased, rtol=1e-10):
+            raise AssertionError("the new running variance uses the biased batch variance (divided by N); "
+                                 "the running estimate takes the unbiased one, N / (N - 1) times it")
+        same("the new running variance", got[1], layer.state["running_var"],
+             "tinynet's BatchNorm1D after the batch", tolerance=1e-10)
+    return verdict("Exercise 2 (the running statistics)", test)
+
+
+def check_batchnorm_backward(batchnorm_backward):
+    """Exercise 3: the compact training backward, against centred differences and tinynet's layer."""
+    def test():
+        rng = np.random.default_rng(113)
+        layer = _bn_layer(rng, 3)
+        x = rng.standard_normal((5, 3)) * 2.0 + 1.0
+        G = rng.standard_normal((5, 3))
+        gamma, eps = layer.params["gamma"], 1e-5
+        mean, var = x.mean(axis=0), x.var(axis=0)
+        x_hat = (x - mean) / np.sqrt(var + eps)
+        got = answer(batchnorm_backward(G, x_hat, gamma, var, eps), "batchnorm_backward")
+        if not (isinstance(got, tuple) and len(got) == 3):
+            raise AssertionError("batchnorm_backward must return (dx, dgamma, dbeta)")
+        forward = lambda: gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + layer.params["beta"]
+        same("dgamma", got[1], (G * x_hat).sum(axis=0), "sum over the batch of G * x_hat", tolerance=1e-10)
+        same("dbeta", got[2], G.sum(axis=0), "sum over the batch of G", tolerance=1e-10)
+        same("dx", got[0], numerical_gradient_array(forward, x, G), "the centred differences of the "
+             "training forward pass", tolerance=1e-7)
+    return verdict("Exercise 3 (the backward pass, compact)", test)

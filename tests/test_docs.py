@@ -203,7 +203,7 @@ def test_nothing_users_read_names_a_development_path():
 
 # ------------------------------------------------------------------------------------ figures
 
-FIGURES = ("im2col.png", "col2im.png", "conv_input_gradient.png", "maxpool.png", "lenet.png")
+FIGURES = ("im2col.png", "col2im.png", "conv_input_gradient.png", "maxpool.png", "lenet.png", "batchnorm.png")
 
 
 def run_make_figures(*args):

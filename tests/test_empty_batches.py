@@ -10,8 +10,8 @@ import pytest
 
 from tinynet import Predictor
 from tinynet.nn import reference
-from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU,
-                               ReLUMaxPool2D, SoftmaxCrossEntropy, softmax)
+from tinynet.nn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LogitAdjustment,
+                               MaxPool2D, ReLU, ReLUMaxPool2D, SoftmaxCrossEntropy, softmax)
 from tinynet.nn.model import lenet
 from tinynet.nn.parallel import DataParallel
 from tinynet.predict.metrics import (confusion_matrix, evaluate, format_report, per_class_metrics,
@@ -39,6 +39,10 @@ LAYERS = {
     "Dense": (lambda rng: Dense(5, 4, rng=rng), (5,)),
     "Dropout": (lambda rng: Dropout(0.5, rng=rng), (5,)),
     "LogitAdjustment": (lambda rng: LogitAdjustment([0.2, 0.8]), (2,)),
+    "BatchNorm2D": (lambda rng: BatchNorm2D(3), (3, 5, 5)),
+    "BatchNorm1D": (lambda rng: BatchNorm1D(5), (5,)),
+    "reference.BatchNorm2D": (lambda rng: reference.BatchNorm2D(3), (3, 5, 5)),
+    "reference.BatchNorm1D": (lambda rng: reference.BatchNorm1D(5), (5,)),
     "reference.Conv2D": (lambda rng: reference.Conv2D(2, 3, 3, rng=rng), (2, 8, 8)),
     "reference.MaxPool2D": (lambda rng: reference.MaxPool2D(2), (3, 8, 8)),
 }

@@ -77,6 +77,20 @@ def standing_still(gradient, theta, lr, mu, steps):
     return [theta] * (steps + 1), [0 * theta] * (steps + 1)
 
 
+def batch_statistics_in_evaluation(x, gamma, beta, mean, var, eps):
+    """The training formula used in evaluation: the batch's statistics, not the running ones."""
+    return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
+
+
+def biased_running_update(mean, var, x, momentum):
+    return (1 - momentum) * mean + momentum * x.mean(axis=0), (1 - momentum) * var + momentum * x.var(axis=0)
+
+
+def constant_statistics_backward(G, x_hat, gamma, var, eps):
+    """The evaluation backward used in training: the batch statistics treated as constants."""
+    return G * gamma / np.sqrt(var + eps), (G * x_hat).sum(axis=0), G.sum(axis=0)
+
+
 def cases(data):
     """Each check with a stub answer and with a wrong one: (check, stub arguments, wrong arguments)."""
     net, images, labels = data
@@ -106,12 +120,16 @@ def cases(data):
                          (lambda K: np.log(K - 1), images, labels, 47)),
         "lookahead_nesterov": (check.check_lookahead_nesterov, (stub,), (standing_still,)),
         "linear_init": (check.check_linear_init, (stub,), (lambda fan_in: np.sqrt(2 / fan_in),)),
+        "batchnorm_eval_forward": (check.check_batchnorm_eval_forward, (stub,), (batch_statistics_in_evaluation,)),
+        "running_update": (check.check_running_update, (stub,), (biased_running_update,)),
+        "batchnorm_backward": (check.check_batchnorm_backward, (stub,), (constant_statistics_backward,)),
     }
 
 
 NAMES = ["relu_and_dropout", "relu_and_dropout, dropout without 1/(1-p)", "random_upstream", "extra_zeros",
          "strided_input_gradient", "average_pooling", "first_maximum", "label_smoothing_minimum",
-         "whole_network", "saliency", "confusion_matrix", "initial_loss", "lookahead_nesterov", "linear_init"]
+         "whole_network", "saliency", "confusion_matrix", "initial_loss", "lookahead_nesterov", "linear_init",
+         "batchnorm_eval_forward", "running_update", "batchnorm_backward"]
 
 
 def test_every_check_is_covered():

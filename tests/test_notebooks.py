@@ -55,7 +55,8 @@ def expected_verdict(path):
 
 
 def test_there_are_notebooks():
-    names = ["backprop_by_hand.ipynb", "optimise_and_initialise.ipynb", "train_and_look_inside.ipynb"]
+    names = ["backprop_by_hand.ipynb", "build_a_layer.ipynb", "optimise_and_initialise.ipynb",
+             "train_and_look_inside.ipynb"]
     assert [p.name for p in NOTEBOOKS] == names
     assert [p.name for p in SOLUTIONS] == names, "each notebook's exercises have their worked solutions"
 

@@ -4,6 +4,9 @@ Layout of a checkpoint (any NumPy, or any zip + ``.npy`` reader, can read it):
 
 - ``<layer>.<param>``: float32 parameter arrays, e.g. ``conv1.W`` (20, 1, 5, 5) - see the README's
   table for every name and shape;
+- ``<layer>.<state>``: float32 arrays a layer keeps that are not parameters, e.g. batch
+  normalisation's ``bn1.running_mean`` and ``bn1.running_var`` (C,): read and checked like the
+  parameters (a network without such layers has none, so every older checkpoint reads as before);
 - ``optimizer.<layer>.<param>``: the optimiser's momentum buffers (absent for plain SGD);
 - ``extra.<name>``: other arrays a run needs to resume mid-epoch (the epoch's shuffled order);
 - ``metadata``: a 0-d unicode array holding JSON: ``format``, ``format_version``,
@@ -146,13 +149,15 @@ def load_checkpoint(path):
                 raise CheckpointError(f"{path}: metadata entry is implausibly large")
             meta = _parse_metadata(_read_member(zf, "metadata.npy", path, (), kinds="U"), path)
             model = _model_of(meta, path)
-            expected = {name: p.shape for name, p, _ in model.parameters()}
+            expected = {name: a.shape for name, a in model.state_dict().items()}  # parameters and state
+            trained = {name: p.shape for name, p, _ in model.parameters()}
             missing = sorted(f"{n}.npy" for n in expected if f"{n}.npy" not in members)
             if missing:
-                raise CheckpointError(f"{path}: missing parameter arrays {', '.join(m[:-4] for m in missing)}")
+                what = "parameter arrays" if all(m[:-4] in trained for m in missing) else "arrays"
+                raise CheckpointError(f"{path}: missing {what} {', '.join(m[:-4] for m in missing)}")
             state = {n: _read_member(zf, f"{n}.npy", path, shape) for n, shape in expected.items()}
-            optimizer = {n: _read_member(zf, f"optimizer.{n}.npy", path, expected[n])
-                         for n in expected if f"optimizer.{n}.npy" in members}
+            optimizer = {n: _read_member(zf, f"optimizer.{n}.npy", path, trained[n])
+                         for n in trained if f"optimizer.{n}.npy" in members}
             extra, budget = {}, MAX_EXTRA_BYTES
             for m in sorted(members):
                 if m.startswith("extra.") and m.endswith(".npy"):
@@ -166,8 +171,13 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: not a readable tinynet checkpoint ({type(e).__name__}: {message})") from None
     for name, array in state.items():
         if not np.all(np.isfinite(array)):
-            raise CheckpointError(f"{path}: parameter {name!r} holds NaN or infinite values")
+            what = "parameter" if name in trained else "array"
+            raise CheckpointError(f"{path}: {what} {name!r} holds NaN or infinite values")
     model.load_state_dict(state)
+    for layer in model.layers:
+        fault = layer.state_fault() if hasattr(layer, "state_fault") else None
+        if fault:
+            raise CheckpointError(f"{path}: layer {layer.name!r}: {fault}")
     return model, meta, optimizer, extra
 
 

@@ -12,8 +12,9 @@ A description is a JSON-able dict; checkpoints store it as their ``architecture`
 
 - ``input``: the shape of one image. tinynet's data has one channel: ``[1, H, W]`` (EMNIST: 28 x 28).
 - ``kind``: the layer's class name, a key of :data:`KINDS`.
-- ``name``: the layer's name, unique in the network: its parameters are ``NAME.W`` and ``NAME.b``,
-  the checkpoint's array names. Letters, digits, ``_`` and ``-``, at most 64, not ``optimizer``
+- ``name``: the layer's name, unique in the network: its parameters are ``NAME.W`` and ``NAME.b``
+  (batch normalisation's ``NAME.gamma``, ``NAME.beta`` and its state ``NAME.running_mean``,
+  ``NAME.running_var``), the checkpoint's array names. Letters, digits, ``_`` and ``-``, at most 64, not ``optimizer``
   or ``extra`` (the checkpoint's other arrays). Optional: a layer without one is named by its
   position (``"0"``, ``"1"``, ...), as ``Sequential`` names it.
 - the settings: the keyword arguments of the layer's constructor, except what the chain of layers
@@ -29,10 +30,13 @@ A description is a JSON-able dict; checkpoints store it as their ``architecture`
     ReLU             -                                  any shape, unchanged
     Flatten          -                                  any shape -> (C * H * W,)
     Dense            out_features                       (F,) -> (out_features,)
+    BatchNorm2D      eps (1e-5), momentum (0.1)         (C, H, W), unchanged (one gamma, beta per channel)
+    BatchNorm1D      eps (1e-5), momentum (0.1)         (F,), unchanged (one gamma, beta per feature)
     Dropout          p (a probability in [0, 1))        any shape, unchanged
     LogitAdjustment  prior (K positive frequencies)     (K,) -> (K,)
 
-Integers are JSON integers (``5``, not ``5.0``); ``p`` and ``prior`` are numbers. The last layer gives
+Integers are JSON integers (``5``, not ``5.0``); ``p``, ``prior``, ``eps`` (> 0) and ``momentum``
+(in [0, 1], the running statistics' update rate, PyTorch's meaning) are numbers. The last layer gives
 the logits: one value per class, shape (K,).
 
 The LeNet (``tinynet.nn.model.lenet(47)``), written out::
@@ -92,7 +96,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ArgumentError
-from .layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
+from .layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D,
+                     ReLU, ReLUMaxPool2D)
 
 MAX_LAYERS = 1_000
 # What a network may cost, checked before it is built (the LeNet for 47 classes: 449,617 parameters,
@@ -166,6 +171,20 @@ def probability(value):
     return float(value)
 
 
+def positive_number(value):
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+            or not value > 0):
+        raise ValueError(f"must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def fraction(value):
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+            or not 0 <= value <= 1):
+        raise ValueError(f"must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def frequencies(value):
     if (not isinstance(value, (list, tuple)) or not value
             or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
@@ -223,6 +242,16 @@ def dense_shape(shape, s):
     return (s["out_features"],)
 
 
+def channels_shape(shape, s):
+    _planes(shape, "BatchNorm2D (batch normalisation per channel)")
+    return tuple(shape)
+
+
+def features_shape(shape, s):
+    _features(shape, "BatchNorm1D (batch normalisation per feature)")
+    return tuple(shape)
+
+
 def prior_shape(shape, s):
     k = _features(shape, "a logit adjustment")
     if len(s["prior"]) != k:
@@ -232,6 +261,11 @@ def prior_shape(shape, s):
 
 # --- the table ----------------------------------------------------------------------------------------
 
+BATCHNORM_SETTINGS = {"eps": Setting(positive_number, 1e-5), "momentum": Setting(fraction, 0.1)}
+# batch normalisation keeps x_hat (one value per output) for its backward pass; it takes a
+# subtraction, a multiplication, a multiplication and an addition per value (x - mu, / sigma, gamma, beta)
+BATCHNORM_NORMALISED = lambda shape, s: math.prod(shape)  # noqa: E731
+BATCHNORM_FLOPS = lambda shape, s: 4 * math.prod(shape)  # noqa: E731
 POOL_SETTINGS = {"size": Setting(positive_int), "stride": Setting(positive_int, lambda s: s["size"])}
 POOL_WINNERS = lambda shape, s: math.prod(pool_shape(shape, s))  # noqa: E731 (the index of each maximum)
 POOL_COMPARISONS = lambda shape, s: math.prod(pool_shape(shape, s)) * s["size"] ** 2  # noqa: E731
@@ -259,6 +293,14 @@ KINDS = {kind.layer.__name__: kind for kind in (
               lambda shape, s, rng, init, name: Dense(shape[0], rng=rng, init=init, name=name, **s),
               parameters=lambda shape, s: (shape[0] + 1) * s["out_features"],
               flops=lambda shape, s: 2 * shape[0] * s["out_features"]),
+    LayerKind(BatchNorm2D, BATCHNORM_SETTINGS, channels_shape,
+              lambda shape, s, rng, init, name: BatchNorm2D(shape[0], name=name, **s),
+              parameters=lambda shape, s: 2 * shape[0],  # gamma, beta (the running statistics: state)
+              scratch=BATCHNORM_NORMALISED, flops=BATCHNORM_FLOPS),
+    LayerKind(BatchNorm1D, BATCHNORM_SETTINGS, features_shape,
+              lambda shape, s, rng, init, name: BatchNorm1D(shape[0], name=name, **s),
+              parameters=lambda shape, s: 2 * shape[0],
+              scratch=BATCHNORM_NORMALISED, flops=BATCHNORM_FLOPS),
     LayerKind(Dropout, {"p": Setting(probability)}, same_shape,
               lambda shape, s, rng, init, name: Dropout(rng=rng, name=name, **s)),
     LayerKind(LogitAdjustment, {"prior": Setting(frequencies)}, prior_shape,

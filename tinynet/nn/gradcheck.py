@@ -60,7 +60,7 @@ def relative_error(analytic, numeric):
     return float(np.abs(analytic - numeric).max() / scale)
 
 
-def gradient_errors(layer, x, rng, reset=lambda: None):
+def gradient_errors(layer, x, rng, reset=lambda: None, train=True):
     """The relative error of each gradient ``layer``'s backward pass computes on input ``x``, by
     name: ``"x"`` (dL/dx) and each parameter's, as :func:`check_layer` describes.
 
@@ -68,14 +68,16 @@ def gradient_errors(layer, x, rng, reset=lambda: None):
     LeNet's conv1 does) has no ``"x"`` entry: only its parameters are checked. The check runs on
     float64 copies of ``x`` and of the parameters, and the layer is left as it was: its own
     parameter arrays (shared with a model, say) in their own dtype, its gradients, cache and
-    scratch buffers.
+    scratch buffers, its state (batch normalisation's running statistics, which every training
+    forward pass here moves). ``train``: check the training pass (default) or the evaluation pass
+    (``forward(x, train=False)``: batch normalisation's running statistics, dropout's identity).
     """
     saved = dict(vars(layer))
     try:
         layer.astype(np.float64)
         x = np.array(x, dtype=np.float64)
         reset()
-        out = layer.forward(x)
+        out = layer.forward(x, train)
         dout = rng.standard_normal(out.shape)
         dx = layer.backward(dout)
         dx = None if dx is None else np.array(dx)  # the layer's own array may be reused
@@ -83,7 +85,7 @@ def gradient_errors(layer, x, rng, reset=lambda: None):
 
         def forward():
             reset()
-            return layer.forward(x)
+            return layer.forward(x, train)
 
         errors = {} if dx is None else {"x": relative_error(dx, numerical_gradient_array(forward, x, dout))}
         for name, param in layer.params.items():
@@ -94,7 +96,7 @@ def gradient_errors(layer, x, rng, reset=lambda: None):
         vars(layer).update(saved)
 
 
-def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7):
+def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7, train=True):
     """Gradient-check ``layer`` on input ``x``: returns the worst relative error found, and raises
     :class:`GradientCheckError` (an AssertionError) naming the layer and the array (x or a
     parameter) when one exceeds ``tolerance``.
@@ -108,9 +110,10 @@ def check_layer(layer, x, rng, reset=lambda: None, tolerance=1e-7):
     ``x`` should avoid the points where the layer is not differentiable (see
     :func:`distinct_values`). ``reset`` is called before every forward pass (dropout uses it to
     replay the same mask). A layer whose backward returns None has its parameters checked, not
-    its input (:func:`gradient_errors` lists what was checked). The layer is left as it was.
+    its input (:func:`gradient_errors` lists what was checked). ``train=False`` checks the
+    evaluation pass instead of the training pass. The layer is left as it was.
     """
-    errors = gradient_errors(layer, x, rng, reset)
+    errors = gradient_errors(layer, x, rng, reset, train)
     if not errors:
         raise ArgumentError(f"{type(layer).__name__}: nothing to check (its backward returns None and "
                             f"it has no parameters)")

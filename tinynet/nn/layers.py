@@ -13,8 +13,11 @@ Conventions (used everywhere in tinynet):
 - Every layer holds ``params`` and ``grads``: dicts from a name (``"W"``, ``"b"``) to an array of
   the same shape. ``backward`` **overwrites** ``grads`` (it never accumulates), using what the most
   recent ``forward`` cached; so call ``forward`` then ``backward`` once per batch.
+- A layer may also hold ``state``: arrays that are not parameters (batch normalisation's running
+  mean and variance): the optimiser never sees them, training updates them in ``forward``, and
+  checkpoints save and restore them beside the parameters (``NAME.running_mean``...).
 - ``forward(x, train)``: ``train`` only matters to layers that behave differently while training
-  (dropout). ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
+  (dropout, batch normalisation). ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
 - A layer keeps each of its settings as an attribute named like its constructor's argument
   (``Conv2D.kernel_size``, ``Dense.out_features``, ``Dropout.p``...; the sizes its weights fix are
   properties): ``tinynet.nn.describe`` reads them to write a network down as data, and builds
@@ -74,6 +77,7 @@ class Layer:
         self.name = name
         self.params = {}
         self.grads = {}
+        self.state = {}  # arrays that are not parameters (running statistics): saved, not trained
         self._buffers = {}
 
     def buffer(self, key, shape, dtype):
@@ -84,8 +88,10 @@ class Layer:
         return buf
 
     def astype(self, dtype):
-        """Convert parameters (and drop cached buffers) to ``dtype``, e.g. float64 for gradient checks."""
+        """Convert parameters and state (and drop cached buffers) to ``dtype``, e.g. float64 for
+        gradient checks."""
         self.params = {k: v.astype(dtype) for k, v in self.params.items()}
+        self.state = {k: v.astype(dtype) for k, v in self.state.items()}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._buffers = {}
         return self
@@ -403,6 +409,173 @@ class Dropout(Layer):
     def backward(self, dout):
         """dx = dout * mask / (1 - p), with the same mask as the forward pass."""
         return dout if self.cache is None else dout * self.cache
+
+
+def check_batchnorm_settings(eps, momentum):
+    """ArgumentError for an ``eps`` that is not a positive finite number or a ``momentum`` (the
+    running statistics' update rate) outside [0, 1]."""
+    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+        raise ArgumentError(f"batch normalisation's eps must be a positive finite number, got {eps!r}")
+    if not (isinstance(momentum, (int, float, np.floating)) and 0.0 <= momentum <= 1.0):
+        raise ArgumentError(f"batch normalisation's momentum must be a number in [0, 1], got {momentum!r}")
+
+
+class BatchNorm(Layer):
+    """Batch normalisation of the columns of a matrix (M, C): the maths :class:`BatchNorm2D` and
+    :class:`BatchNorm1D` share (the symbols of ``docs/notation.md``; the derivation is in
+    ``docs/backprop.md`` and ``notebooks/build_a_layer.ipynb``).
+
+    Training (``train=True``), for each channel c over the M values of the batch:
+
+        x̄_c = mean of x[:, c]            σ²_c = mean of (x[:, c] - x̄_c)²     (biased: / M)
+        x̂ = (x - x̄_c) / sqrt(σ²_c + ε)    out = γ_c x̂ + β_c
+
+    and the running statistics move towards the batch's, at rate ρ = ``momentum`` (PyTorch's
+    convention, so imports and exports agree with it and with ONNX):
+
+        running_mean = (1 - ρ) running_mean + ρ x̄_c
+        running_var  = (1 - ρ) running_var  + ρ σ²_c M / (M - 1)     (unbiased; M = 1: σ²_c)
+
+    Evaluation (``train=False``) uses the running statistics instead of the batch's, so the layer
+    is a fixed affine map, out = x * scale + shift with scale = γ / sqrt(running_var + ε) and
+    shift = β - running_mean * scale, and an image's output does not depend on its batch.
+
+    Parameters ``gamma`` (γ, ONNX's ``scale``, starts at 1) and ``beta`` (β, ONNX's ``B``, starts
+    at 0); state ``running_mean`` (starts at 0) and ``running_var`` (starts at 1), ONNX's
+    ``input_mean`` and ``input_var``. A batch of no rows gives no rows and changes nothing.
+    ``update_running``: False on ``tinynet.nn.parallel``'s replicas, which only keep their slice's
+    statistics (``batch_statistics``: count, mean, biased variance) for the model to merge.
+    """
+
+    def __init__(self, channels, eps=1e-5, momentum=0.1, name=None):
+        super().__init__(name)
+        check_batchnorm_settings(eps, momentum)
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.params = {"gamma": np.ones(channels, dtype=np.float32),
+                       "beta": np.zeros(channels, dtype=np.float32)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.state = {"running_mean": np.zeros(channels, dtype=np.float32),
+                      "running_var": np.ones(channels, dtype=np.float32)}
+        self.update_running = True
+        self.batch_statistics = None
+
+    def state_fault(self):
+        """What is wrong with the running statistics (a negative variance, which no batch can
+        give), or None; checkpoints are checked with it when read."""
+        if (self.state["running_var"] < 0).any():
+            return "its running_var holds negative values (a variance is >= 0)"
+        return None
+
+    def normalise(self, x2, train):
+        """x2 (M, C) -> out (M, C), a new array; caches what :meth:`normalise_backward` needs."""
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if not train:
+            scale = gamma / np.sqrt(self.state["running_var"] + self.eps)
+            self.cache = (False, x2, scale)
+            out = x2 * scale
+            out += beta - self.state["running_mean"] * scale
+            return out
+        M = len(x2)
+        mean = x2.mean(axis=0) if M else np.zeros_like(gamma)
+        centred = x2 - mean
+        var = np.einsum("mc,mc->c", centred, centred) / max(M, 1)  # (biased: the batch's own)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        x_hat = centred
+        x_hat *= inv_std
+        self.cache = (True, x_hat, inv_std)
+        self.batch_statistics = (M, mean, var)
+        if self.update_running:
+            self.update_running_statistics([self.batch_statistics])
+        return x_hat * gamma + beta
+
+    def update_running_statistics(self, statistics):
+        """Move the running statistics towards a batch's, given as ``(count, mean, biased
+        variance)`` of one batch or of the consecutive slices it was cut into (``DataParallel``),
+        merged in slice order into the whole batch's (the slices' sums of squares about the
+        batch's mean); a batch of no rows changes nothing. Updates the arrays in place."""
+        statistics = [s for s in statistics if s[0] > 0]
+        if not statistics:
+            return
+        if len(statistics) == 1:
+            M, mean, var = statistics[0]
+        else:
+            M = sum(n for n, _, _ in statistics)
+            mean = sum(n * m.astype(np.float64) for n, m, _ in statistics) / M
+            var = sum(n * (v + (m.astype(np.float64) - mean) ** 2) for n, m, v in statistics) / M
+        rho, running = self.momentum, self.state
+        unbiased = var * (M / (M - 1)) if M > 1 else var
+        running["running_mean"][...] = (1 - rho) * running["running_mean"] + rho * mean
+        running["running_var"][...] = (1 - rho) * running["running_var"] + rho * unbiased
+
+    def normalise_backward(self, d2):
+        """d2 = G (M, C) -> dx (M, C); fills dgamma and dbeta.
+
+        Training (the batch statistics depend on x, so every row's gradient involves the others':
+        the derivation is in ``docs/backprop.md``), with sums over the M rows:
+            dbeta  = sum G        dgamma = sum G x̂
+            dx     = γ / (M sqrt(σ² + ε)) * (M G - sum G - x̂ sum(G x̂))
+        Evaluation (fixed statistics: an affine map):
+            dbeta  = sum G        dgamma = sum G x̂     dx = G γ / sqrt(running_var + ε)
+        """
+        train, held, scale = self.cache
+        if not train:  # held: the input; x̂ of the running statistics, rebuilt here
+            x_hat = (held - self.state["running_mean"]) / np.sqrt(self.state["running_var"] + self.eps)
+            self.grads["beta"] = d2.sum(axis=0)
+            self.grads["gamma"] = np.einsum("mc,mc->c", d2, x_hat)
+            return d2 * scale
+        x_hat, inv_std, M = held, scale, len(d2)
+        self.grads["beta"] = dbeta = d2.sum(axis=0)
+        self.grads["gamma"] = dgamma = np.einsum("mc,mc->c", d2, x_hat)
+        dx = d2 * M
+        dx -= dbeta
+        dx -= x_hat * dgamma
+        dx *= self.params["gamma"] * inv_std / max(M, 1)
+        return dx
+
+
+class BatchNorm2D(BatchNorm):
+    """Batch normalisation after a convolution: one γ, β and pair of statistics per channel, over
+    the batch and every position, x (N, C, H, W) -> out (N, C, H, W) (:class:`BatchNorm` has the
+    maths). Works channels-last in memory like Conv2D: the input read as (N*H*W, C) (a free view of
+    a convolution's output), the output returned as an NCHW-shaped view of channels-last memory."""
+
+    @property
+    def channels(self):
+        return len(self.params["gamma"])
+
+    def forward(self, x, train=True):
+        x_nhwc = channels_last(x)
+        out = self.normalise(x_nhwc.reshape(-1, x_nhwc.shape[3]), train)
+        return out.reshape(x_nhwc.shape).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        """dout (N, C, H, W) -> dx (N, C, H, W): :meth:`BatchNorm.normalise_backward` on the
+        N*H*W rows of channels (M = N*H*W):
+            dx = γ / (M sqrt(σ² + ε)) (M G - sum G - x̂ sum(G x̂))   (training)
+            dx = G γ / sqrt(running_var + ε)                          (evaluation)
+        """
+        d_nhwc = channels_last(dout)
+        dx = self.normalise_backward(d_nhwc.reshape(-1, d_nhwc.shape[3]))
+        return dx.reshape(d_nhwc.shape).transpose(0, 3, 1, 2)
+
+
+class BatchNorm1D(BatchNorm):
+    """Batch normalisation after a dense layer: one γ, β and pair of statistics per feature, over
+    the batch, x (N, F) -> out (N, F) (:class:`BatchNorm` has the maths)."""
+
+    @property
+    def features(self):
+        return len(self.params["gamma"])
+
+    def forward(self, x, train=True):
+        return self.normalise(x, train)
+
+    def backward(self, dout):
+        """dout (N, F) -> dx (N, F), with M = N (:meth:`BatchNorm.normalise_backward`):
+            dx = γ / (N sqrt(σ² + ε)) (N G - sum G - x̂ sum(G x̂))    (training)
+            dx = G γ / sqrt(running_var + ε)                           (evaluation)
+        """
+        return self.normalise_backward(dout)
 
 
 class LogitAdjustment(Layer):

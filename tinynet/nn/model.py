@@ -59,19 +59,26 @@ class Sequential:
             for key, value in layer.params.items():
                 yield f"{layer.name}.{key}", value, layer.grads[key]
 
+    def states(self):
+        """Yields ``(name, array)`` for every array of layer state that is not a parameter (batch
+        normalisation's ``"bn1.running_mean"``...), in layer order: saved in checkpoints beside the
+        parameters, never trained."""
+        for layer in self.layers:
+            for key, value in getattr(layer, "state", {}).items():
+                yield f"{layer.name}.{key}", value
+
     def state_dict(self):
-        """Parameter arrays by name (the arrays themselves, not copies)."""
-        return {name: p for name, p, _ in self.parameters()}
+        """Parameter arrays by name, then the layers' state arrays (the arrays themselves, not copies)."""
+        return {**{name: p for name, p, _ in self.parameters()}, **dict(self.states())}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters; names and shapes must match exactly."""
-        expected = {name: p.shape for name, p, _ in self.parameters()}
+        """Copy arrays into the parameters and the layers' state; names and shapes must match exactly."""
+        expected = {name: a.shape for name, a in self.state_dict().items()}
         got = {name: tuple(np.shape(a)) for name, a in state.items()}
         if expected != got:
             raise ArgumentError(f"parameters do not match the model: expected {expected}, got {got}")
-        for layer in self.layers:
-            for key, value in layer.params.items():
-                value[...] = state[f"{layer.name}.{key}"]
+        for name, value in self.state_dict().items():
+            value[...] = state[name]
 
     def astype(self, dtype):
         """Convert every layer's parameters to ``dtype`` (float64 for gradient checks)."""

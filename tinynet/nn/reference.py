@@ -4,8 +4,9 @@ The fast layers in ``tinynet/nn/layers.py`` compute the same numbers with tricks
 behind NCHW-shaped views, im2col matrices and scratch buffers reused between calls, ReLU folded
 into the max-pool kernel, a batch split over threads. Here there is none of that: every array is a
 contiguous NCHW array, convolution is a sum over the kernel's offsets written with ``np.pad`` and
-``einsum``, max-pooling compares the window's values one offset at a time, and nothing is cached
-but what backward needs.
+``einsum``, max-pooling compares the window's values one offset at a time, batch normalisation's backward
+walks its computation graph node by node (the fast layer uses the compact formula that graph
+simplifies to), and nothing is cached but what backward needs.
 
 Same contract as the fast layers (``params`` / ``grads`` dicts, ``forward(x, train)`` caches,
 ``backward(dout)`` overwrites ``grads`` and returns dL/dx), the same parameter names and shapes,
@@ -25,8 +26,8 @@ import numpy as np
 from .layers import Dense, Dropout, Flatten, Layer, ReLU, SoftmaxCrossEntropy, init_weights
 from .model import Sequential
 
-__all__ = ["Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense", "Dropout", "SoftmaxCrossEntropy",
-           "reference_lenet"]
+__all__ = ["Conv2D", "MaxPool2D", "BatchNorm2D", "BatchNorm1D", "ReLU", "Flatten", "Dense", "Dropout",
+           "SoftmaxCrossEntropy", "reference_lenet"]
 
 
 def offsets(k, stride, OH, OW):
@@ -132,6 +133,82 @@ class MaxPool2D(Layer):
         for offset, (_, _, window) in enumerate(windows):
             dx[window] += np.where(winner == offset, dout, 0)  # one offset: each pixel at most once
         return dx
+
+
+class BatchNorm2D(Layer):
+    """Batch normalisation, one channel at a time over every image and position, written as the
+    computation graph the backward pass walks through (``docs/backprop.md``). x (N, C, H, W) ->
+    out (N, C, H, W), with the statistics over the axes ``axes`` (N, H, W) and M values each:
+
+        x̄ = mean x          σ² = mean (x - x̄)²          x̂ = (x - x̄) / sqrt(σ² + ε)
+        out = γ x̂ + β        (training: the batch's x̄ and σ²)
+        out = γ (x - running_mean) / sqrt(running_var + ε) + β       (evaluation)
+
+    and in training running = (1 - ρ) running + ρ batch (the variance unbiased, σ² M / (M - 1)),
+    as the fast layer does. Same parameters (``gamma``, ``beta``) and state (``running_mean``,
+    ``running_var``) as ``tinynet.nn.layers.BatchNorm2D``.
+    """
+
+    axes = (0, 2, 3)
+
+    def __init__(self, channels, eps=1e-5, momentum=0.1, name=None):
+        super().__init__(name)
+        self.eps, self.momentum = eps, momentum
+        self.params = {"gamma": np.ones(channels, dtype=np.float32), "beta": np.zeros(channels, dtype=np.float32)}
+        self.grads = {key: np.zeros_like(v) for key, v in self.params.items()}
+        self.state = {"running_mean": np.zeros(channels, dtype=np.float32),
+                      "running_var": np.ones(channels, dtype=np.float32)}
+
+    def per_channel(self, v):
+        """A (C,) vector shaped to broadcast against the input: (1, C, 1, 1), or (1, C) for 1-D."""
+        return v.reshape([1, -1] + [1] * (len(self.axes) - 1))
+
+    def forward(self, x, train=True):
+        gamma, beta = self.per_channel(self.params["gamma"]), self.per_channel(self.params["beta"])
+        if train:
+            M = x.size // x.shape[1]
+            mean = x.mean(axis=self.axes, keepdims=True) if M else np.zeros_like(gamma)
+            var = ((x - mean) ** 2).mean(axis=self.axes, keepdims=True) if M else np.zeros_like(gamma)
+            if M:
+                rho, unbiased = self.momentum, var * M / (M - 1) if M > 1 else var
+                self.state["running_mean"][...] = (1 - rho) * self.state["running_mean"] + rho * mean.ravel()
+                self.state["running_var"][...] = (1 - rho) * self.state["running_var"] + rho * unbiased.ravel()
+        else:
+            mean = self.per_channel(self.state["running_mean"])
+            var = self.per_channel(self.state["running_var"])
+        x_hat = (x - mean) / np.sqrt(var + self.eps)
+        self.cache = (train, x, mean, var, x_hat)
+        return gamma * x_hat + beta
+
+    def backward(self, dout):
+        """dout = G -> dx, node by node back through the graph of :meth:`forward` (sums over the
+        M values of each channel):
+
+            dγ = sum G x̂       dβ = sum G       dx̂ = G γ
+            dσ² = sum dx̂ (x - x̄) * (-1/2) (σ² + ε)^(-3/2)
+            dx̄ = -sum dx̂ / sqrt(σ² + ε)        (the term through σ², -2 dσ² mean(x - x̄), is 0)
+            dx = dx̂ / sqrt(σ² + ε) + dσ² 2 (x - x̄) / M + dx̄ / M
+
+        In evaluation x̄ and σ² are constants: dx = dx̂ / sqrt(running_var + ε) only.
+        """
+        train, x, mean, var, x_hat = self.cache
+        M = x.size // x.shape[1]
+        self.grads["gamma"] = (dout * x_hat).sum(axis=self.axes)
+        self.grads["beta"] = dout.sum(axis=self.axes)
+        dx_hat = dout * self.per_channel(self.params["gamma"])
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        if not train:
+            return dx_hat * inv_std
+        dvar = (dx_hat * (x - mean)).sum(axis=self.axes, keepdims=True) * -0.5 * inv_std ** 3
+        dmean = -(dx_hat * inv_std).sum(axis=self.axes, keepdims=True)
+        return dx_hat * inv_std + dvar * 2 * (x - mean) / max(M, 1) + dmean / max(M, 1)
+
+
+class BatchNorm1D(BatchNorm2D):
+    """Batch normalisation of features, x (N, F) -> out (N, F): :class:`BatchNorm2D`'s maths with
+    the statistics over the batch alone (``axes`` = (0,), M = N)."""
+
+    axes = (0,)
 
 
 def reference_lenet(num_classes=47, *, rng, init="glorot", dropout=0.0):

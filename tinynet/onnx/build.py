@@ -13,7 +13,8 @@ import json
 import numpy as np
 
 from ..nn.describe import DescriptionError, check, describe
-from ..nn.layers import Conv2D, Dense, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
+from ..nn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, LogitAdjustment, MaxPool2D, ReLU,
+                         ReLUMaxPool2D)
 from ..nn.model import PRESETS, EMNIST_INPUT, Sequential, build_model, expand
 from .common import Refused
 
@@ -45,7 +46,7 @@ def _layers(specs):
     """The layers of ``specs``, named conv1, pool1, fc1, ... in graph order, holding the graph's
     weights."""
     rng = np.random.default_rng(0)
-    layers, count = [], {"conv": 0, "fc": 0, "stage": 0}
+    layers, count = [], {"conv": 0, "fc": 0, "stage": 0, "bn": 0}
     for op, attrs, arrays in specs:
         if op == "conv":
             W, b = arrays
@@ -67,6 +68,13 @@ def _layers(specs):
             count["fc"] += 1
             layer = Dense(W.shape[0], W.shape[1], rng=rng, name=f"fc{count['fc']}")
             layer.params = {"W": W, "b": b}
+        elif op in ("batchnorm2d", "batchnorm1d"):
+            gamma, beta, mean, var = arrays
+            count["bn"] += 1
+            kind = BatchNorm2D if op == "batchnorm2d" else BatchNorm1D
+            layer = kind(len(gamma), name=f"bn{count['bn']}", **attrs)
+            layer.params = {"gamma": gamma, "beta": beta}
+            layer.state = {"running_mean": mean, "running_var": var}
         else:
             layer = _prior_layer(*arrays)
         layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
@@ -144,7 +152,7 @@ def _as_described(generic, own, candidate, offsets):
     source = [layer for layer in generic.layers if layer.params]
     target = [layer for layer in model.layers if layer.params]
     for a, b in zip(source, target):
-        b.params, b.grads = a.params, a.grads
+        b.params, b.grads, b.state = a.params, a.grads, a.state  # (state: batch normalisation's statistics)
     ours = [layer for layer in generic.layers if isinstance(layer, LogitAdjustment)]
     theirs = [layer for layer in model.layers if isinstance(layer, LogitAdjustment)]
     if ours and theirs[0].offset.tobytes() not in (ours[0].offset.tobytes(), *offsets):
@@ -157,8 +165,9 @@ def _as_described(generic, own, candidate, offsets):
 def _computes(description):
     """What must agree for two descriptions to compute the same function at evaluation: the input
     and each layer's kind and settings, without names and dropout, a ReLU next to a max-pool counted
-    as the fused ReLUMaxPool2D (the same values), and a class prior by its length (its values are
-    compared by the offsets they give)."""
+    as the fused ReLUMaxPool2D (the same values), a class prior by its length (its values are
+    compared by the offsets they give), and batch normalisation by its eps as the float32 that
+    computes with it (its momentum changes nothing at evaluation)."""
     layers = []
     for spec in description["layers"]:
         kind = spec["kind"]
@@ -167,6 +176,8 @@ def _computes(description):
         settings = {k: v for k, v in spec.items() if k not in ("kind", "name")}
         if kind == "LogitAdjustment":
             settings = {"classes": len(settings["prior"])}
+        if kind in ("BatchNorm2D", "BatchNorm1D"):
+            settings = {"eps": float(np.float32(settings["eps"]))}
         if layers and {layers[-1][0], kind} == {"ReLU", "MaxPool2D"}:
             pool = settings if kind == "MaxPool2D" else layers[-1][1]
             layers[-1] = ("ReLUMaxPool2D", pool)

@@ -9,6 +9,9 @@ each tinynet layer class has its writer in :data:`WRITERS`::
     MaxPool2D, ReLU -> MaxPool, Relu
     Flatten         -> Flatten (axis 1: the same (C, H, W) order as tinynet's)
     Dense           -> Gemm (B = W, (in, out), transB = 0, so out = x @ W + b as in tinynet)
+    BatchNorm2D,    -> BatchNormalization, its inference form: scale = gamma, B = beta,
+    BatchNorm1D        input_mean = running_mean, input_var = running_var, epsilon = eps (and
+                       momentum = 1 - tinynet's momentum, ONNX's meaning; unused at inference)
     Dropout         -> nothing (the identity at evaluation)
     LogitAdjustment -> Sub (logits - log prior: the class-prior correction)
 
@@ -36,7 +39,8 @@ from ..files.atomic import atomic_write
 from ..files.checkpoint import INPUT, load_checkpoint
 from ..nn.describe import DescriptionError, describe
 from ..nn.kernels import conv_output_size
-from ..nn.layers import Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D, ReLU, ReLUMaxPool2D
+from ..nn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LogitAdjustment, MaxPool2D,
+                         ReLU, ReLUMaxPool2D)
 from ..nn.model import input_shape
 from .common import INPUT_NAME, LOGITS, OPSET, PROBABILITIES, OnnxError, require_onnx
 
@@ -51,7 +55,8 @@ class _Graph:
         self.x, self.shape = INPUT_NAME, tuple(shape)  # shape: one image's (C, H, W) at the input
 
     def weight(self, layer, key, array):
-        """Add parameter ``key`` of ``layer`` as an initializer named ``layer.key``; returns the name."""
+        """Add parameter (or state) ``key`` of ``layer`` as an initializer named ``layer.key``;
+        returns the name."""
         if array.dtype != np.float32:
             raise OnnxError(f"layer {layer.name!r}: parameter {key} is {array.dtype}; ONNX export "
                             f"writes float32 models (model.astype(np.float32) first)")
@@ -120,6 +125,20 @@ def _dense(g, layer):
     g.shape = (W.shape[1],)
 
 
+def _batchnorm(g, layer):
+    """BatchNorm2D, BatchNorm1D -> BatchNormalization (inference: the running statistics), on an
+    (N, C, H, W) or an (N, F) input."""
+    channels = len(layer.params["gamma"])
+    rank = 3 if isinstance(layer, BatchNorm2D) else 1
+    if len(g.shape) != rank or g.shape[0] != channels:
+        raise OnnxError(f"layer {layer.name!r}: normalises {channels} {'channels' if rank == 3 else 'features'}, "
+                        f"but its input has shape {g.shape}")
+    inputs = [g.x] + [g.weight(layer, key, array) for key, array in
+                      (("gamma", layer.params["gamma"]), ("beta", layer.params["beta"]),
+                       ("running_mean", layer.state["running_mean"]), ("running_var", layer.state["running_var"]))]
+    g.node("BatchNormalization", inputs, layer.name, layer.name, epsilon=layer.eps, momentum=1.0 - layer.momentum)
+
+
 def _dropout(g, layer):
     """Dropout -> nothing: the identity at evaluation."""
 
@@ -139,7 +158,8 @@ def _logit_adjustment(g, layer):
 
 # tinynet layer class -> its writer; looked up by the exact class (a subclass may compute something else)
 WRITERS = {Conv2D: _conv, MaxPool2D: _max_pool, ReLUMaxPool2D: _max_pool, ReLU: _relu, Flatten: _flatten,
-           Dense: _dense, Dropout: _dropout, LogitAdjustment: _logit_adjustment}
+           Dense: _dense, BatchNorm2D: _batchnorm, BatchNorm1D: _batchnorm, Dropout: _dropout,
+           LogitAdjustment: _logit_adjustment}
 
 
 # --- the model ------------------------------------------------------------------------------------

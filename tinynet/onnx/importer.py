@@ -1,7 +1,7 @@
 """ONNX import (:func:`load_onnx`): an ONNX graph of a few operators as a tinynet model.
 
 It reads a chain of Conv, Relu, MaxPool, Flatten or Reshape (to (N, features)), Gemm, MatMul (with
-the Add of its bias), optionally Sub/Add of a constant after the last Gemm (a class-prior
+the Add of its bias), BatchNormalization (inference form: tinynet's BatchNorm2D or BatchNorm1D), optionally Sub/Add of a constant after the last Gemm (a class-prior
 correction), Dropout/Identity (skipped) and a final Softmax or LogSoftmax (dropped: tinynet's logits
 are its input), on (N, C, H, W) images of a fixed size: tinynet's own export, and what PyTorch 2.x
 writes by default (``ops`` lists each operator's translator): the dynamo exporter's files, whose

@@ -7,8 +7,9 @@ constants) and returns ``(spec, shape after it)``, or ``(None, shape)`` for a no
 nothing at evaluation; it raises :class:`Refused` (through ``step.need``) for a node tinynet cannot
 import exactly. A spec is ``(kind, attributes, arrays)``, which ``build`` makes a tinynet layer of:
 ``("conv", {"stride", "padding"}, (W, b))``, ``("pool", {"size", "stride"}, ())``,
-``("relu", {}, ())``, ``("flatten", {}, ())``, ``("dense", {}, (W, b))`` or
-``("prior", {}, (offset,))``.
+``("relu", {}, ())``, ``("flatten", {}, ())``, ``("dense", {}, (W, b))``,
+``("batchnorm2d", {"eps", "momentum"}, (gamma, beta, mean, var))`` (``"batchnorm1d"`` on (N, F)
+inputs) or ``("prior", {}, (offset,))``.
 
 What PyTorch 2.x writes is read as such: the dynamo exporter's Reshape with allowzero 1 (when its
 shape holds no 0), a MatMul and the Add of its bias as one dense layer (so is a Gemm without a bias
@@ -302,6 +303,28 @@ def _bias_after(step, out):
     return np.zeros(out, np.float32)
 
 
+def batch_normalization(step):
+    """BatchNormalization in inference form -> ``batchnorm2d`` (tinynet's BatchNorm2D) on an
+    (N, C, H, W) input, ``batchnorm1d`` (BatchNorm1D) on (N, F): constant float32 (C,) scale, B, input_mean and input_var (>= 0),
+    not in training mode. epsilon is kept as the float32 the file holds (its shortest decimal);
+    momentum (ONNX's: the running statistics' weight, unused at inference) becomes tinynet's
+    1 - momentum, to the 6 digits a float32 holds."""
+    attrs, shape, need = step.attrs, step.shape, step.need
+    need(attrs["training_mode"] == 0, "a BatchNormalization in training mode is not an inference graph")
+    need(attrs["spatial"] == 1, "spatial 0 (statistics per position) is not supported")
+    need(len(shape) in (1, 3), f"tinynet imports batch normalisation of (N, C, H, W) or (N, F), not of {shape}")
+    channels = shape[0]
+    arrays = [step.const(i, what) for i, what in enumerate(("scale", "B", "input_mean", "input_var"), 1)]
+    need(all(a is not None and a.dtype == np.float32 and a.shape == (channels,) for a in arrays),
+         f"scale, B, input_mean and input_var must be constant float32 ({channels},)")
+    need(not (arrays[3] < 0).any(), "input_var holds negative values (a variance is >= 0)")
+    eps = float(str(np.float32(attrs["epsilon"])))
+    need(eps > 0, f"epsilon {attrs['epsilon']} is not positive")
+    momentum = min(1.0, max(0.0, float(f"{1.0 - attrs['momentum']:.6g}")))
+    kind = "batchnorm2d" if len(shape) == 3 else "batchnorm1d"
+    return (kind, {"eps": eps, "momentum": momentum}, tuple(arrays)), shape
+
+
 def add_sub(step):
     """Sub(logits, constant) or Add of a constant -> ``prior``, the class-prior correction (the
     walker and ``build`` check that it comes right after the last Gemm)."""
@@ -340,6 +363,8 @@ TRANSLATORS = {
     "Reshape": Operator(reshape, {"allowzero": 0}),
     "Gemm": Operator(gemm, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}),
     "MatMul": Operator(matmul, {}),
+    "BatchNormalization": Operator(batch_normalization, {"epsilon": 1e-5, "momentum": 0.9, "spatial": 1,
+                                                         "training_mode": 0}),
     "Shape": Operator(view_flatten, {"start": 0, "end": None}),
     "Gather": Operator(only_in_view_flatten, {"axis": 0}),
     "Unsqueeze": Operator(only_in_view_flatten, {"axes": None}),

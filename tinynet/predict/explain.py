@@ -31,7 +31,7 @@ import numpy as np
 
 from ..datasets.idx import to_float
 from ..files.plots import draw_filters, new_figure, tile
-from ..nn.layers import Conv2D, softmax
+from ..nn.layers import BatchNorm2D, Conv2D, softmax
 from ..nn.model import first_conv
 from .metrics import top_k_indices
 
@@ -54,14 +54,18 @@ def look_inside(model, x, target=None):
     class ``target`` (None: the top class) to the pixels.
 
     Returns ``(logits (K,), target, saliency (H, W), feature maps)``: saliency = d logits[target]
-    / dx, and the feature maps {conv layer name: (C, OH, OW) after ReLU}, all in x's dtype.
+    / dx, and the feature maps {conv layer name: (C, OH, OW) after ReLU}, all in x's dtype (for
+    a convolution followed by batch normalisation, after both: what the ReLU sees).
     """
     maps = {}
-    out = x
+    out, last = x, None
     for layer in model.layers:
         out = layer.forward(out, train=False)
         if isinstance(layer, Conv2D):
             maps[layer.name] = np.maximum(out[0], 0)  # the feature maps after ReLU
+        elif isinstance(layer, BatchNorm2D) and isinstance(last, Conv2D):
+            maps[last.name] = np.maximum(out[0], 0)
+        last = layer
     logits = out[0].copy()
     target = int(logits.argmax()) if target is None else target
     seed = np.zeros_like(out)
