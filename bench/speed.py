@@ -460,12 +460,12 @@ def torch_worker(args):
 
 
 def ort_worker(args):
-    """onnxruntime running tinynet's own ONNX export of the same weights (tinynet.onnx.io.to_onnx),
+    """onnxruntime running tinynet's own ONNX export of the same weights (tinynet.onnx.to_onnx),
     one InferenceSession per thread count: intra_op_num_threads = threads, inter_op_num_threads = 1,
     sequential execution, all graph optimisations (onnxruntime's default)."""
     import onnxruntime as ort
     from tinynet.nn.model import lenet
-    from tinynet.onnx.io import to_onnx
+    from tinynet.onnx import to_onnx
 
     model = lenet(NUM_CLASSES, rng=np.random.default_rng(SEED_WEIGHTS))
     with np.load(args.weights) as w:

@@ -6,6 +6,8 @@ needs) loads neither the training loop nor a command line. And the installed com
 ``tinynet-train`` / ``tinynet-infer`` are ``train.py`` / ``inference.py``."""
 
 import ast
+import importlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -274,3 +276,33 @@ def test_the_size_rule_counts_code_not_docstrings():
     long_doc = '    """' + "\n    words" * 100 + '"""\n'
     assert oversized(ast.parse(f"def f():\n{long_doc}{body}\n"), "m") == []
     assert oversized(ast.parse(f"def f():\n{body}\n    return 1\n"), "m") == [("m:1 f", 51, 50)]
+
+
+def outside_imports():
+    """(file, module, name) for every ``from tinynet... import name`` and ``import tinynet...`` in the
+    scripts outside the package and the tests: bench/, docs/ and notebooks/ (read as text: tests and
+    benchmarks never import each other)."""
+    for path in sorted([*ROOT.glob("bench/*.py"), *ROOT.glob("docs/*.py"), *ROOT.glob("notebooks/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tinynet":
+                yield from ((path, node.module, a.name) for a in node.names)
+            elif isinstance(node, ast.Import):
+                yield from ((path, a.name, None) for a in node.names if a.name.split(".")[0] == "tinynet")
+
+
+def test_the_scripts_beside_the_package_import_names_that_exist():
+    """A move inside the package cannot leave a benchmark or a docs script importing a module or
+    name that is gone (bench/speed.py's onnxruntime column once failed to start that way and its
+    columns were skipped, not failed)."""
+    missing = []
+    found = list(outside_imports())
+    for path, module, name in found:
+        try:
+            imported = importlib.import_module(module)
+        except ImportError as e:
+            missing.append(f"{path.relative_to(ROOT)}: {module} ({e})")
+            continue
+        if name is not None and not hasattr(imported, name) and \
+                importlib.util.find_spec(f"{module}.{name}") is None:
+            missing.append(f"{path.relative_to(ROOT)}: {module}.{name}")
+    assert len(found) > 20 and not missing, missing
