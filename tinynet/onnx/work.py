@@ -6,7 +6,7 @@ Every tensor's size is checked when it is read (``tensors``), and every feature 
 channels with pads 2000 makes 925 maps of 4028x4028 from a 28x28 image, 15 billion values (60 GB)
 per image, from a 44 kB file. So for each layer spec a translator returns, with the shape after it,
 the values tinynet will hold for one image (the layer's output, and its scratch: a convolution's
-im2col columns, a max-pool's indices) and its floating-point operations are added up, and the
+im2col columns, a max-pool's indices, batch normalisation's normalised input) and its floating-point operations are added up, and the
 graph is refused as soon as either total passes :data:`MAX_IMAGE_VALUES` or
 :data:`MAX_IMAGE_FLOPS`: the bounds of every network tinynet builds (``tinynet.nn.describe``, which
 checks the description the import then makes), here applied as the graph is walked, so that nothing
@@ -32,6 +32,8 @@ def layer_work(spec, shape):
         return positions * math.prod(W.shape[1:]) + out, 2 * positions * W.size
     if kind == "dense":
         return out, 2 * arrays[0].size
+    if kind.startswith("batchnorm"):  # output and x_hat; x - mean, / std, * gamma, + beta
+        return 2 * out, 4 * out
     if "size" in attrs:  # pooling: output and the index of each output's maximum
         return 2 * out, out * attrs["size"] ** 2
     return out, out  # elementwise (ReLU, the class prior, a flatten's copy) and any other kind
