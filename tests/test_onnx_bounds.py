@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx", reason="ONNX import needs the onnx package (t
 from tinynet.nn.model import lenet  # noqa: E402
 from tinynet.onnx import OnnxError, load_onnx, save_onnx  # noqa: E402
 from tinynet.onnx import common, importer, wire, work  # noqa: E402
-from tinynet.testing.hostile import CAN_MEASURE, flood_onnx, measure, wide_conv_onnx  # noqa: E402
+from tinynet.testing.hostile import CAN_MEASURE, flood_onnx, measure, wide_conv_onnx, wire_message  # noqa: E402
 
 CLASSES = [str(i) for i in range(47)]
 
@@ -94,17 +94,6 @@ def test_the_wire_walk_counts_fields_values_and_depth(lenet_file):
         wire.check_wire(wire_message(7, b"\x0a\x05ab"), onnx.ModelProto.DESCRIPTOR)
     with pytest.raises(common.Refused, match="wire type 3"):
         wire.check_wire(b"\x0b", onnx.ModelProto.DESCRIPTOR)
-
-
-def wire_message(number, payload):
-    def varint(n):
-        out = bytearray()
-        while True:
-            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(out)
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def test_the_file_cap_fits_the_largest_model_tinynet_imports():

@@ -141,7 +141,9 @@ def _varint(n):
             return bytes(out)
 
 
-def _delimited(number, payload):
+def wire_message(number, payload):
+    """The protobuf wire bytes of field ``number`` holding ``payload`` (a length-delimited field:
+    an embedded message, bytes or a packed array), as protobuf writes them."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
@@ -153,8 +155,8 @@ def flood_onnx(megabytes, kind="nodes"):
     if kind == "nodes":
         graph = b"\x0a\x00" * count  # GraphProto.node = 1
     else:
-        graph = _delimited(1, b"\x2a\x00" * count)  # NodeProto.attribute = 5
-    return _delimited(7, graph)  # ModelProto.graph = 7
+        graph = wire_message(1, b"\x2a\x00" * count)  # NodeProto.attribute = 5
+    return wire_message(7, graph)  # ModelProto.graph = 7
 
 
 def wire_bounds_onnx():
@@ -165,10 +167,10 @@ def wire_bounds_onnx():
     from ..onnx.wire import MAX_MESSAGES, MAX_VALUES
 
     nodes = b"\x0a\x00" * (MAX_MESSAGES - 10)  # GraphProto.node = 1
-    packed = _delimited(5, _delimited(7, b"\x01" * (MAX_VALUES - 100)))  # initializer { int64_data }
+    packed = wire_message(5, wire_message(7, b"\x01" * (MAX_VALUES - 100)))  # initializer { int64_data }
     room = MAX_FILE_BYTES - len(nodes) - len(packed) - 100
-    raw = _delimited(5, _delimited(9, bytes(room)))  # initializer { raw_data }
-    return _delimited(7, nodes + packed + raw)
+    raw = wire_message(5, wire_message(9, bytes(room)))  # initializer { raw_data }
+    return wire_message(7, nodes + packed + raw)
 
 
 def wide_conv_onnx(channels=925, pads=2000, classes=10):
