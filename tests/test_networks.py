@@ -146,7 +146,8 @@ def test_train_py_model_takes_a_preset_and_a_json_file(tmp_path, capsys):
     assert "layers" in load_checkpoint(tmp_path / "mlp" / "last.npz")[1]["architecture"]
     (tmp_path / "net.json").write_text(json.dumps(STRIDED))
     assert train_main([*common, "--model", str(tmp_path / "net.json"), "--name", "file"]) == 0
-    assert load_checkpoint(tmp_path / "file" / "best.npz")[1]["architecture"] == {"input": [1, 28, 28], **STRIDED}
+    stored = load_checkpoint(tmp_path / "file" / "best.npz")[1]["architecture"]
+    assert stored == {"input": [1, 28, 28], **STRIDED}
     broken = {"layers": [conv("c1", 4, 3), {"kind": "Dense", "name": "fc", "out_features": 47}]}
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     capsys.readouterr()
@@ -172,7 +173,8 @@ def write_set(folder, name, shape, n_train=240, n_test=60, classes=4, upright=Fa
         for i, label in enumerate(labels):
             top = 2 + label * (h - 4) // classes
             images[i, top:top + max(2, h // (2 * classes)), 2:w - 2] = 255
-        write_idx(folder / f"{name}-{split}-images-idx3-ubyte.gz", images if upright else images.transpose(0, 2, 1))
+        stored = images if upright else images.transpose(0, 2, 1)
+        write_idx(folder / f"{name}-{split}-images-idx3-ubyte.gz", stored)
         write_idx(folder / f"{name}-{split}-labels-idx1-ubyte.gz", labels)
     (folder / f"{name}-mapping.txt").write_text("".join(f"{k} {65 + k}\n" for k in range(classes)))
     return images
@@ -299,3 +301,22 @@ def test_the_tinynet_subcommands_know_the_sample(tmp_path, capsys):
     assert main(["export", str(tmp_path / "t" / "best.npz"), "--output", str(tmp_path / "x.npz")]) == 0
     assert load_checkpoint(tmp_path / "x.npz")[1]["architecture"]["layers"][1]["name"] == "fc1"
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("network", [
+    {}, {"layers": "abc"}, {"layers": [{"name": [1], "kind": "ReLU"}]}, {"name": [1]},
+    {"name": "mlp", "num_classes": "x"}, {"layers": [5]}, {"input": "x", "layers": []},
+    {"layers": [{"kind": "Flatten"}, {"kind": "Dense", "out_features": 47}], "extra": 1}])
+@pytest.mark.parametrize("recipe", [{}, {"dropout": 0.5, "class_balance": "prior"}],
+                         ids=["plain", "dropout-prior"])
+def test_a_malformed_network_is_a_network_error_whatever_the_recipe(network, recipe):
+    """What the recipe adds to a description (dropout, prior) never turns a malformed one into a
+    TypeError or KeyError: NetworkError, one line."""
+    from types import SimpleNamespace
+
+    from tinynet.training.network import run_architecture
+    data = SimpleNamespace(classes=tuple("abc"), input_shape=(1, 28, 28), labels=np.zeros(10, np.int64),
+                           train_idx=np.arange(10))
+    with pytest.raises(NetworkError) as error:
+        run_architecture(network, TrainConfig(**recipe), data)
+    assert "\n" not in str(error.value)

@@ -71,7 +71,9 @@ layer: ``layer 5 ('fc1', Dense): ...``.
 (``"glorot"`` or ``"he"``) for every layer but the last Dense one, which gives the logits and is
 always Glorot-initialised (small initial logits: the loss starts near ln K). The first layer skips
 the gradient of its input (nobody needs the image's). So the LeNet built from its description is
-bitwise the LeNet ``lenet()`` has always built.
+bitwise the LeNet ``lenet()`` has always built. The ``Sequential`` that ``build_model`` returns
+knows its ``input_shape`` (the description's ``input``); ``tinynet.nn.model.input_shape(model)``
+reads it, (1, 28, 28) for a model put together by hand that does not say.
 
 Adding a kind of layer
 ----------------------

@@ -142,8 +142,12 @@ def with_dropout_and_prior(description, dropout=0.0, class_prior=None):
     layer (the one that gives the logits), and a ``LogitAdjustment`` named ``prior`` for
     ``class_prior`` (when given) after the last layer. DescriptionError when the network has no
     Dense layer to put the dropout before, or already has a layer of that name."""
-    layers = list(description["layers"])
-    names = {spec.get("name") for spec in layers if isinstance(spec, dict)}
+    layers = description.get("layers")
+    if not isinstance(layers, list):
+        return description  # not a description: check() says why
+    layers = list(layers)
+    names = {spec.get("name") for spec in layers if isinstance(spec, dict)
+             and isinstance(spec.get("name"), str)}
     if dropout:
         denses = [i for i, spec in enumerate(layers) if isinstance(spec, dict) and spec.get("kind") == "Dense"]
         last = denses[-1] if denses else None

@@ -57,7 +57,7 @@ def run_architecture(network, config, data):
 def _preset(name, classes, shape, dropout, prior, given=None):
     """The architecture of preset ``name`` for this data and recipe (``given``: the preset form the
     caller wrote, whose own values win)."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise NetworkError(f"unknown preset {name!r} (the presets: {', '.join(PRESETS)})"[:300])
     architecture = {"name": name, "num_classes": classes, "dropout": dropout}
     if prior is not None:
