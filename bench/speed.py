@@ -174,6 +174,7 @@ def timed_blocks(fn, reps, max_seconds=None, warm=1):
 
 def tinynet_worker(args):
     from tinynet.datasets.idx import to_float
+    from tinynet.nn.convpool import backward_pool, forward_pool, fused
     from tinynet.nn.layers import Conv2D, MaxPool2D, SoftmaxCrossEntropy
     from tinynet.nn.model import lenet
     from tinynet.nn.optim import SGD
@@ -270,13 +271,14 @@ def tinynet_worker(args):
 
         def forward_timed(replica, h):
             """The forward pass as Sequential.forward runs it: a Conv2D followed by a max-pooling
-            layer is one fused step (Conv2D.forward_pool), timed under the convolution's name."""
+            layer is one fused step (tinynet.nn.convpool.forward_pool), timed under the
+            convolution's name."""
             layers, i = replica.layers, 0
             while i < len(layers):
                 layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
                 t = time.perf_counter()
                 if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
-                    h = layer.forward_pool(h, after, True)
+                    h = forward_pool(layer, h, after, True)
                     i += 2
                 else:
                     h = layer.forward(h, True)
@@ -286,9 +288,19 @@ def tinynet_worker(args):
             return h
 
         def backward_timed(replica, d):
-            for layer in reversed(replica.layers):
-                t = time.perf_counter()
-                d = layer.backward(d)
+            """The backward pass as Sequential.backward runs it: a pooling layer and the Conv2D
+            before it that ran forward fused in pooling order go back as one fused step
+            (tinynet.nn.convpool.backward_pool), timed under the convolution's name."""
+            layers, i = replica.layers, len(replica.layers) - 1
+            while i >= 0:
+                layer, t = layers[i], time.perf_counter()
+                if i > 0 and fused(layers[i - 1], layer):
+                    layer = layers[i - 1]
+                    d = backward_pool(layer, layers[i], d)
+                    i -= 2
+                else:
+                    d = layer.backward(d)
+                    i -= 1
                 if replica is net.replicas[0]:
                     bwd[layer.name].append(time.perf_counter() - t)
             return d
@@ -1003,12 +1015,15 @@ def build_rows(res, with_torch):
                     f"backward of slice 0, {ly['slice']} images, the other threads running other "
                     f"slices; totals for the whole batch)" + noise(res, "layers"))
         for k, layer in enumerate(ly["layers"]):
-            fused = layer["forward_ms"] is None  # a pooling layer run inside the convolution's step
+            # a pooling layer run inside the convolution's step: forward, and backward too when the
+            # pair ran in pooling order
             after = ly["layers"][k + 1] if k + 1 < len(ly["layers"]) else None
+            both = after and after["backward_ms"] is None
             label = (f"  {layer['name']} ({layer['type']})" if not (after and after["forward_ms"] is None)
-                     else f"  {layer['name']} ({layer['type']}; forward: + {after['name']}, fused)")
-            rows.append([label, ("(fused)" if fused else f"{layer['forward_ms']:.2f}")
-                         + f" / {layer['backward_ms']:.2f}", "", "", "", ""])
+                     else f"  {layer['name']} ({layer['type']}; {'both ways' if both else 'forward'}: "
+                          f"+ {after['name']}, fused)")
+            ms = lambda v: "(fused)" if v is None else f"{v:.2f}"  # noqa: E731
+            rows.append([label, f"{ms(layer['forward_ms'])} / {ms(layer['backward_ms'])}", "", "", "", ""])
         ph = res.get("torch_phases") or {}
         t, p = ly["loss (softmax + cross-entropy) fwd+bwd_ms"], ph.get("loss_ms")
         rows.append(["  loss fwd+bwd (pytorch: fwd only)", f"{t:.2f}", fmt(p, ".2f"), "", "", ""])

@@ -11,11 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinynet.nn.kernels import (col2im_numba, col2im_reference, conv_output_size, im2col_numba,
-                                im2col_pooled_numba, im2col_pooled_reference, im2col_reference,
-                                maxpool_backward_numba, maxpool_backward_reference,
-                                maxpool_blocks_numba, maxpool_blocks_reference, maxpool_forward_numba,
-                                maxpool_forward_reference, sgd_update_numba, sgd_update_reference)
+from tinynet.nn.kernels import (col2im_numba, col2im_reference, conv_output_size, from_pooling_order,
+                                im2col_numba, im2col_pooled_numba, im2col_pooled_reference,
+                                im2col_reference, maxpool_backward_numba, maxpool_backward_reference,
+                                maxpool_blocks_backward_numba, maxpool_blocks_backward_reference,
+                                maxpool_blocks_numba, maxpool_blocks_reference,
+                                maxpool_blocks_winners_numba, maxpool_blocks_winners_reference,
+                                maxpool_forward_numba, maxpool_forward_reference, sgd_update_numba,
+                                sgd_update_reference, to_pooling_order)
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -100,6 +103,35 @@ def test_col2im_matches_reference(case):
 
 
 @FAST
+@given(conv_case(), st.integers(2, 3))
+def test_col2im_in_pooling_order_matches_reference(case, pool):
+    """col2im of rows in pooling order (a convolution fused with its max-pooling, while training):
+    the same sums, and nothing from the outputs that no window reads."""
+    x, k, s, p = case
+    n, h, w, c = x.shape
+    ph, pw = conv_output_size(h, k, s, p) // pool, conv_output_size(w, k, s, p) // pool
+    cols = np.random.default_rng(0).standard_normal((n * pool * pool * ph * pw, k * k * c))
+    fast = col2im_numba(cols, k, k, s, p, np.full(x.shape, np.nan), pool)
+    np.testing.assert_allclose(fast, col2im_reference(cols, x.shape, k, k, s, p, pool), rtol=1e-12,
+                               atol=1e-12)
+
+
+@FAST
+@given(conv_case(), st.integers(1, 3))
+def test_pooling_order_is_a_reordering_of_rows(case, pool):
+    """to_pooling_order picks each output the windows read exactly once, and from_pooling_order
+    puts it back (zeros elsewhere): im2col in pooling order is im2col with its rows reordered."""
+    x, k, s, p = case
+    n, h, w, c = x.shape
+    oh, ow = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
+    a = np.random.default_rng(3).standard_normal((n, oh, ow, 2))
+    back = from_pooling_order(to_pooling_order(a, pool), a.shape, pool)
+    read = np.zeros(a.shape, dtype=bool)
+    read[:, :oh // pool * pool, :ow // pool * pool] = True
+    np.testing.assert_array_equal(back, np.where(read, a, 0))
+
+
+@FAST
 @given(conv_case())
 def test_col2im_is_the_adjoint_of_im2col(case):
     """<im2col(x), y> == <x, col2im(y)>: col2im is exactly the transpose of the im2col linear map,
@@ -162,10 +194,57 @@ def test_maxpool_forward_with_nan_inf_and_bias_matches_reference(case, relu, bia
 def test_maxpool_blocks_matches_reference(blocks, rows, channels, relu, seed, dtype):
     """Elementwise pooling of blocks (more rows than one tile too), with NaN and infinities."""
     rng = np.random.default_rng(seed)
-    x = with_specials(rng.integers(-3, 4, (blocks, rows, channels)).astype(dtype), seed)
+    x = with_specials(rng.integers(-3, 4, (2, blocks, rows, channels)).astype(dtype), seed)
     bias = rng.standard_normal(channels).astype(dtype)
-    fast = maxpool_blocks_numba(x, bias, relu, np.full((rows, channels), 7.0, dtype=dtype))
+    fast = maxpool_blocks_numba(x, bias, relu, np.full((2, rows, channels), 7.0, dtype=dtype))
     np.testing.assert_array_equal(fast, maxpool_blocks_reference(x, bias, relu))
+
+
+@FAST
+@given(st.integers(1, 9), st.integers(1, 70), st.integers(1, 5), st.booleans(),
+       st.integers(0, 2**32 - 1), st.sampled_from([np.float32, np.float64]))
+def test_maxpool_blocks_winners_matches_reference(blocks, rows, channels, relu, seed, dtype):
+    """Elementwise pooling of blocks with winners (training): the same maxima and the same winning
+    block, with ties (small integers), NaN and infinities, more rows than one tile, B = 4 (the
+    one-pass path) and other block counts."""
+    rng = np.random.default_rng(seed)
+    x = with_specials(rng.integers(-3, 4, (2, blocks, rows, channels)).astype(dtype), seed)
+    bias = rng.integers(-2, 3, channels).astype(dtype)
+    out, winner = np.full((2, rows, channels), 7.0, dtype=dtype), np.full((2, rows, channels), 99, np.int32)
+    maxpool_blocks_winners_numba(x, bias, relu, out, winner)
+    ref_out, ref_winner = maxpool_blocks_winners_reference(x, bias, relu)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(winner, ref_winner)
+
+
+@FAST
+@given(st.integers(1, 9), st.integers(1, 70), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_maxpool_blocks_backward_matches_reference(blocks, rows, channels, seed):
+    """The pooled gradient routed to the winning blocks (-1: to none)."""
+    rng = np.random.default_rng(seed)
+    dout = rng.standard_normal((2, rows, channels))
+    winner = rng.integers(-1, blocks, (2, rows, channels)).astype(np.int32)
+    fast = maxpool_blocks_backward_numba(dout, winner, np.full((2, blocks, rows, channels), np.nan))
+    np.testing.assert_array_equal(fast, maxpool_blocks_backward_reference(dout, winner, blocks))
+
+
+@FAST
+@given(pool_case(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_pooling_blocks_picks_the_winners_of_window_by_window_pooling(case, relu, seed):
+    """The winners of pooling in blocks are the windows' winners of maxpool_forward (the same
+    pixel, first maximum on ties, first NaN), read back as flat indices."""
+    x, size, _ = case
+    x = with_specials(x, seed)
+    n, h, w, c = x.shape
+    ph, pw = h // size, w // size
+    blocks = to_pooling_order(x, size).reshape(n, size * size, ph * pw, c)
+    out, winner = maxpool_blocks_winners_reference(blocks, np.zeros(c), relu)
+    ref_out, ref_arg = maxpool_forward_reference(x, size, size, relu)
+    np.testing.assert_array_equal(out.reshape(ref_out.shape), ref_out)
+    a, e = np.divmod(winner.reshape(ref_arg.shape), size)
+    rows, cols = np.arange(ph)[:, None, None] * size + a, np.arange(pw)[None, :, None] * size + e
+    np.testing.assert_array_equal(np.where(winner.reshape(ref_arg.shape) >= 0, rows * w + cols, -1),
+                                  ref_arg)
 
 
 def test_pooling_blocks_equals_pooling_the_convolution(rng):
@@ -175,7 +254,7 @@ def test_pooling_blocks_equals_pooling_the_convolution(rng):
     W2, b = rng.standard_normal((4, 3 * 3 * 3)), rng.standard_normal(4)
     conv = (im2col_reference(x, 3, 3, 1, 0) @ W2.T + b).reshape(2, 7, 9, 4)
     expected, _ = maxpool_forward_reference(conv, 2, 2, relu=True)
-    blocks = (im2col_pooled_reference(x, 3, 3, 1, 0, 2) @ W2.T).reshape(4, -1, 4)
+    blocks = (im2col_pooled_reference(x, 3, 3, 1, 0, 2) @ W2.T).reshape(2, 4, -1, 4)
     got = maxpool_blocks_reference(blocks, b, True).reshape(expected.shape)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 

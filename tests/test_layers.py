@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from tinynet.nn.gradcheck import check_layer, distinct_values, numerical_gradient, relative_error
+from tinynet.nn.convpool import backward_pool, forward_pool, fused
 from tinynet.nn.layers import (Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, ReLUMaxPool2D,
                                SoftmaxCrossEntropy)
+from tinynet.nn.model import lenet
 
 TOLERANCE = 1e-7
 
@@ -210,28 +212,61 @@ def test_maxpool_never_hides_a_nan(rng):
     np.testing.assert_array_equal(pool.backward(dout), plain.backward(dout))
 
 
-def test_conv2d_and_pool_fused_equal_the_layers_one_after_the_other(rng):
-    """Conv2D.forward_pool (what Sequential.forward runs) == Conv2D.forward then the pooling
-    layer's forward: same output, and afterwards both layers' backward give the same gradients.
-    For evaluation (pooling order, no argmax) the output is the same up to float rounding."""
-    for pool_class in (MaxPool2D, ReLUMaxPool2D):
-        conv = Conv2D(2, 3, 3, rng=rng).astype(np.float64)
-        conv.params["b"] = rng.standard_normal(3)
-        x = rng.standard_normal((3, 2, 10, 11))  # conv output 8 x 9: the last column is not pooled
-        pool = pool_class(2)
-        expected = pool.forward(conv.forward(x))
-        dout = rng.standard_normal(expected.shape)
-        dx = conv.backward(pool.backward(dout))
-        grads = {k: v.copy() for k, v in conv.grads.items()}
-        np.testing.assert_array_equal(conv.forward_pool(x, pool, True), expected)
-        np.testing.assert_array_equal(conv.backward(pool.backward(dout)), dx)
+@pytest.mark.parametrize("width", [10, 11])  # conv output 8 x 8: in pooling order; 8 x 9: not
+@pytest.mark.parametrize("pool_class", [MaxPool2D, ReLUMaxPool2D])
+def test_conv2d_and_pool_fused_equal_the_layers_one_after_the_other(pool_class, width, rng):
+    """forward_pool (what Sequential.forward runs) == Conv2D.forward then the pooling layer's
+    forward: the same output, and afterwards the same gradients, whether the two backward passes
+    run fused (backward_pool, what Sequential.backward runs) or one layer at a time. Bitwise
+    when pooling goes window by window (a conv output of 8 x 9); in pooling order (8 x 8, and
+    always for evaluation) the matmuls sum the rows in another order: equal up to rounding."""
+    conv = Conv2D(2, 3, 3, rng=rng).astype(np.float64)
+    conv.params["b"] = rng.integers(-2, 3, 3).astype(np.float64)
+    x = rng.integers(-2, 3, (3, 2, 10, width)).astype(np.float64)  # small integers: ties
+    pool = pool_class(2)
+    expected = pool.forward(conv.forward(x))
+    dout = rng.standard_normal(expected.shape)
+    dx = conv.backward(pool.backward(dout))
+    grads = {k: v.copy() for k, v in conv.grads.items()}
+    exact = width == 11
+    same = np.testing.assert_array_equal if exact else (
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12))
+    for fused_backward in (True, False):
+        np.testing.assert_array_equal(forward_pool(conv, x, pool, True), expected)
+        assert fused(conv, pool) == (not exact)
+        if fused_backward and fused(conv, pool):
+            same(backward_pool(conv, pool, dout), dx)
+        else:
+            same(conv.backward(pool.backward(dout)), dx)
         for k in grads:
-            np.testing.assert_array_equal(conv.grads[k], grads[k])
-        np.testing.assert_allclose(conv.forward_pool(x, pool, False), expected, rtol=1e-12, atol=1e-12)
-        # an evaluation pass keeps no argmax: a backward after it (a saliency map) finds the winners
-        np.testing.assert_allclose(conv.backward(pool.backward(dout)), dx, rtol=1e-12)
-        for k in grads:
-            np.testing.assert_allclose(conv.grads[k], grads[k], rtol=1e-12)
+            same(conv.grads[k], grads[k])
+    np.testing.assert_allclose(forward_pool(conv, x, pool, False), expected, rtol=1e-12, atol=1e-12)
+    # an evaluation pass keeps no argmax: a backward after it (a saliency map) finds the winners
+    np.testing.assert_allclose(conv.backward(pool.backward(dout)), dx, rtol=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(conv.grads[k], grads[k], rtol=1e-12)
+
+
+def test_a_network_fused_in_pooling_order_trains_as_its_layers_one_by_one(rng):
+    """The LeNet's shapes (conv outputs 24 x 24 and 8 x 8, both pooled in pooling order), float64:
+    Sequential's fused forward and backward give the logits and every gradient that the layers run
+    one by one give."""
+    model = lenet(rng=rng).astype(np.float64)
+    x = rng.random((4, 1, 28, 28))
+    logits = model.forward(x)
+    dlogits = rng.standard_normal(logits.shape)
+    model.backward(dlogits)
+    fused_grads = {name: g.copy() for name, _, g in model.parameters()}
+    assert fused(model.layers[0], model.layers[1]) and fused(model.layers[2], model.layers[3])
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, True)
+    np.testing.assert_allclose(h, logits, rtol=1e-12, atol=1e-12)
+    d = dlogits
+    for layer in reversed(model.layers):
+        d = layer.backward(d)
+    for name, _, g in model.parameters():
+        np.testing.assert_allclose(g, fused_grads[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_conv2d_backward_after_an_evaluation_forward(rng):
@@ -281,7 +316,7 @@ def test_every_layers_forward_result_belongs_to_the_caller(train, rng):
 @pytest.mark.parametrize("train", [True, False])
 def test_fused_conv_pool_result_belongs_to_the_caller(train, rng):
     conv, pool = Conv2D(1, 4, 5, rng=rng), ReLUMaxPool2D(2)
-    first = conv.forward_pool(rng.random((3, 1, 28, 28), dtype=np.float32), pool, train)
+    first = forward_pool(conv, rng.random((3, 1, 28, 28), dtype=np.float32), pool, train)
     kept = first.copy()
-    conv.forward_pool(rng.random((3, 1, 28, 28), dtype=np.float32), pool, train)
+    forward_pool(conv, rng.random((3, 1, 28, 28), dtype=np.float32), pool, train)
     np.testing.assert_array_equal(first, kept)

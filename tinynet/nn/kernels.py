@@ -119,28 +119,34 @@ def im2col_reference(x, kh, kw, stride, padding):
 
 @njit(nogil=True, cache=True)
 def im2col_pooled_numba(x, kh, kw, stride, padding, pool, cols):
-    """Fill ``cols`` (pool*pool * N*PH*PW, kH*kW*C) with the receptive fields of the convolution
-    outputs that a ``pool x pool`` max-pooling (stride ``pool``) reads, in *pooling order*: block
-    ``b = a*pool + e`` holds, for every pooling window (n, ph, pw) in order, the receptive field of
-    output (ph*pool + a, pw*pool + e), the window's pixel at offset (a, e). The matmul of such a
-    matrix gives the window's pool*pool candidates as pool*pool contiguous blocks, which
-    :func:`maxpool_blocks_numba` pools elementwise. PH = OH // pool, PW = OW // pool: outputs that
-    no window reads are not computed."""
+    """Fill ``cols`` (N * pool*pool * PH*PW, kH*kW*C) with the receptive fields of the convolution
+    outputs that a ``pool x pool`` max-pooling (stride ``pool``) reads, in *pooling order*: image n's
+    rows come as pool*pool blocks, block ``b = a*pool + e`` holding, for every pooling window
+    (ph, pw) of the image in order, the receptive field of output (ph*pool + a, pw*pool + e), the
+    window's pixel at offset (a, e) (row ``((n*pool*pool + b)*PH + ph)*PW + pw``). The matmul of
+    such a matrix gives each window's pool*pool candidates as pool*pool contiguous blocks per
+    image, which :func:`maxpool_blocks_numba` (evaluation) and :func:`maxpool_blocks_winners_numba`
+    (training) pool elementwise. PH = OH // pool, PW = OW // pool: outputs that no window reads are
+    not computed."""
     N, H, W, C = x.shape
     OH = (H + 2 * padding - kh) // stride + 1
     OW = (W + 2 * padding - kw) // stride + 1
     PH, PW = OH // pool, OW // pool
     run = kw * C
     rows = x.reshape(N, H, W * C)
-    for a in range(pool):
-        for e in range(pool):
-            for n in range(N):
+    for n in range(N):
+        for a in range(pool):
+            for e in range(pool):
                 for ph in range(PH):
                     h0 = (ph * pool + a) * stride - padding
-                    r0 = (((a * pool + e) * N + n) * PH + ph) * PW
+                    r0 = ((n * pool * pool + a * pool + e) * PH + ph) * PW
                     if C == 1 and kh == 5 and kw == 5 and padding == 0:  # the LeNet's conv1
-                        for pw in range(PW):
-                            copy_patch_5x5(rows[n], h0, (pw * pool + e) * stride, cols[r0 + pw])
+                        if stride == 1 and pool == 2:  # (constants: about 1.5x faster)
+                            for pw in range(PW):
+                                copy_patch_5x5(rows[n], h0, 2 * pw + e, cols[r0 + pw])
+                        else:
+                            for pw in range(PW):
+                                copy_patch_5x5(rows[n], h0, (pw * pool + e) * stride, cols[r0 + pw])
                         continue
                     for pw in range(PW):
                         r = r0 + pw
@@ -162,57 +168,83 @@ def im2col_pooled_numba(x, kh, kw, stride, padding, pool, cols):
     return cols
 
 
+def to_pooling_order(a, pool):
+    """``a`` (N, OH, OW, X), one row of X numbers per convolution output, -> its rows in pooling
+    order (N * pool*pool * PH*PW, X), as :func:`im2col_pooled_numba` orders them (outputs that no
+    window reads left out). NumPy; a copy."""
+    N, OH, OW, X = a.shape
+    PH, PW = OH // pool, OW // pool
+    a6 = a[:, :PH * pool, :PW * pool].reshape(N, PH, pool, PW, pool, X)
+    return np.ascontiguousarray(a6.transpose(0, 2, 4, 1, 3, 5)).reshape(-1, X)
+
+
+def from_pooling_order(rows, shape, pool):
+    """The inverse of :func:`to_pooling_order`: rows in pooling order -> (N, OH, OW, X) of
+    ``shape``, zero at the outputs that no window reads. NumPy; a copy."""
+    N, OH, OW, X = shape
+    PH, PW = OH // pool, OW // pool
+    out = np.zeros(shape, dtype=rows.dtype)
+    blocks = rows.reshape(N, pool, pool, PH, PW, X).transpose(0, 3, 1, 4, 2, 5)
+    out[:, :PH * pool, :PW * pool] = blocks.reshape(N, PH * pool, PW * pool, X)
+    return out
+
+
 def im2col_pooled_reference(x, kh, kw, stride, padding, pool):
     """NumPy twin of :func:`im2col_pooled_numba`: the rows of :func:`im2col_reference` reordered."""
     N, H, W, C = x.shape
     OH = conv_output_size(H, kh, stride, padding)
     OW = conv_output_size(W, kw, stride, padding)
-    PH, PW = OH // pool, OW // pool
-    cols = im2col_reference(x, kh, kw, stride, padding).reshape(N, OH, OW, -1)
-    blocks = [cols[:, a:a + pool * PH:pool, e:e + pool * PW:pool].reshape(N * PH * PW, cols.shape[-1])
-              for a in range(pool) for e in range(pool)]
-    return np.concatenate(blocks)
+    return to_pooling_order(im2col_reference(x, kh, kw, stride, padding).reshape(N, OH, OW, -1), pool)
 
 
 # --------------------------------------------------------------------------------------------- col2im
 
 @njit(nogil=True, cache=True)
-def col2im_numba(cols, kh, kw, stride, padding, dx):
-    """Overwrite ``dx`` (N, H, W, C) with the sum of ``cols`` (N*OH*OW, kH*kW*C) over receptive fields."""
+def col2im_numba(cols, kh, kw, stride, padding, dx, pool=1):
+    """Overwrite ``dx`` (N, H, W, C) with the sum of ``cols`` (N*OH*OW, kH*kW*C) over receptive fields.
+
+    With ``pool`` > 1 the rows of ``cols`` are in pooling order (:func:`im2col_pooled_numba`; with
+    ``pool`` = 1 that is im2col's order), and the outputs that no window reads contribute nothing.
+    """
     N, H, W, C = dx.shape
     OH = (H + 2 * padding - kh) // stride + 1
     OW = (W + 2 * padding - kw) // stride + 1
+    PH, PW = OH // pool, OW // pool
     run = kw * C
     dx[...] = 0.0
     rows = dx.reshape(N, H, W * C)
     for n in range(N):
-        for oh in range(OH):
-            h0 = oh * stride - padding
-            for ow in range(OW):
-                r = (n * OH + oh) * OW + ow
-                w0 = ow * stride - padding
-                inside = w0 >= 0 and w0 + kw <= W
-                for i in range(kh):
-                    h = h0 + i
-                    k = i * run
-                    if inside and 0 <= h < H:
-                        start = w0 * C
-                        for t in range(run):
-                            rows[n, h, start + t] += cols[r, k + t]
-                    elif 0 <= h < H:
-                        for j in range(kw):
-                            w = w0 + j
-                            if 0 <= w < W:
-                                for c in range(C):
-                                    rows[n, h, w * C + c] += cols[r, k + j * C + c]
+        for a in range(pool):
+            for e in range(pool):
+                for ph in range(PH):
+                    h0 = (ph * pool + a) * stride - padding
+                    for pw in range(PW):
+                        r = ((n * pool * pool + a * pool + e) * PH + ph) * PW + pw
+                        w0 = (pw * pool + e) * stride - padding
+                        inside = w0 >= 0 and w0 + kw <= W
+                        for i in range(kh):
+                            h = h0 + i
+                            k = i * run
+                            if inside and 0 <= h < H:
+                                start = w0 * C
+                                for t in range(run):
+                                    rows[n, h, start + t] += cols[r, k + t]
+                            elif 0 <= h < H:
+                                for j in range(kw):
+                                    w = w0 + j
+                                    if 0 <= w < W:
+                                        for c in range(C):
+                                            rows[n, h, w * C + c] += cols[r, k + j * C + c]
     return dx
 
 
-def col2im_reference(cols, x_shape, kh, kw, stride, padding):
+def col2im_reference(cols, x_shape, kh, kw, stride, padding, pool=1):
     """NumPy twin of :func:`col2im_numba`: returns ``dx`` of shape ``x_shape`` (N, H, W, C)."""
     N, H, W, C = x_shape
     OH = conv_output_size(H, kh, stride, padding)
     OW = conv_output_size(W, kw, stride, padding)
+    if pool > 1:  # back to im2col's order, zero for the outputs no window reads
+        cols = from_pooling_order(cols, (N, OH, OW, cols.shape[1]), pool).reshape(N * OH * OW, -1)
     dxp = np.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=cols.dtype)
     c6 = cols.reshape(N, OH, OW, kh, kw, C)
     for i in range(kh):
@@ -302,60 +334,164 @@ def maxpool_forward_reference(x, size, stride, relu=False, bias=None):
 
 @njit(nogil=True, cache=True)
 def maxpool_blocks_numba(blocks, bias, relu, out):
-    """``out`` (M, C) = the elementwise maximum of ``blocks`` (B, M, C) + ``bias`` (C,), then ReLU
-    when ``relu``: max-pooling of a convolution computed in pooling order
-    (:func:`im2col_pooled_numba`), for evaluation (no argmax: nothing will route a gradient). NaN
-    wins, as in :func:`maxpool_forward_numba`, and stays NaN through ReLU.
+    """``out`` (N, P, C) = the elementwise maximum of each image's ``blocks`` (N, B, P, C) + ``bias``
+    (C,), then ReLU when ``relu``: max-pooling of a convolution computed in pooling order
+    (:func:`im2col_pooled_numba`), for evaluation (no winners: nothing will route a gradient).
+    NaN wins, as in :func:`maxpool_forward_numba`, and stays NaN through ReLU.
 
     The loops run over ``TILE`` rows * C numbers at once, with the bias repeated for each row of
     a tile (a loop over 20 channels at a time is several times slower); 2x2 pooling (B = 4) reads
     its four blocks in one pass."""
-    B, M, C = blocks.shape
-    src = blocks.reshape(B, M * C)
-    flat = out.reshape(M * C)
-    rows = min(M, TILE)
-    add = np.empty(rows * C, dtype=out.dtype)
-    for r in range(rows):
-        for c in range(C):
-            add[r * C + c] = bias[c]
-    for start in range(0, M * C, rows * C):
-        stop = min(start + rows * C, M * C)
-        o = flat[start:stop]
-        first = src[0, start:stop]
-        if B == 4:
-            b1, b2, b3 = src[1, start:stop], src[2, start:stop], src[3, start:stop]
+    N, B, P, C = blocks.shape
+    rows = max(1, min(P, TILE))
+    add = tiled_bias(bias, rows)
+    for n in range(N):
+        src = blocks[n].reshape(B, P * C)
+        flat = out[n].reshape(P * C)
+        for start in range(0, P * C, rows * C):
+            stop = min(start + rows * C, P * C)
+            o = flat[start:stop]
+            first = src[0, start:stop]
+            if B == 4:
+                b1, b2, b3 = src[1, start:stop], src[2, start:stop], src[3, start:stop]
+                for t in range(stop - start):
+                    m = first[t]
+                    v = b1[t]
+                    m = v if (v > m) | (v != v) else m
+                    v = b2[t]
+                    m = v if (v > m) | (v != v) else m
+                    v = b3[t]
+                    m = v if (v > m) | (v != v) else m
+                    m += add[t]
+                    o[t] = 0.0 if relu and m <= 0.0 else m
+                continue
             for t in range(stop - start):
-                m = first[t]
-                v = b1[t]
-                m = v if (v > m) | (v != v) else m
-                v = b2[t]
-                m = v if (v > m) | (v != v) else m
-                v = b3[t]
-                m = v if (v > m) | (v != v) else m
-                m += add[t]
+                o[t] = first[t]
+            for b in range(1, B):
+                other = src[b, start:stop]
+                for t in range(stop - start):
+                    v = other[t]
+                    m = o[t]
+                    o[t] = v if (v > m) | (v != v) else m
+            for t in range(stop - start):
+                m = o[t] + add[t]
                 o[t] = 0.0 if relu and m <= 0.0 else m
-            continue
-        for t in range(stop - start):
-            o[t] = first[t]
-        for b in range(1, B):
-            other = src[b, start:stop]
-            for t in range(stop - start):
-                v = other[t]
-                m = o[t]
-                o[t] = v if (v > m) | (v != v) else m
-        for t in range(stop - start):
-            m = o[t] + add[t]
-            o[t] = 0.0 if relu and m <= 0.0 else m
     return out
 
 
+@njit(nogil=True, cache=True)
+def tiled_bias(bias, rows):
+    """``bias`` (C,) repeated ``rows`` times: (rows * C,), to add to ``rows`` channels-last rows."""
+    C = bias.shape[0]
+    add = np.empty(rows * C, dtype=bias.dtype)
+    for r in range(rows):
+        for c in range(C):
+            add[r * C + c] = bias[c]
+    return add
+
+
 def maxpool_blocks_reference(blocks, bias, relu):
-    """NumPy twin of :func:`maxpool_blocks_numba`: blocks (B, M, C), bias (C,) -> (M, C)."""
-    out = blocks[0]
-    for block in blocks[1:]:
+    """NumPy twin of :func:`maxpool_blocks_numba`: blocks (N, B, P, C), bias (C,) -> (N, P, C)."""
+    out = blocks[:, 0]
+    for b in range(1, blocks.shape[1]):
+        block = blocks[:, b]
         out = np.where((block > out) | np.isnan(block), block, out)
     out = out + bias  # max(x) + b == max(x + b): rounding is monotone
     return np.where(out <= 0, 0, out).astype(blocks.dtype) if relu else out
+
+
+@njit(nogil=True, cache=True)
+def maxpool_blocks_winners_numba(blocks, bias, relu, out, winner):
+    """:func:`maxpool_blocks_numba` for training: ``out`` (N, P, C) and ``winner`` (N, P, C) int32,
+    the block (0..B-1, the window's pixel a*pool + e) each maximum came from, by the rules of
+    :func:`maxpool_forward_numba`: each candidate gets its channel's bias before it is compared,
+    the first maximum wins ties, the first NaN wins over any number, and with ``relu`` a clipped
+    or NaN output has winner -1 (no gradient). 2x2 pooling (B = 4) is one pass over its four
+    blocks; other sizes take a pass per block."""
+    N, B, P, C = blocks.shape
+    rows = max(1, min(P, TILE))
+    add = tiled_bias(bias, rows)
+    for n in range(N):
+        src = blocks[n].reshape(B, P * C)
+        flat, won = out[n].reshape(P * C), winner[n].reshape(P * C)
+        for start in range(0, P * C, rows * C):
+            stop = min(start + rows * C, P * C)
+            o, w = flat[start:stop], won[start:stop]
+            if B == 4:
+                s0, s1, s2, s3 = src[0, start:stop], src[1, start:stop], src[2, start:stop], src[3, start:stop]
+                for t in range(stop - start):
+                    m, k = s0[t] + add[t], 0
+                    v = s1[t] + add[t]
+                    take = (v > m) | ((v != v) & (m == m))
+                    m = v if take else m
+                    k = 1 if take else k
+                    v = s2[t] + add[t]
+                    take = (v > m) | ((v != v) & (m == m))
+                    m = v if take else m
+                    k = 2 if take else k
+                    v = s3[t] + add[t]
+                    take = (v > m) | ((v != v) & (m == m))
+                    m = v if take else m
+                    k = 3 if take else k
+                    if relu:
+                        clip = m <= 0.0  # False for NaN: NaN stays NaN, with no gradient
+                        k = -1 if clip | (m != m) else k
+                        m = 0.0 if clip else m
+                    o[t], w[t] = m, k
+                continue
+            first = src[0, start:stop]
+            for t in range(stop - start):
+                o[t], w[t] = first[t] + add[t], 0
+            for b in range(1, B):
+                other = src[b, start:stop]
+                for t in range(stop - start):
+                    v, m = other[t] + add[t], o[t]
+                    take = (v > m) | ((v != v) & (m == m))
+                    o[t] = v if take else m
+                    w[t] = b if take else w[t]
+            if relu:
+                for t in range(stop - start):
+                    m = o[t]
+                    clip = m <= 0.0  # False for NaN: NaN stays NaN, with no gradient
+                    o[t] = 0.0 if clip else m
+                    w[t] = -1 if clip | (m != m) else w[t]
+    return out, winner
+
+
+def maxpool_blocks_winners_reference(blocks, bias, relu):
+    """NumPy twin of :func:`maxpool_blocks_winners_numba`: blocks (N, B, P, C), bias (C,) ->
+    ``(out, winner)``, each (N, P, C)."""
+    out = blocks[:, 0] + bias
+    winner = np.zeros(out.shape, dtype=np.int32)
+    for b in range(1, blocks.shape[1]):
+        v = blocks[:, b] + bias
+        take = (v > out) | (np.isnan(v) & ~np.isnan(out))
+        out, winner = np.where(take, v, out), np.where(take, b, winner)
+    if relu:
+        none = (out <= 0) | np.isnan(out)
+        out, winner = np.where(out <= 0, 0, out).astype(blocks.dtype), np.where(none, -1, winner)
+    return out, winner
+
+
+@njit(nogil=True, cache=True)
+def maxpool_blocks_backward_numba(dout, winner, dblocks):
+    """Overwrite ``dblocks`` (N, B, P, C) with ``dout`` (N, P, C) routed to each window's winner
+    (:func:`maxpool_blocks_winners_numba`): ``dblocks[n, b] = dout[n]`` where ``winner[n] == b``,
+    0 elsewhere: the gradient of the convolution's outputs, in pooling order."""
+    N, B, P, C = dblocks.shape
+    for n in range(N):
+        d, won = dout[n].reshape(P * C), winner[n].reshape(P * C)
+        target = dblocks[n].reshape(B, P * C)
+        for b in range(B):
+            row = target[b]
+            for t in range(P * C):
+                row[t] = d[t] if won[t] == b else 0.0
+    return dblocks
+
+
+def maxpool_blocks_backward_reference(dout, winner, B):
+    """NumPy twin of :func:`maxpool_blocks_backward_numba`: -> dblocks (N, B, P, C)."""
+    return np.stack([np.where(winner == b, dout, 0) for b in range(B)], axis=1).astype(dout.dtype)
 
 
 @njit(nogil=True, cache=True)

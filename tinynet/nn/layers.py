@@ -32,14 +32,19 @@ import math
 import numpy as np
 
 from ..errors import ArgumentError
-from .kernels import (col2im_numba, conv_output_size, im2col_numba, im2col_pooled_numba,
-                      maxpool_backward_numba, maxpool_blocks_numba, maxpool_forward_numba)
+from .kernels import (col2im_numba, conv_output_size, im2col_numba, maxpool_backward_numba,
+                      maxpool_forward_numba, to_pooling_order)
 
 
 # Bytes of im2col matrix per chunk of images (Conv2D.convolve): small enough that each chunk's
 # matrix and matmul output are still in cache (L2 and L3) when the matmul and the pooling read
 # them; measured on a 2-core AMD EPYC (512 KB L2 per core), 256 KB to 1 MB were best.
 CHUNK_BYTES = 1 << 20
+
+
+def chunk_images(n, bytes_per_image):
+    """Images per chunk: as many as fit in CHUNK_BYTES of im2col matrix, at least one, at most n."""
+    return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
 
 
 def he_normal(rng, shape, fan_in):
@@ -114,6 +119,7 @@ class Conv2D(Layer):
     without copying, so activations stay channels-last in memory from layer to layer (the next
     layer's kernels read them as they are). The batch is convolved a chunk of images at a time
     (:meth:`convolve`), each chunk's im2col matrix and matmul small enough to stay in cache.
+    Followed by a max-pooling layer, it runs fused with it (``tinynet/nn/convpool.py``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, *, rng, stride=1, padding=0,
@@ -149,60 +155,6 @@ class Conv2D(Layer):
             np.add(conv, self.params["b"], out=out[n0:n1])  # + b while the chunk is in cache
         return out.transpose(0, 3, 1, 2)
 
-    def forward_pool(self, x, pool, train=True):
-        """``pool.forward(self.forward(x, train))`` in one go, for a max-pooling layer ``pool``
-        (``MaxPool2D`` or ``ReLUMaxPool2D``): each chunk of the convolution is pooled while it is
-        in cache, with the bias added as the pooling kernel reads it, so the convolution's output
-        is never written out whole. Same numbers, and both layers cache what their backward needs,
-        as if each had run its own forward."""
-        if not train and pool.stride == pool.size:
-            return self.forward_pool_eval(x, pool)
-        pooled, pool.cache = self.pool_with_winners(x, pool, train)
-        return pooled.transpose(0, 3, 1, 2)
-
-    def pool_with_winners(self, x, pool, train):
-        """The convolution of ``x`` pooled by ``pool``, channels-last ``(N, PH, PW, C_out)``, and the
-        cache ``pool.backward`` reads: the convolution output's shape and each window's winner."""
-        pooled = argmax = None
-        for n0, n1, conv in self.convolve(x, train):
-            if pooled is None:
-                N, OH, OW, C = len(x), *conv.shape[1:]
-                shape = (N, conv_output_size(OH, pool.size, pool.stride, 0),
-                         conv_output_size(OW, pool.size, pool.stride, 0), C)
-                pooled = np.empty(shape, dtype=conv.dtype)
-                argmax = pool.buffer("argmax", shape, np.int32)
-            maxpool_forward_numba(conv, pool.size, pool.stride, pool.relu, pooled[n0:n1],
-                                  argmax[n0:n1], self.params["b"])
-        return pooled, ((N, OH, OW, C), argmax)
-
-    def forward_pool_eval(self, x, pool):
-        """:meth:`forward_pool` for evaluation, when the pooling windows tile the image (stride =
-        size): each chunk's im2col matrix is built in *pooling order*
-        (``tinynet/nn/kernels.py``, ``im2col_pooled_numba``), so the matmul returns every window's
-        size*size candidates as size*size contiguous blocks, and pooling is an elementwise maximum
-        of those blocks (+ bias, ReLU); convolution outputs that no window reads are skipped. No
-        argmax is kept: a backward pass after evaluation (a saliency map) is rare, so ``pool`` is
-        left a way to find its winners again, from this input, when its backward asks for them."""
-        x_nhwc, OH, OW, W2 = self.geometry(x)
-        size, c_out = pool.size, W2.shape[0]
-        PH, PW = OH // size, OW // size
-        per_image = size * size * PH * PW
-        step = max(1, min(len(x), CHUNK_BYTES // max(1, per_image * W2.shape[1] * x.itemsize)))
-        cols = self.buffer("chunk_cols", (step * per_image, W2.shape[1]), x.dtype)
-        conv = self.buffer("conv", (step * per_image, c_out), x.dtype)
-        pooled = np.empty((len(x), PH, PW, c_out), dtype=x.dtype)
-        k = self.params["W"].shape[2]
-        for n0 in range(0, len(x), step):
-            n1 = min(len(x), n0 + step)
-            rows = (n1 - n0) * per_image
-            im2col_pooled_numba(x_nhwc[n0:n1], k, k, self.stride, self.padding, size, cols[:rows])
-            np.matmul(cols[:rows], W2.T, out=conv[:rows])
-            maxpool_blocks_numba(conv[:rows].reshape(size * size, -1, c_out), self.params["b"],
-                                 pool.relu, pooled[n0:n1].reshape(-1, c_out))
-        self.cache = (x_nhwc.shape, x_nhwc, W2)
-        pool.cache = lambda: self.pool_with_winners(x, pool, False)[1]  # called by pool.backward
-        return pooled.transpose(0, 3, 1, 2)
-
     def geometry(self, x):
         """``(x channels-last (N, H, W, C_in), OH, OW, W2)`` for an input ``x`` (N, C_in, H, W),
         with W2 = the weights as (C_out, kH*kW*C_in), columns in im2col's (i, j, c) order."""
@@ -224,13 +176,13 @@ class Conv2D(Layer):
         x_nhwc, OH, OW, W2 = self.geometry(x)
         N, (c_out, _, k, _) = len(x_nhwc), self.params["W"].shape
         per_image = OH * OW
-        step = max(1, min(N, CHUNK_BYTES // (per_image * W2.shape[1] * x.itemsize)))
+        step = chunk_images(N, per_image * W2.shape[1] * x.itemsize)
         if train:
             cols = self.buffer("cols", (N * per_image, W2.shape[1]), x.dtype)
         else:
             cols = self.buffer("chunk_cols", (step * per_image, W2.shape[1]), x.dtype)
         conv = self.buffer("conv", (step * per_image, c_out), x.dtype)
-        self.cache = (x_nhwc.shape, cols if train else x_nhwc, W2)
+        self.cache = (x_nhwc.shape, cols if train else x_nhwc, W2, None)
         for n0 in range(0, max(N, 1), step):  # (an empty batch: one empty chunk)
             n1 = min(N, n0 + step)
             rows = slice(n0 * per_image, n1 * per_image) if train else slice(0, (n1 - n0) * per_image)
@@ -248,16 +200,24 @@ class Conv2D(Layer):
             db  = D summed over its rows
             dX  = D @ W2,  dx = col2im(dX)   (each input pixel sums the gradients of every
                                               output whose receptive field contains it)
-        dX is computed and scattered a chunk of images at a time, so it never leaves the cache.
+        The rows of D are taken in the order of the cached im2col matrix X: im2col's, or pooling
+        order after a training pass fused with a max-pooling (``tinynet/nn/convpool.py``).
         """
-        x_shape, cols, W2 = self.cache
-        W = self.params["W"]
-        c_out, c_in, k, _ = W.shape
+        x_shape, cols, W2, pool = self.cache
+        c_out, _, k, _ = self.params["W"].shape
         if cols.ndim == 4:  # the forward pass ran for evaluation: cached its input, not its im2col
             x_nhwc = cols
             cols = np.empty((len(x_nhwc) * dout.shape[2] * dout.shape[3], W2.shape[1]), x_nhwc.dtype)
-            im2col_numba(x_nhwc, k, k, self.stride, self.padding, cols)
-        d2 = channels_last(dout).reshape(-1, c_out)
+            self.cache = (x_shape, im2col_numba(x_nhwc, k, k, self.stride, self.padding, cols), W2, None)
+        d = channels_last(dout)
+        return self.backward_rows(d.reshape(-1, c_out) if pool is None else to_pooling_order(d, pool))
+
+    def backward_rows(self, d2):
+        """:meth:`backward` from D (N*OH*OW, C_out), its rows in the order of the cached im2col
+        matrix. dX is computed and scattered a chunk of images at a time, so it never leaves the
+        cache."""
+        x_shape, cols, W2, pool = self.cache
+        c_out, c_in, k, _ = self.params["W"].shape
         dW2 = d2.T @ cols
         self.grads["W"] = np.ascontiguousarray(dW2.reshape(c_out, k, k, c_in).transpose(0, 3, 1, 2))
         # db = column sums of D, written as ones @ D: for a tall, narrow D (73,728 x 20 in conv1)
@@ -266,15 +226,15 @@ class Conv2D(Layer):
         if not self.compute_input_grad:
             return None
         N = x_shape[0]
-        per_image = dout.shape[2] * dout.shape[3]
-        step = max(1, min(N, CHUNK_BYTES // (per_image * W2.shape[1] * dout.itemsize)))
-        dcols = self.buffer("dcols", (step * per_image, W2.shape[1]), dout.dtype)
-        dx = np.empty(x_shape, dtype=dout.dtype)
+        per_image = len(d2) // max(N, 1)
+        step = chunk_images(N, per_image * W2.shape[1] * d2.itemsize)
+        dcols = self.buffer("dcols", (step * per_image, W2.shape[1]), d2.dtype)
+        dx = np.empty(x_shape, dtype=d2.dtype)
         for n0 in range(0, N, step):
             n1 = min(N, n0 + step)
             part = dcols[:(n1 - n0) * per_image]
             np.matmul(d2[n0 * per_image:n1 * per_image], W2, out=part)
-            col2im_numba(part, k, k, self.stride, self.padding, dx[n0:n1])
+            col2im_numba(part, k, k, self.stride, self.padding, dx[n0:n1], pool or 1)
         return dx.transpose(0, 3, 1, 2)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import ArgumentError
 from .describe import DescriptionError, build_layers, frequencies, probability
 from .layers import Conv2D, MaxPool2D
+from .convpool import backward_pool, forward_pool, fused
 
 
 class Sequential:
@@ -33,14 +34,14 @@ class Sequential:
     def forward(self, x, train=True):
         """x (N, C, H, W) -> logits (N, num_classes).
 
-        A ``Conv2D`` followed by a max-pooling layer runs as one step (``Conv2D.forward_pool``:
+        A ``Conv2D`` followed by a max-pooling layer runs as one step (``tinynet/nn/convpool.py``:
         the same numbers, without writing the convolution's whole output to memory); every other
         layer runs on its own."""
         layers, i = self.layers, 0
         while i < len(layers):
             layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
-                x = layer.forward_pool(x, after, train)
+                x = forward_pool(layer, x, after, train)
                 i += 2
             else:
                 x = layer.forward(x, train)
@@ -48,9 +49,17 @@ class Sequential:
         return x
 
     def backward(self, dout):
-        """dL/dlogits -> dL/dx (None when the first layer skips its input gradient); fills grads."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        """dL/dlogits -> dL/dx (None when the first layer skips its input gradient); fills grads.
+        A convolution and the pooling after it that ran forward as one step in pooling order
+        run backward as one step too (``tinynet/nn/convpool.py``)."""
+        layers, i = self.layers, len(self.layers) - 1
+        while i >= 0:
+            if i > 0 and fused(layers[i - 1], layers[i]):
+                dout = backward_pool(layers[i - 1], layers[i], dout)
+                i -= 2
+            else:
+                dout = layers[i].backward(dout)
+                i -= 1
         return dout
 
     def parameters(self):
