@@ -30,6 +30,11 @@ memory, as every activation inside the LeNet is).
   ``x > 0`` is False for NaN), with index ``-1``, so their gradient is dropped.
 - ``maxpool_backward`` routes each output gradient to its recorded winner (adding where
   overlapping windows share a winner).
+- *Pooling order* (``im2col_pooled``, ``maxpool_blocks*``, ``col2im`` with ``pool``): when a
+  ``pool x pool`` max-pooling with stride ``pool`` follows the convolution, im2col's rows can be
+  grouped by their offset inside the pooling window, so that the matmul returns each window's
+  candidates as pool*pool contiguous blocks, and pooling (with or without its winners) and its
+  backward become elementwise passes over long runs of numbers (``tinynet/nn/convpool.py``).
 
 Threads. Each kernel runs in the thread that calls it and releases the GIL (``nogil``): tinynet's
 parallelism is a split of the batch into slices, each run by one thread with its own buffers
@@ -214,6 +219,7 @@ def col2im_numba(cols, kh, kw, stride, padding, dx, pool=1):
     dx[...] = 0.0
     rows = dx.reshape(N, H, W * C)
     for n in range(N):
+        # row r is output (oh, ow) = (ph*pool + a, pw*pool + e); with pool = 1, r = (n*OH + oh)*OW + ow
         for a in range(pool):
             for e in range(pool):
                 for ph in range(PH):

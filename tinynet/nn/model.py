@@ -7,9 +7,9 @@ import numbers
 import numpy as np
 
 from ..errors import ArgumentError
+from .convpool import backward_pool, forward_pool, fused
 from .describe import DescriptionError, build_layers, frequencies, probability
 from .layers import Conv2D, MaxPool2D
-from .convpool import backward_pool, forward_pool, fused
 
 
 class Sequential:
@@ -35,8 +35,8 @@ class Sequential:
         """x (N, C, H, W) -> logits (N, num_classes).
 
         A ``Conv2D`` followed by a max-pooling layer runs as one step (``tinynet/nn/convpool.py``:
-        the same numbers, without writing the convolution's whole output to memory); every other
-        layer runs on its own."""
+        the same numbers up to rounding, without writing the convolution's whole output to
+        memory); every other layer runs on its own."""
         layers, i = self.layers, 0
         while i < len(layers):
             layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
