@@ -33,11 +33,9 @@ def forward_pool(conv, x, pool, train=True):
     convolution (N, C_out, PH, PW), channels-last in memory; both layers cache what their backward
     needs."""
     if pool.stride == pool.size:
-        if not train:
-            return forward_pool_eval(conv, x, pool)
         OH, OW = (conv_output_size(n, conv.kernel_size, conv.stride, conv.padding) for n in x.shape[2:])
-        if OH % pool.size == 0 and OW % pool.size == 0:
-            return forward_pool_train(conv, x, pool)
+        if not train or (OH % pool.size == 0 and OW % pool.size == 0):
+            return forward_pooling_order(conv, x, pool, train)
     pooled, pool.cache = pool_with_winners(conv, x, pool, train)
     return pooled.transpose(0, 3, 1, 2)
 
@@ -47,7 +45,7 @@ def backward_pool(conv, pool, dout):
     the pooled gradient dout (N, C_out, PH, PW) goes to each window's winning block, in pooling
     order, and from there through the convolution's backward."""
     winners = pool.cache
-    N, B, P, C = winners.winner.shape[0], pool.size * pool.size, *winners.winner.shape[1:]
+    (N, P, C), B = winners.winner.shape, winners.size * winners.size
     dblocks = conv.buffer("dconv", (N, B, P, C), dout.dtype)
     maxpool_blocks_backward_numba(channels_last(dout).reshape(N, P, C), winners.winner, dblocks)
     return conv.backward_rows(dblocks.reshape(N * B * P, C))
@@ -60,53 +58,40 @@ def fused(conv, pool):
     return isinstance(cache, PoolingOrderWinners) and cache.conv is conv
 
 
-def forward_pool_train(conv, x, pool):
-    """:func:`forward_pool` while training, when the windows tile the convolution's output: the
-    im2col matrix of the whole batch in pooling order (kept for backward), each chunk's matmul
-    pooled by :func:`maxpool_blocks_winners_numba`."""
+def forward_pooling_order(conv, x, pool, train):
+    """:func:`forward_pool` when the windows tile the convolution's output: each chunk's im2col
+    matrix in pooling order, its matmul pooled elementwise (outputs that no window reads are
+    skipped). While training, the chunks fill the whole batch's matrix, kept for backward, and
+    each window's winning block is kept (:func:`maxpool_blocks_winners_numba`). For evaluation one
+    chunk-sized matrix is reused and no winners are kept (:func:`maxpool_blocks_numba`): a
+    backward pass after evaluation (a saliency map) is rare, so ``pool`` is left a way to find its
+    winners again, from this input, when its backward asks for them."""
     x_nhwc, OH, OW, W2 = conv.geometry(x)
     N, k, size, c_out = len(x), conv.kernel_size, pool.size, W2.shape[0]
     B, P = size * size, (OH // size) * (OW // size)
     step = chunk_images(N, B * P * W2.shape[1] * x.itemsize)
-    cols = conv.buffer("cols", (N * B * P, W2.shape[1]), x.dtype)
+    cols = conv.buffer("cols" if train else "chunk_cols", ((N if train else step) * B * P, W2.shape[1]),
+                       x.dtype)
     out = conv.buffer("conv", (step * B * P, c_out), x.dtype)
     pooled = np.empty((N, P, c_out), dtype=x.dtype)
-    winner = pool.buffer("winner", (N, P, c_out), np.int32)
+    winner = pool.buffer("winner", (N, P, c_out), np.int32) if train else None
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
-        rows = cols[n0 * B * P:n1 * B * P]
+        rows = cols[n0 * B * P:n1 * B * P] if train else cols[:(n1 - n0) * B * P]
         im2col_pooled_numba(x_nhwc[n0:n1], k, k, conv.stride, conv.padding, size, rows)
-        np.matmul(rows, W2.T, out=out[:len(rows)])
-        maxpool_blocks_winners_numba(out[:len(rows)].reshape(n1 - n0, B, P, c_out),
-                                     conv.params["b"], pool.relu, pooled[n0:n1], winner[n0:n1])
-    conv.cache = (x_nhwc.shape, cols, W2, size)
-    pool.cache = PoolingOrderWinners(conv, winner, size, (N, OH, OW, c_out))
+        blocks = np.matmul(rows, W2.T, out=out[:len(rows)]).reshape(n1 - n0, B, P, c_out)
+        if train:
+            maxpool_blocks_winners_numba(blocks, conv.params["b"], pool.relu, pooled[n0:n1],
+                                         winner[n0:n1])
+        else:
+            maxpool_blocks_numba(blocks, conv.params["b"], pool.relu, pooled[n0:n1])
+    if train:
+        conv.cache = (x_nhwc.shape, cols, W2, size)
+        pool.cache = PoolingOrderWinners(conv, winner, size, (N, OH, OW, c_out))
+    else:
+        conv.cache = (x_nhwc.shape, x_nhwc, W2, None)
+        pool.cache = lambda: pool_with_winners(conv, x, pool, False)[1]  # called by pool.backward
     return pooled.reshape(N, OH // size, OW // size, c_out).transpose(0, 3, 1, 2)
-
-
-def forward_pool_eval(conv, x, pool):
-    """:func:`forward_pool` for evaluation, when the windows tile the image (stride = size): each
-    chunk's im2col matrix in pooling order, pooled by :func:`maxpool_blocks_numba`; convolution
-    outputs that no window reads are skipped. No winners are kept: a backward pass after
-    evaluation (a saliency map) is rare, so ``pool`` is left a way to find its winners again, from
-    this input, when its backward asks for them."""
-    x_nhwc, OH, OW, W2 = conv.geometry(x)
-    size, c_out, k = pool.size, W2.shape[0], conv.kernel_size
-    B, P = size * size, (OH // size) * (OW // size)
-    step = chunk_images(len(x), B * P * W2.shape[1] * x.itemsize)
-    cols = conv.buffer("chunk_cols", (step * B * P, W2.shape[1]), x.dtype)
-    out = conv.buffer("conv", (step * B * P, c_out), x.dtype)
-    pooled = np.empty((len(x), P, c_out), dtype=x.dtype)
-    for n0 in range(0, len(x), step):
-        n1 = min(len(x), n0 + step)
-        rows = (n1 - n0) * B * P
-        im2col_pooled_numba(x_nhwc[n0:n1], k, k, conv.stride, conv.padding, size, cols[:rows])
-        np.matmul(cols[:rows], W2.T, out=out[:rows])
-        maxpool_blocks_numba(out[:rows].reshape(n1 - n0, B, P, c_out), conv.params["b"], pool.relu,
-                             pooled[n0:n1])
-    conv.cache = (x_nhwc.shape, x_nhwc, W2, None)
-    pool.cache = lambda: pool_with_winners(conv, x, pool, False)[1]  # called by pool.backward
-    return pooled.reshape(len(x), OH // size, OW // size, c_out).transpose(0, 3, 1, 2)
 
 
 def pool_with_winners(conv, x, pool, train):
@@ -127,11 +112,11 @@ def pool_with_winners(conv, x, pool, train):
 
 
 class PoolingOrderWinners:
-    """A pooling layer's cache after :func:`forward_pool_train`: ``winner`` (N, P, C), the block
-    of each window's maximum (-1: no gradient), for :func:`backward_pool`. Called, as
-    ``MaxPool2D.backward`` run on its own calls it, it gives the cache that layer's own forward
-    would have made: the convolution output's shape and each window's winner as a flat index
-    h*OW + w."""
+    """A pooling layer's cache after :func:`forward_pooling_order` while training: ``winner``
+    (N, P, C), the block of each window's maximum (-1: no gradient), for :func:`backward_pool`.
+    Called, as ``MaxPool2D.backward`` run on its own calls it, it gives the cache that layer's own
+    forward would have made: the convolution output's shape and each window's winner as a flat
+    index h*OW + w."""
 
     def __init__(self, conv, winner, size, conv_shape):
         self.conv, self.winner, self.size, self.shape = conv, winner, size, conv_shape
